@@ -1,0 +1,193 @@
+"""Panel and API page render times with 1,000,000 calls in the database, next to the same pages
+on a database without calls (the baseline, measured in the same run).
+
+    python bench/panel.py [--calls 1000000] [--db /tmp/ppcswitch-bench-panel.db] [--repeat 15]
+
+SQLite (the embedded default): the calls (one attempt each) are spread over the last 100
+days, 10 buyers, 3 campaigns, 5 publishers, 1,000 tracking numbers; they are written with
+sqlite3's executemany (the schema comes from the real migrations), and the database is
+kept for the next run (--rebuild to start again). Requests go through aiohttp's test client
+in this process, logged in as an admin: the time of each is server work plus loopback HTTP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import sqlite3
+import statistics
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from aiohttp.test_utils import TestClient, TestServer  # noqa: E402
+
+from ppcswitch import app as core  # noqa: E402
+from ppcswitch.config import load_settings  # noqa: E402
+from ppcswitch.storage import db, repo  # noqa: E402
+from ppcswitch.web import standalone_app, store  # noqa: E402
+
+PASSWORD = "bench password 1"
+FMT = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy stores datetimes in SQLite
+
+
+async def seed_network(url: str) -> None:
+    await db.upgrade(url)
+    engine = db.make_engine(url)
+    try:
+        async with db.make_sessionmaker(engine)() as s, s.begin():
+            for k in range(3):
+                await repo.create_campaign(s, f"Campaign {k}")
+            for p in range(5):
+                await repo.create_publisher(s, f"Publisher {p}", payout="10.00")
+            for b in range(10):
+                await repo.create_buyer(s, f"Buyer {b}", f"sip:b{b}@127.0.0.1:{5100 + b}", revenue="40.00",
+                                        concurrency_cap=20)
+                await repo.add_campaign_buyer(s, f"Campaign {b % 3}", f"Buyer {b}", b // 3 + 1)
+            for n in range(1000):
+                await repo.add_tracking_number(s, f"+1212555{n:04d}", f"Campaign {n % 3}", f"Publisher {n % 5}")
+            await store.create_user(s, "admin", PASSWORD, "admin")
+    finally:
+        await engine.dispose()
+
+
+def fill_calls(path: str, count: int) -> float:
+    """Insert `count` calls and their attempts; returns seconds taken."""
+    rng = random.Random(1)
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    span = 100 * 86400
+    started = time.monotonic()
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=OFF")
+    base_id = (con.execute("SELECT COALESCE(MAX(id), 0) FROM calls").fetchone()[0]) + 1
+    chunk = 50_000
+    for start in range(0, count, chunk):
+        calls, attempts = [], []
+        for i in range(start, min(count, start + chunk)):
+            cid = base_id + i
+            t0 = now - timedelta(seconds=span * (i / count)) - timedelta(seconds=rng.random())
+            secs = rng.choice((5, 30, 75, 120, 300))
+            billable = secs >= 60
+            buyer = rng.randrange(1, 11)
+            t_ans, t_end = t0 + timedelta(seconds=4), t0 + timedelta(seconds=4 + secs)
+            calls.append((cid, f"bench-{cid}", f"+1212555{rng.randrange(1000):04d}", f"+1415{rng.randrange(10**7):07d}",
+                          1, t0.strftime(FMT), t_end.strftime(FMT), "connected", rng.randrange(1, 6), buyer % 3 + 1,
+                          buyer, t_ans.strftime(FMT), secs * 1000, 16, "Normal Clearing", "", int(billable),
+                          "[]" if billable else f'["duration_below_minimum:{secs}<60"]',
+                          4000 if billable else 0, 1000 if billable else 0))
+            attempts.append((cid, 1, buyer, "ANSWER", t0.strftime(FMT), t_ans.strftime(FMT), t_end.strftime(FMT)))
+        con.executemany(
+            "INSERT INTO calls (id, linkedid, tracking_number, caller, caller_valid, started_at, ended_at, outcome,"
+            " publisher_id, campaign_id, buyer_id, answered_at, connected_ms, hangup_cause, hangup_cause_text,"
+            " reject_reason, billable, billing_reasons, revenue_cents, payout_cents)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", calls)
+        con.executemany("INSERT INTO call_attempts (call_id, seq, buyer_id, dial_status, started_at, answered_at,"
+                        " ended_at) VALUES (?,?,?,?,?,?,?)", attempts)
+        con.commit()
+    con.execute("ANALYZE")
+    con.close()
+    return time.monotonic() - started
+
+
+def pages(mid_call_id: int) -> list[tuple[str, str]]:
+    today = datetime.now(timezone.utc).date()
+    week = (today - timedelta(days=7)).isoformat()
+    return [
+        ("dashboard", "/"),
+        ("call log", "/calls"),
+        ("call log, billable", "/calls?billable=yes"),
+        ("call log, campaign + week", f"/calls?campaign=2&date_from={week}"),
+        ("call log, buyer + not billable", "/calls?buyer=7&billable=no"),
+        ("call log, caller prefix", "/calls?caller=%2B14155"),
+        ("call log, rare caller", "/calls?caller=%2B141500000"),
+        ("call log, 40 days back", f"/calls?date_to={(today - timedelta(days=40)).isoformat()}"),
+        ("call page", f"/calls/{mid_call_id}"),
+        ("buyers", "/buyers"),
+        ("numbers", "/numbers?campaign=1"),
+        ("live calls", "/live"),
+        ("API calls", "/api/v1/calls?limit=100"),
+        ("API summary", "/api/v1/summary"),
+    ]
+
+
+async def measure(url: str, repeat: int, mid_call_id: int) -> dict[str, list[float]]:
+    client = TestClient(TestServer(standalone_app(load_settings(env={"PPCSWITCH_DATABASE_URL": url}))))
+    await client.start_server()
+    try:
+        app = client.server.app
+
+        async def token(s):
+            return (await store.create_token(s, await store.user_by_name(s, "admin"), "bench"))[1]
+
+        api_token = await app[core.WRITER].run(token)
+        login = await client.get("/login")
+        csrf = (await login.text()).split('name="csrf" value="')[1].split('"')[0]
+        await client.post("/login", data={"csrf": csrf, "username": "admin", "password": PASSWORD})
+        out: dict[str, list[float]] = {}
+        for name, path in pages(mid_call_id):
+            headers = {"Authorization": f"Bearer {api_token}"} if path.startswith("/api/") else {}
+            times = []
+            for i in range(repeat + 1):
+                t0 = time.perf_counter()
+                resp = await client.get(path, headers=headers)
+                await resp.read()
+                elapsed = (time.perf_counter() - t0) * 1000
+                if resp.status not in (200, 404):
+                    raise SystemExit(f"{path}: HTTP {resp.status}")
+                if i:  # the first request warms caches
+                    times.append(elapsed)
+            out[name] = times
+        return out
+    finally:
+        await client.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--calls", type=int, default=1_000_000)
+    ap.add_argument("--db", default="/tmp/ppcswitch-bench-panel.db")
+    ap.add_argument("--repeat", type=int, default=15)
+    ap.add_argument("--rebuild", action="store_true")
+    args = ap.parse_args()
+
+    base_path = args.db + ".empty"
+    for path in ([args.db, base_path] if args.rebuild else [base_path]):
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.remove(path + suffix)
+    asyncio.run(seed_network(f"sqlite+aiosqlite:///{base_path}"))
+    have = 0
+    if os.path.exists(args.db):
+        with sqlite3.connect(args.db) as con:
+            have = con.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+    if have != args.calls:
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(args.db + suffix):
+                os.remove(args.db + suffix)
+        asyncio.run(seed_network(f"sqlite+aiosqlite:///{args.db}"))
+        print(f"writing {args.calls:,} calls ...", flush=True)
+        print(f"  {fill_calls(args.db, args.calls):.1f} s")
+    else:
+        print(f"reusing {args.db} with {have:,} calls")
+
+    baseline = asyncio.run(measure(f"sqlite+aiosqlite:///{base_path}", args.repeat, 1))
+    full = asyncio.run(measure(f"sqlite+aiosqlite:///{args.db}", args.repeat, args.calls // 2))
+    print(f"\nmedian / p95 ms over {args.repeat} requests each (SQLite, one process)")
+    print(f"{'page':<32}{'no calls':>18}{f'{args.calls:,} calls':>22}")
+    worst = 0.0
+    for name in full:
+        b, f = baseline[name], full[name]
+        p95 = sorted(f)[max(0, int(len(f) * 0.95) - 1)]
+        worst = max(worst, p95)
+        bp95 = sorted(b)[max(0, int(len(b) * 0.95) - 1)]
+        print(f"{name:<32}{statistics.median(b):>9.1f} /{bp95:>6.1f}{statistics.median(f):>13.1f} /{p95:>6.1f}")
+    print(f"\nslowest p95 with {args.calls:,} calls: {worst:.1f} ms (target < 200 ms)")
+
+
+if __name__ == "__main__":
+    main()

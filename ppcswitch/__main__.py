@@ -1,0 +1,3 @@
+from ppcswitch.cli import main
+
+raise SystemExit(main())

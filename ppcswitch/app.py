@@ -1,0 +1,282 @@
+"""The controller process: one aiohttp application owning every long-lived resource.
+
+Resources start and stop through app.cleanup_ctx, in order: database (engine,
+migrations, the single writer), routing (configuration snapshot and its
+reloader), AMI (event stream into the call tracker), FastAGI (routing answers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+
+import aiohttp
+from aiohttp import web
+
+from ppcswitch import channel_vars as cv
+from ppcswitch.agi import attribution as agi_attribution
+from ppcswitch.agi import next as agi_next
+from ppcswitch.agi import route as agi_route
+from ppcswitch.agi import zip as agi_zip
+from ppcswitch.agi import screen as agi_screen
+from ppcswitch.fraud import runtime as fraud_runtime
+from ppcswitch.agi.server import FastAgiServer
+from ppcswitch.ami.client import AmiClient
+from ppcswitch.attribution import service as attribution
+from ppcswitch.attribution import store as attribution_store
+from ppcswitch.billing import ledger
+from ppcswitch.calls import CallRecord
+from ppcswitch.config import Settings
+from ppcswitch.metrics import CONTENT_TYPE, Metrics, metrics_authorized
+from ppcswitch.recovery import Recovery
+from ppcswitch.routing.service import Router
+from ppcswitch.rtb.auction import Auctioneer
+from ppcswitch.storage import db, repo, repo_routing
+from ppcswitch.storage.writer import Writer
+from ppcswitch.tracker.tracker import CallTracker
+from ppcswitch import web as web_panel
+
+log = logging.getLogger(__name__)
+
+SETTINGS = web.AppKey("settings", Settings)
+ENGINE = web.AppKey("engine", object)
+SESSIONS = web.AppKey("sessionmaker", object)
+WRITER = web.AppKey("writer", Writer)
+ROUTER = web.AppKey("router", Router)
+TRACKER = web.AppKey("tracker", CallTracker)
+AMI = web.AppKey("ami", AmiClient)
+AGI = web.AppKey("agi", FastAgiServer)
+METRICS = web.AppKey("metrics", Metrics)
+RECOVERY = web.AppKey("recovery", Recovery)
+
+# Calls whose end the controller never saw (AMI down for hours) are closed after this.
+STALE_CALL_SECONDS = 6 * 3600
+
+
+async def database_ctx(app: web.Application):
+    settings = app[SETTINGS]
+    if settings.database.auto_migrate:
+        await db.upgrade(settings.database.url)
+    engine = db.make_engine(settings.database.url)
+    app[ENGINE] = engine
+    app[SESSIONS] = db.make_sessionmaker(engine)
+    writer = Writer(app[SESSIONS], max_queue=settings.database.write_queue_max)
+    await writer.start()
+    app[WRITER] = writer
+    yield
+    await writer.stop()
+    await engine.dispose()
+
+
+async def _load_network(app: web.Application):
+    async with app[SESSIONS]() as session:
+        return await repo.load_network(session, app[SETTINGS].routing)
+
+
+async def _config_version(app: web.Application) -> int:
+    async with app[SESSIONS]() as session:
+        return await repo.config_version(session)
+
+
+async def push_fallback(app: web.Application) -> None:
+    """Tell Asterisk which buyer to dial when the controller cannot be reached."""
+    ami = app.get(AMI)
+    if ami is None or not ami.connected:
+        return
+    network = app[ROUTER].network
+    buyer = network.buyers.get(network.fallback_buyer_id) if network.fallback_buyer_id else None
+    value = buyer.dial_target if buyer else ""
+    try:
+        resp = await ami.action({"Action": "Setvar", "Variable": cv.FALLBACK_DEST, "Value": value})
+        if not resp.success:
+            log.error("could not set the fallback buyer in Asterisk: %s", resp.get("Message"))
+    except (ConnectionError, asyncio.TimeoutError) as exc:
+        log.warning("could not set the fallback buyer in Asterisk: %s", exc)
+
+
+async def routing_ctx(app: web.Application):
+    settings = app[SETTINGS]
+    router = Router(await _load_network(app), settings.routing.default_region, settings.routing.allow_anonymous)
+    app[METRICS].time_router(router)
+    app[ROUTER] = router
+    async with app[SESSIONS]() as session:  # caps, budgets and duplicates survive a restart
+        await repo_routing.load_history(session, router)
+    # One HTTP client for every RTB ping and post: connections are reused, redirects never followed.
+    rtb_http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200))
+    router.rtb = Auctioneer(rtb_http, settings.routing.rtb_max_pings_per_minute)
+
+    async def reload_loop():
+        while True:
+            await asyncio.sleep(settings.routing.reload_interval)
+            try:
+                if await _config_version(app) != router.network.version:
+                    router.swap(await _load_network(app))
+                    log.info("routing configuration reloaded (version %s)", router.network.version)
+                    await push_fallback(app)
+            except Exception:
+                log.exception("reloading the routing configuration failed; keeping the current one")
+
+    task = asyncio.create_task(reload_loop())
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await router.rtb.close()
+    await rtb_http.close()
+
+
+async def ami_ctx(app: web.Application):
+    settings = app[SETTINGS]
+    router, writer, metrics = app[ROUTER], app[WRITER], app[METRICS]
+
+    def on_record(record: CallRecord) -> None:
+        app[attribution.ATTRIBUTION].stamp(record)  # sub-ID, click ID, tags (ppcswitch.attribution)
+        metrics.call_finished(record, router.network)
+        trace = router.finished(record)  # counts the delivery for caps, budgets and duplicates
+        if trace is not None:
+            try:
+                writer.submit(lambda s: repo_routing.save_trace(s, record.linkedid, trace))
+            except asyncio.QueueFull:
+                log.warning("routing trace of %s not stored: database writer is behind", record.linkedid)
+
+        async def save(session):
+            with metrics.write_time.time():
+                # The record, its billing decision, ledger entries and rollups: one transaction.
+                settled = await ledger.settle(session, record)
+                if settled is not None:  # postbacks/webhooks go out through the outbox, same transaction
+                    await attribution_store.enqueue_for_call(session, record)
+                return settled
+
+        def done(f: asyncio.Future) -> None:
+            if not f.cancelled() and f.exception() is not None:
+                metrics.record_failed()
+                log.error("call %s could not be stored: %s", record.linkedid, f.exception())
+
+        try:
+            writer.submit(save).add_done_callback(done)
+        except asyncio.QueueFull:
+            # The database is behind: wait for room rather than drop the record.
+            async def later():
+                (await writer.submit_wait(save)).add_done_callback(done)
+
+            asyncio.create_task(later())
+
+    on_record = fraud_runtime.wrap(app, on_record, lambda: app[TRACKER], ROUTER, WRITER, METRICS, SETTINGS)  # scored first
+    tracker = CallTracker(router.routes, router.live, lambda: router.network, on_record, settings.routing.default_region)
+    app[TRACKER] = tracker
+
+    recovery = Recovery(settings.recovery, tracker, lambda: router.network, on_record, app[SESSIONS], writer,
+                        settings.routing.default_region)
+    app[RECOVERY] = recovery
+    await recovery.load_floor()  # before this run's first heartbeat
+
+    async def on_login(client):
+        await push_fallback(app)
+        await recovery.resync(client)  # calls missed while down, live counts (ppcswitch.recovery)
+
+    ami = AmiClient(settings.ami, tracker.handle, on_login)
+    app[AMI] = ami
+    if not settings.ami.secret:
+        log.error("ami.secret is empty (PPCSWITCH_AMI_SECRET): calls will route but not be recorded")
+    await ami.start()
+
+    async def sweep_loop():
+        while True:
+            await asyncio.sleep(60)
+            tracker.sweep(STALE_CALL_SECONDS)
+            router.routes.sweep(STALE_CALL_SECONDS)
+
+    tasks = [asyncio.create_task(sweep_loop()), asyncio.create_task(recovery.run(ami))]
+    yield
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await ami.stop()
+
+
+async def agi_ctx(app: web.Application):
+    s = app[SETTINGS].agi
+    router = app[ROUTER]
+    server = FastAgiServer(
+        {"route": agi_route.make_handler(router), "next": agi_next.make_handler(router),
+         "zip": agi_zip.make_handler(router),
+         "screen": agi_screen.make_handler(router, app[fraud_runtime.FRAUD], app[SETTINGS].recording.directory),
+         "attribution": agi_attribution.make_handler(app[attribution.ATTRIBUTION])},
+        s.host, s.port, s.header_timeout, s.max_header_bytes, s.command_timeout, s.allowed_peers,
+    )
+    await server.start()
+    app[AGI] = server
+    yield
+    await server.stop()
+
+
+async def healthz(request: web.Request) -> web.Response:
+    app = request.app
+    ami = app[AMI]
+    body = {
+        "ami_connected": ami.connected,
+        "agi_listening": app[AGI].port,
+        "live_calls": len(app[TRACKER].calls),
+        "write_queue_depth": app[WRITER].depth,
+        "config_version": app[ROUTER].network.version,
+    }
+    return web.json_response(body, status=200 if ami.connected else 503)
+
+
+async def metrics_view(request: web.Request) -> web.Response:
+    http = request.app[SETTINGS].http
+    if http.metrics_password and not metrics_authorized(request.headers.get("Authorization", ""), http.metrics_username, http.metrics_password):
+        return web.Response(status=401, text="credentials required\n", headers={"WWW-Authenticate": 'Basic realm="ppcswitch metrics"'})
+    return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE})
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(client_max_size=web_panel.MAX_REQUEST_BYTES)  # CSV imports of numbers
+    app[SETTINGS] = settings
+    app[METRICS] = Metrics()
+    app[METRICS].watch(lambda: {"ami": app.get(AMI), "agi": app.get(AGI), "writer": app.get(WRITER),
+                                "tracker": app.get(TRACKER), "router": app.get(ROUTER)})
+    app.cleanup_ctx.extend([database_ctx, routing_ctx, attribution.attribution_ctx,
+                            fraud_runtime.fraud_ctx(SESSIONS, SETTINGS, WRITER, METRICS, ROUTER), ami_ctx, agi_ctx])
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_view)
+    attribution.setup(app, settings)  # public DNI lease endpoint and script under /dni/
+    web_panel.setup(app)  # admin panel and /api/v1
+    from ppcswitch.fraud import panel as fraud_panel  # quality view, recordings (imports the panel: late)
+    fraud_panel.add_routes(app)
+    return app
+
+
+def serve(settings: Settings, ready_message: str = "") -> int:
+    app = create_app(settings)
+
+    async def announce(_app):
+        print(
+            f"ppcswitch controller: FastAGI {settings.agi.host}:{settings.agi.port}, "
+            f"HTTP http://{settings.http.host}:{settings.http.port}/, AMI {settings.ami.host}:{settings.ami.port}",
+            flush=True,
+        )
+        if ready_message:
+            print(ready_message, flush=True)
+
+    app.on_startup.append(announce)
+    try:
+        web.run_app(app, host=settings.http.host, port=settings.http.port, print=None, handle_signals=True)
+    except OSError as exc:  # a port in use, an address not on this machine
+        print(f"ppcswitch: cannot start: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def add_cli(sub) -> None:
+    p = sub.add_parser("serve", help="run the controller (FastAGI, AMI, HTTP)")
+    p.set_defaults(func=lambda settings, args: serve(settings))
+    p = sub.add_parser("dev", help="run everything locally: sandbox Asterisk, demo network and buyers, controller")
+    p.set_defaults(func=lambda settings, args: dev(settings))
+
+
+def dev(settings: Settings) -> int:
+    from ppcswitch import devrun
+
+    return devrun.run(settings)

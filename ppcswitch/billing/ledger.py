@@ -1,0 +1,357 @@
+"""Settling calls into the immutable ledger, disputes, adjustments, closed periods.
+
+Every function takes an AsyncSession inside a Writer job and never commits:
+`settle` stores the call record, its billing decision, its ledger entries and
+the rollups in the caller's one transaction, so a crash leaves all or nothing,
+and a replayed call (same linkedid) changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ppcswitch.billing import rules as r
+from ppcswitch.calls import CallRecord, Outcome
+from ppcswitch.qualification import CallFacts, Decision, PriorCall, decide
+from ppcswitch.storage import models as t
+from ppcswitch.storage import models_billing as b
+from ppcswitch.storage import repo
+from ppcswitch.storage.validate import ValidationError
+
+RECEIVABLE, PAYABLE = "receivable", "payable"
+BUCKET = timedelta(minutes=15)
+
+
+class BillingError(ValidationError):
+    """A billing operation refused, with the reason (exit code 2 on the CLI)."""
+
+
+class PeriodClosedError(BillingError):
+    pass
+
+
+def bucket_of(when: datetime) -> datetime:
+    """Start of the 15-minute rollup bucket holding `when` (UTC)."""
+    when = when.astimezone(timezone.utc)
+    return when.replace(minute=when.minute - when.minute % 15, second=0, microsecond=0)
+
+
+def day_of(when: datetime) -> datetime:
+    """Start (00:00 UTC) of the UTC day holding `when`."""
+    return when.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _insert(session: AsyncSession):
+    return {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[session.get_bind().dialect.name]
+
+
+# --- rules -----------------------------------------------------------------
+
+_RULE_FIELDS = r.OVERRIDABLE
+
+
+def _override(row: b.BillingRule) -> dict[str, Any]:
+    out = {f: getattr(row, f) for f in _RULE_FIELDS}
+    if out["tiers"] is not None:
+        out["tiers"] = r.parse_tiers(json.loads(out["tiers"]))
+    return out
+
+
+async def rules_for(session: AsyncSession, campaign_id: int | None, buyer_id: int | None,
+                    publisher_id: int | None) -> tuple[r.SideRule, r.SideRule]:
+    """(revenue rule, payout rule) of a call, after every override applies."""
+    buyer = await session.get(t.Buyer, buyer_id) if buyer_id else None
+    publisher = await session.get(t.Publisher, publisher_id) if publisher_id else None
+    revenue = r.SideRule(min_duration=buyer.min_duration if buyer else 60,
+                         flat_cents=buyer.revenue_cents if buyer else 0)
+    payout = r.SideRule(flat_cents=publisher.payout_cents if publisher else 0)
+    c, rows = campaign_id or 0, {}
+    for row in await session.scalars(select(b.BillingRule).where(b.BillingRule.campaign_id.in_((0, c)))):
+        rows[(row.side, row.campaign_id, row.party_id)] = row
+    out = []
+    for side, base, party in ((r.REVENUE, revenue, buyer_id or 0), (r.PAYOUT, payout, publisher_id or 0)):
+        layers = [rows.get((side, c, 0)) if c else None, rows.get((side, 0, party)) if party else None,
+                  rows.get((side, c, party)) if c and party else None]
+        out.append(r.merge(base, *(_override(x) for x in layers if x is not None)))
+    return out[0], out[1]
+
+
+async def set_rule(session: AsyncSession, side: str, *, campaign_id: int = 0, party_id: int = 0,
+                   **values: Any) -> b.BillingRule:
+    """Create or change the override for one scope; fields given as None are left as they were."""
+    try:
+        values = r.check_override(side, values)
+    except r.RuleError as exc:
+        raise BillingError("rule", str(exc)) from None
+    row = await session.scalar(select(b.BillingRule).where(
+        b.BillingRule.side == side, b.BillingRule.campaign_id == campaign_id, b.BillingRule.party_id == party_id))
+    if row is None:
+        row = b.BillingRule(side=side, campaign_id=campaign_id, party_id=party_id)
+        session.add(row)
+    for key, value in values.items():
+        setattr(row, key, r.tiers_json(value) if key == "tiers" else value)
+    row.updated_at = datetime.now(timezone.utc)
+    await session.flush()
+    return row
+
+
+# --- deciding a call ---------------------------------------------------------
+
+def facts_of(record: CallRecord | b.BillingDecision, rejected_reason: str = "") -> CallFacts:
+    answered = bool(record.buyer_id) and record.connected_ms > 0 if isinstance(record, CallRecord) \
+        else record.answered
+    return CallFacts(connected_ms=record.connected_ms, answered=answered, started_at=record.started_at,
+                     geo_match=record.geo_match, quality_score=record.quality_score,
+                     revenue_override_cents=record.revenue_override_cents,
+                     min_duration_override=record.min_duration_override, rejected_reason=rejected_reason)
+
+
+async def _prior(session: AsyncSession, column, party_id: int, caller: str, started_at: datetime,
+                 days: int, billable_column) -> list[PriorCall]:
+    if not days or not party_id or not caller or caller == "anonymous":
+        return []
+    rows = await session.execute(select(b.BillingDecision.started_at, billable_column).where(
+        b.BillingDecision.caller == caller, column == party_id,
+        b.BillingDecision.started_at > started_at - timedelta(days=days),
+        b.BillingDecision.started_at < started_at))
+    return [PriorCall(s, bool(x)) for s, x in rows]
+
+
+async def decide_call(session: AsyncSession, facts: CallFacts, caller: str, campaign_id: int, buyer_id: int,
+                      publisher_id: int) -> Decision:
+    revenue_rule, payout_rule = await rules_for(session, campaign_id, buyer_id, publisher_id)
+    prior_b = await _prior(session, b.BillingDecision.buyer_id, buyer_id, caller, facts.started_at,
+                           revenue_rule.unique_days, b.BillingDecision.revenue_billable)
+    prior_p = await _prior(session, b.BillingDecision.publisher_id, publisher_id, caller, facts.started_at,
+                           payout_rule.unique_days, b.BillingDecision.payout_billable)
+    return decide(facts, revenue_rule, payout_rule, prior_b, prior_p)
+
+
+@dataclass(frozen=True)
+class Settled:
+    call_id: int
+    decision: Decision
+
+
+async def settle(session: AsyncSession, record: CallRecord, *, now: datetime | None = None) -> Settled | None:
+    """Decide, store the call, its decision, its ledger entries and rollups; None if already stored."""
+    now = now or datetime.now(timezone.utc)
+    rejected = (record.reject_reason or "invalid_number") if record.outcome == Outcome.REJECTED else ""
+    facts = facts_of(record, rejected)
+    campaign_id, buyer_id, publisher_id = record.campaign_id or 0, record.buyer_id or 0, record.publisher_id or 0
+    decision = await decide_call(session, facts, record.caller, campaign_id, buyer_id, publisher_id)
+    record.billable = decision.revenue.billable
+    record.billing_reasons = decision.reasons
+    record.revenue_cents, record.payout_cents = decision.revenue.cents, decision.payout.cents
+    if not await repo.save_call(session, record):
+        return None
+    call_id = await session.scalar(select(t.Call.id).where(t.Call.linkedid == record.linkedid))
+    session.add(b.BillingDecision(
+        call_id=call_id, linkedid=record.linkedid, started_at=record.started_at, caller=record.caller,
+        campaign_id=campaign_id, buyer_id=buyer_id, publisher_id=publisher_id, answered=facts.answered,
+        connected_ms=record.connected_ms, geo_match=record.geo_match, quality_score=record.quality_score,
+        revenue_override_cents=record.revenue_override_cents, min_duration_override=record.min_duration_override,
+        rejected_reason=rejected, revision=1, disputed=False, **_decision_columns(decision)))
+    await session.flush()
+    await _roll(session, record.started_at, campaign_id, buyer_id, publisher_id, calls=1,
+                connected=int(facts.answered), connected_ms=record.connected_ms if facts.answered else 0)
+    await _book_decision(session, "call", call_id, record.linkedid, record.started_at, now,
+                         campaign_id, buyer_id, publisher_id, decision.revenue.billable, decision.revenue.cents,
+                         decision.payout.billable, decision.payout.cents, reason="call", counts=True)
+    return Settled(call_id, decision)
+
+
+def _decision_columns(d: Decision) -> dict[str, Any]:
+    return dict(revenue_billable=d.revenue.billable, payout_billable=d.payout.billable,
+                revenue_cents=d.revenue.cents, payout_cents=d.payout.cents,
+                revenue_reasons=json.dumps(list(d.revenue.reasons)), payout_reasons=json.dumps(list(d.payout.reasons)),
+                payout_depends_on_buyer=d.payout_depends_on_buyer)
+
+
+async def _book_decision(session, kind, call_id, linkedid, when, now, campaign_id, buyer_id, publisher_id,
+                         revenue_billable, revenue_cents, payout_billable, payout_cents, *, reason, user="",
+                         counts=False, key_suffix=""):
+    """Ledger entries for one call's (changed) decision; `counts` also moves the billable/paid counters."""
+    if counts:
+        await _roll(session, when, campaign_id, buyer_id, publisher_id,
+                    billable=int(revenue_billable), paid=int(payout_billable))
+    for account, billable, cents in ((RECEIVABLE, revenue_billable, revenue_cents),
+                                     (PAYABLE, payout_billable, payout_cents)):
+        if billable or cents:
+            await book(session, key=f"{kind}:{linkedid}:{account}{key_suffix}", kind=kind, account=account,
+                       amount_cents=cents, call_id=call_id, campaign_id=campaign_id, buyer_id=buyer_id,
+                       publisher_id=publisher_id, booked_at=when, now=now, reason=reason, user=user,
+                       late_ok=True)
+
+
+# --- the ledger ------------------------------------------------------------
+
+async def closed_period_at(session: AsyncSession, when: datetime) -> b.ClosedPeriod | None:
+    return await session.scalar(select(b.ClosedPeriod).where(
+        b.ClosedPeriod.start_at <= when, b.ClosedPeriod.end_at > when).limit(1))
+
+
+async def book(session: AsyncSession, *, key: str, kind: str, account: str, amount_cents: int, booked_at: datetime,
+               now: datetime | None = None, call_id: int | None = None, campaign_id: int = 0, buyer_id: int = 0,
+               publisher_id: int = 0, reason: str = "", user: str = "", late_ok: bool = False) -> b.LedgerEntry | None:
+    """Append one entry (and its rollup); None if `key` is already booked.
+
+    A time in a closed period is refused (PeriodClosedError), except with
+    `late_ok`, used for calls: a call that ends up in a closed period (replayed
+    late) is booked now, in the open period, saying so, rather than lost.
+    """
+    if account not in (RECEIVABLE, PAYABLE):
+        raise BillingError("account", f"must be {RECEIVABLE} or {PAYABLE}, got {account!r}")
+    if isinstance(amount_cents, bool) or not isinstance(amount_cents, int):
+        raise BillingError("amount", f"must be integer cents, got {amount_cents!r}")
+    now = now or datetime.now(timezone.utc)
+    closed = await closed_period_at(session, booked_at)
+    if closed is not None:
+        if not late_ok:
+            raise PeriodClosedError("period", (
+                f"{booked_at:%Y-%m-%d %H:%M:%S}Z falls in the closed period {closed.start_at:%Y-%m-%d %H:%M}Z to "
+                f"{closed.end_at:%Y-%m-%d %H:%M}Z (closed by {closed.closed_by}); book the correction in an open "
+                f"period"))
+        reason = f"{reason} (booked late: {booked_at:%Y-%m-%d %H:%M:%S}Z is in a closed period)".strip()
+        booked_at = now
+        if await closed_period_at(session, booked_at) is not None:
+            raise PeriodClosedError("period", f"now ({now:%Y-%m-%d %H:%M}Z) is in a closed period")
+    entry_id = await session.scalar(_insert(session)(b.LedgerEntry).values(
+        key=key, kind=kind, account=account, call_id=call_id, campaign_id=campaign_id, buyer_id=buyer_id,
+        publisher_id=publisher_id, amount_cents=amount_cents, booked_at=booked_at, created_at=now,
+        reason=reason, user=user).on_conflict_do_nothing(index_elements=["key"]).returning(b.LedgerEntry.id))
+    if entry_id is None:
+        return None
+    money = {"receivable_cents" if account == RECEIVABLE else "payable_cents": amount_cents}
+    await _roll(session, booked_at, campaign_id, buyer_id, publisher_id, **money)
+    return await session.get(b.LedgerEntry, entry_id)
+
+
+_ROLL_COLUMNS = ("calls", "connected", "billable", "paid", "connected_ms", "receivable_cents", "payable_cents")
+
+
+async def _roll(session: AsyncSession, when: datetime, campaign_id: int, buyer_id: int, publisher_id: int,
+                **deltas: int) -> None:
+    deltas = {k: v for k, v in deltas.items() if v}
+    if not deltas:
+        return
+    values = {c: deltas.get(c, 0) for c in _ROLL_COLUMNS}
+    for table, time_column, start in ((b.BillingRollup.__table__, "bucket_start", bucket_of(when)),
+                                      (b.BillingDaily.__table__, "day_start", day_of(when))):
+        stmt = _insert(session)(table).values({time_column: start, "campaign_id": campaign_id,
+                                               "buyer_id": buyer_id, "publisher_id": publisher_id, **values})
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[time_column, "campaign_id", "buyer_id", "publisher_id"],
+            set_={c: table.c[c] + stmt.excluded[c] for c in deltas})
+        await session.execute(stmt)
+
+
+async def dispute(session: AsyncSession, linkedid: str, *, user: str, reason: str, window_days: int,
+                  now: datetime | None = None) -> list[b.LedgerEntry]:
+    """The buyer disputes a call: reverse its revenue (and, in revshare, its payout), booked now."""
+    now = now or datetime.now(timezone.utc)
+    user, reason = _who(user, reason)
+    d = await session.scalar(select(b.BillingDecision).where(b.BillingDecision.linkedid == linkedid))
+    if d is None:
+        raise BillingError("call", f"no call with linkedid {linkedid!r}")
+    if d.disputed:
+        raise BillingError("call", f"call {linkedid} is already disputed")
+    if now - d.started_at > timedelta(days=window_days):
+        raise BillingError("call", f"the dispute window ({window_days} days) for call {linkedid} closed on "
+                                   f"{d.started_at + timedelta(days=window_days):%Y-%m-%d %H:%M}Z")
+    rev, pay = await _balance(session, d.call_id)
+    if not rev:
+        raise BillingError("call", f"call {linkedid} has no revenue to dispute")
+    booked = []
+    parts = [(RECEIVABLE, -rev)] + ([(PAYABLE, -pay)] if d.payout_depends_on_buyer and pay else [])
+    for account, amount in parts:
+        booked.append(await book(session, key=f"dispute:{linkedid}:{account}", kind="dispute", account=account,
+                                 amount_cents=amount, call_id=d.call_id, campaign_id=d.campaign_id,
+                                 buyer_id=d.buyer_id, publisher_id=d.publisher_id, booked_at=now, now=now,
+                                 reason=reason, user=user))
+    # Counts stay with the call's own time (they are not money; closed periods guard money).
+    await _roll(session, d.started_at, d.campaign_id, d.buyer_id, d.publisher_id, billable=-1,
+                paid=-1 if len(parts) > 1 and d.payout_billable else 0)
+    d.disputed = True
+    await session.flush()
+    return [e for e in booked if e is not None]
+
+
+async def _balance(session: AsyncSession, call_id: int) -> tuple[int, int]:
+    """(receivable, payable) booked so far for one call."""
+    rows = dict((await session.execute(select(b.LedgerEntry.account, func.sum(b.LedgerEntry.amount_cents)).where(
+        b.LedgerEntry.call_id == call_id).group_by(b.LedgerEntry.account))).all())
+    return int(rows.get(RECEIVABLE) or 0), int(rows.get(PAYABLE) or 0)
+
+
+def _who(user: str, reason: str) -> tuple[str, str]:
+    user, reason = (user or "").strip(), (reason or "").strip()
+    if not user:
+        raise BillingError("user", "say who makes this correction (--user)")
+    if not reason:
+        raise BillingError("reason", "give the reason for this correction (--reason)")
+    return user[:100], reason[:1000]
+
+
+async def adjust(session: AsyncSession, *, account: str, party_id: int | str, amount_cents: int, reason: str, user: str,
+                 campaign_id: int = 0, booked_at: datetime | None = None,
+                 now: datetime | None = None) -> b.LedgerEntry:
+    """A manual correction for a buyer (receivable) or publisher (payable), by id or name; signed cents."""
+    now = now or datetime.now(timezone.utc)
+    user, reason = _who(user, reason)
+    if account == RECEIVABLE:
+        parties = dict(buyer_id=(await repo.get_buyer(session, party_id)).id)
+    elif account == PAYABLE:
+        parties = dict(publisher_id=(await repo.get_publisher(session, party_id)).id)
+    else:
+        raise BillingError("account", f"must be {RECEIVABLE} or {PAYABLE}, got {account!r}")
+    if not amount_cents:
+        raise BillingError("amount", "an adjustment of 0.00 changes nothing")
+    entry = await book(session, key=f"adjustment:{uuid.uuid4().hex}", kind="adjustment", account=account,
+                       amount_cents=amount_cents, booked_at=booked_at or now, now=now, campaign_id=campaign_id,
+                       reason=reason, user=user, **parties)
+    assert entry is not None
+    return entry
+
+
+async def close_period(session: AsyncSession, start: datetime, end: datetime, *, user: str,
+                       now: datetime | None = None) -> b.ClosedPeriod:
+    """Close [start, end): no more entries may be booked in it."""
+    now = now or datetime.now(timezone.utc)
+    if not (user or "").strip():
+        raise BillingError("user", "say who closes the period (--user)")
+    if end <= start:
+        raise BillingError("period", "the period ends before it starts")
+    if end > now:
+        raise BillingError("period", f"cannot close a period that has not ended yet (ends {end:%Y-%m-%d %H:%M}Z)")
+    row = b.ClosedPeriod(start_at=start, end_at=end, closed_at=now, closed_by=user.strip()[:100])
+    session.add(row)
+    await session.flush()
+    return row
+
+
+async def ledger_totals(session: AsyncSession, start: datetime, end: datetime) -> tuple[int, int]:
+    """(receivable, payable) summed straight from the ledger for [start, end): the reference for reports."""
+    rows = dict((await session.execute(select(b.LedgerEntry.account, func.sum(b.LedgerEntry.amount_cents)).where(
+        b.LedgerEntry.booked_at >= start, b.LedgerEntry.booked_at < end).group_by(b.LedgerEntry.account))).all())
+    return int(rows.get(RECEIVABLE) or 0), int(rows.get(PAYABLE) or 0)
+
+
+async def entries(session: AsyncSession, start: datetime, end: datetime, *, account: str | None = None,
+                  buyer_id: int | None = None, publisher_id: int | None = None) -> list[b.LedgerEntry]:
+    q = select(b.LedgerEntry).where(b.LedgerEntry.booked_at >= start, b.LedgerEntry.booked_at < end)
+    if account:
+        q = q.where(b.LedgerEntry.account == account)
+    if buyer_id is not None:
+        q = q.where(b.LedgerEntry.buyer_id == buyer_id)
+    if publisher_id is not None:
+        q = q.where(b.LedgerEntry.publisher_id == publisher_id)
+    return list(await session.scalars(q.order_by(b.LedgerEntry.booked_at, b.LedgerEntry.id)))

@@ -1,0 +1,148 @@
+"""Is a finished call billable, on each side, for how much, and if not, why? Pure and synchronous.
+
+The buyer side (revenue) and the publisher side (payout) are decided
+separately, each by its own SideRule (ppcswitch.billing.rules). Every side
+that is not billable carries machine-readable reasons, e.g.
+`duration_below_minimum:47<60`, `duplicate_caller:2026-11-20`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Sequence
+
+from ppcswitch.billing.rules import FLAT, SideRule, price
+from ppcswitch.routing.model import Buyer, Publisher
+
+
+@dataclass(frozen=True)
+class Verdict:
+    billable: bool
+    reasons: list[str] = field(default_factory=list)  # machine-readable, empty when billable
+    revenue_cents: int = 0
+    payout_cents: int = 0
+
+
+def qualify(connected_ms: int, buyer: Buyer | None, publisher: Publisher | None) -> Verdict:
+    """The tracker's first verdict from the routing snapshot alone (default rules, no history).
+
+    The final decision is `decide`, taken when the call is stored (ppcswitch.billing.ledger.settle).
+    """
+    if buyer is None or connected_ms <= 0:
+        return Verdict(False, ["not_connected"])
+    d = decide(CallFacts(connected_ms=connected_ms, answered=True),
+               SideRule(min_duration=buyer.min_duration, flat_cents=buyer.revenue_cents),
+               SideRule(flat_cents=publisher.payout_cents if publisher else 0))
+    return Verdict(d.revenue.billable, list(d.revenue.reasons), d.revenue.cents, d.payout.cents)
+
+
+@dataclass(frozen=True)
+class CallFacts:
+    """What qualification needs to know about one finished call."""
+
+    connected_ms: int
+    answered: bool  # a buyer answered
+    started_at: datetime | None = None  # needed for the duplicate-caller window
+    geo_match: bool | None = None  # caller in the buyer's service area (None: unknown)
+    quality_score: int | None = None  # fraud/quality score, 0-100, higher is worse (None: not scored)
+    revenue_override_cents: int | None = None  # e.g. the winning RTB bid's own amount
+    min_duration_override: int | None = None  # e.g. the winning RTB bid's own minimum
+    rejected_reason: str = ""  # refused before routing: the only reason given
+
+    @property
+    def seconds(self) -> int:
+        return max(0, self.connected_ms) // 1000  # whole connected seconds
+
+
+@dataclass(frozen=True)
+class PriorCall:
+    """An earlier call from the same caller to the same buyer (revenue) or publisher (payout)."""
+
+    started_at: datetime
+    billable: bool  # that side of it was billable
+
+
+@dataclass(frozen=True)
+class Side:
+    billable: bool
+    cents: int
+    reasons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Decision:
+    revenue: Side
+    payout: Side
+    payout_depends_on_buyer: bool = True  # revshare: a revenue dispute reverses the payout too
+
+    @property
+    def margin_cents(self) -> int:
+        return self.revenue.cents - self.payout.cents
+
+    @property
+    def reasons(self) -> list[str]:
+        """One list for the call record: the buyer side's reasons, then the publisher side's, prefixed
+        `payout:`. A call never connected (or refused) says so once: it is the same for both sides."""
+        if self.payout.reasons == self.revenue.reasons and self.revenue.reasons[:1] != () and (
+                self.revenue.reasons[0] == "not_connected" or self.revenue.reasons[0].startswith("rejected:")):
+            return list(self.revenue.reasons)
+        return list(self.revenue.reasons) + [f"payout:{r}" for r in self.payout.reasons]
+
+
+def duplicate_of(started_at: datetime | None, rule: SideRule, prior: Sequence[PriorCall]) -> PriorCall | None:
+    """The latest earlier call that makes this one a repeat, if any.
+
+    The window is (started_at - unique_days, started_at): a call exactly
+    unique_days later is new again; one second earlier it is still a repeat.
+    """
+    if not rule.unique_days or started_at is None:
+        return None
+    start = started_at - timedelta(days=rule.unique_days)
+    hits = [p for p in prior if start < p.started_at < started_at and (p.billable or rule.unique_counts_unbillable)]
+    return max(hits, key=lambda p: p.started_at, default=None)
+
+
+def _checks(facts: CallFacts, rule: SideRule, min_duration: int, prior: Sequence[PriorCall]) -> list[str]:
+    reasons = []
+    if facts.seconds < min_duration:
+        reasons.append(f"duration_below_minimum:{facts.seconds}<{min_duration}")
+    dup = duplicate_of(facts.started_at, rule, prior)
+    if dup is not None:
+        reasons.append(f"duplicate_caller:{dup.started_at:%Y-%m-%d}")
+    if rule.require_geo and facts.geo_match is not True:
+        reasons.append("geo_unknown" if facts.geo_match is None else "geo_mismatch")
+    if rule.quality_threshold is not None and facts.quality_score is not None \
+            and facts.quality_score >= rule.quality_threshold:
+        reasons.append(f"quality_flagged:{facts.quality_score}>={rule.quality_threshold}")
+    return reasons
+
+
+def decide(facts: CallFacts, revenue_rule: SideRule, payout_rule: SideRule,
+           prior_buyer: Sequence[PriorCall] = (), prior_publisher: Sequence[PriorCall] = ()) -> Decision:
+    """Both sides of one call. `prior_*`: earlier calls of this caller (any age; the rule picks the window)."""
+    depends = payout_rule.depends_on_buyer
+    if facts.rejected_reason or not facts.answered or facts.connected_ms <= 0:
+        why = (f"rejected:{facts.rejected_reason}",) if facts.rejected_reason else ("not_connected",)
+        return Decision(Side(False, 0, why), Side(False, 0, why), depends)
+
+    minimum = facts.min_duration_override if facts.min_duration_override is not None else revenue_rule.min_duration
+    reasons = _checks(facts, revenue_rule, minimum, prior_buyer)
+    if reasons:
+        revenue = Side(False, 0, tuple(reasons))
+    else:
+        cents = facts.revenue_override_cents if facts.revenue_override_cents is not None \
+            else price(revenue_rule, facts.seconds)
+        revenue = Side(True, cents)
+
+    reasons = _checks(facts, payout_rule, payout_rule.min_duration, prior_publisher)
+    if depends and not revenue.billable:
+        reasons.append("buyer_not_billable")
+    if reasons:
+        payout = Side(False, 0, tuple(reasons))
+    else:
+        payout = Side(True, price(payout_rule, facts.seconds, revenue.cents))
+    return Decision(revenue, payout, depends)
+
+
+__all__ = ["CallFacts", "Decision", "PriorCall", "Side", "Verdict", "decide", "duplicate_of", "qualify", "FLAT"]

@@ -1,0 +1,260 @@
+"""The routing decision: pure, synchronous, in memory.
+
+route() answers "who may take this call, in which order" and explains every
+buyer it passed over, with a reason a machine can read ("closed:schedule",
+"cap_daily:10", "state_not_allowed:TX" ...); next_candidate() picks the next buyer to dial at the
+moment of dialling, so a cap is checked against the live count right then.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ppcswitch.routing.counters import Counters, local
+from ppcswitch.routing.model import Buyer, Campaign, Network
+from ppcswitch.routing.rules import NO_RULES, Rules
+
+# Q.850 causes given to the dialplan. Carriers map them to SIP responses:
+# 1 -> 404 (number not ours), 21 -> 403 (refused), 34 -> 503 (try another route).
+CAUSE_UNALLOCATED = 1
+CAUSE_REJECTED = 21
+CAUSE_NO_CIRCUIT = 34
+
+
+class Status:
+    ROUTE = "route"
+    REJECT = "reject"
+    NO_BUYER = "no_buyer"
+    ZIP = "zip"  # ask the caller for a ZIP code first, then decide
+
+
+@dataclass(frozen=True, slots=True)
+class CallFacts:
+    tracking_number: str | None  # E.164, None when the dialled value is no number
+    dialled: str  # what the carrier sent, for the record
+    caller: str  # E.164, "anonymous" or the cleaned raw value
+    caller_valid: bool = False
+    caller_anonymous: bool = False
+    at: float = 0.0  # when the call came in, epoch seconds (0: now)
+    area_code: str = ""  # the caller's NANP area code, '' when none
+    state: str = ""  # the caller's US state: from the ZIP keyed in, else from the area code
+    zip_code: str = ""  # 5 digits keyed in at the IVR prompt, '' when none
+    zip_asked: bool = False  # the IVR prompt was played (whatever came of it)
+
+
+@dataclass
+class Decision:
+    status: str
+    campaign_id: int | None = None
+    publisher_id: int | None = None
+    candidates: tuple[int, ...] = ()  # buyer ids, in dial order
+    reject_reason: str = ""
+    hangup_cause: int = 0
+    trace: list[tuple[int, str]] = field(default_factory=list)  # (buyer id, why skipped)
+    sticky_buyer: int | None = None  # repeat caller sent back to this buyer
+    bids: dict[int, object] = field(default_factory=dict)  # buyer id -> accepted rtb Bid
+    auction: list[dict] = field(default_factory=list)  # every ping and its result, for the trace
+
+
+class NoCounts(Counters):
+    """For callers without history (unit tests of other rules)."""
+
+
+_NO_COUNTS = NoCounts()
+_rng = random.Random()
+
+
+def route(
+    network: Network,
+    facts: CallFacts,
+    live_count: Callable[[int], int],
+    allow_anonymous: bool = False,
+    counters: Counters | None = None,
+    rng: random.Random | None = None,
+) -> Decision:
+    tn = network.numbers.get(facts.tracking_number) if facts.tracking_number else None
+    if tn is None:
+        return Decision(Status.REJECT, reject_reason="unknown_tracking_number", hangup_cause=CAUSE_UNALLOCATED)
+    decision = Decision(Status.ROUTE, campaign_id=tn.campaign_id, publisher_id=tn.publisher_id)
+    campaign = network.campaigns.get(tn.campaign_id)
+    publisher = network.publishers.get(tn.publisher_id)
+    if facts.caller_anonymous and not allow_anonymous:
+        return _reject(decision, "anonymous_caller", CAUSE_REJECTED)
+    if campaign is None or campaign.paused:
+        return _reject(decision, "campaign_paused", CAUSE_REJECTED)
+    if publisher is None or publisher.paused:
+        return _reject(decision, "publisher_paused", CAUSE_REJECTED)
+    if campaign.zip_prompt and not facts.zip_asked:
+        decision.status = Status.ZIP
+        return decision
+    counters = counters or _NO_COUNTS
+    rng = rng or _rng
+    now = facts.at or time.time()
+    # One sort gives tier order and, inside a tier, a weighted random order: each buyer is keyed by
+    # u ** (1 / weight) (Efraimidis-Spirakis weighted sampling without replacement).
+    ranked: list[tuple[int, float, int]] = []
+    rand = rng.random
+    buyers = network.buyers
+    trace = decision.trace
+    for link in campaign.buyers:
+        bid = link.buyer_id
+        buyer = buyers.get(bid)
+        reason = skip_reason(buyer, link.rules, facts, now, live_count, counters) if buyer else "buyer_missing"
+        if reason:
+            trace.append((bid, reason))
+            continue
+        w = link.rules.weight
+        ranked.append((link.priority, -(rand() if w == 1 else rand() ** (1.0 / w)), bid))
+    ranked.sort()
+    candidates = [bid for _, _, bid in ranked]
+    if campaign.repeat_caller and facts.caller_valid:
+        last = counters.last_buyer(facts.caller)
+        if last is not None and last in candidates and candidates[0] != last:
+            candidates.remove(last)
+            candidates.insert(0, last)
+        decision.sticky_buyer = last if last in candidates else None
+    decision.candidates = tuple(candidates)
+    if not candidates:
+        decision.status = Status.NO_BUYER
+        decision.hangup_cause = CAUSE_NO_CIRCUIT
+    return decision
+
+
+def _reject(decision: Decision, reason: str, cause: int) -> Decision:
+    decision.status = Status.REJECT
+    decision.reject_reason = reason
+    decision.hangup_cause = cause
+    return decision
+
+
+def skip_reason(
+    buyer: Buyer,
+    rules: Rules = NO_RULES,
+    facts: CallFacts | None = None,
+    now: float = 0.0,
+    live_count: Callable[[int], int] | None = None,
+    counters: Counters | None = None,
+) -> str:
+    """Why this buyer cannot take this call right now ('' when it can).
+
+    On every call for every buyer of the campaign: written for speed (see bench/routing.py)."""
+    if buyer.paused:
+        return "paused"
+    if rules.paused:
+        return "paused_on_campaign"
+    bid = buyer.id
+    live = live_count(bid) if live_count is not None else 0
+    cap = buyer.concurrency_cap
+    if cap is not None and live >= cap:
+        return f"concurrency_cap:{cap}"
+    if rules is NO_RULES:
+        return ""
+    now = now or time.time()
+    lt = None
+    if rules.timed:
+        lt = local(rules.timezone, now)
+        if not rules.open_at(lt):
+            return "closed:date" if lt.date in rules.closed_dates else "closed:schedule"
+    if rules.geo and facts is not None:
+        reason = _geo_reason(rules, facts)
+        if reason:
+            return reason
+    if counters is None:
+        counters = _NO_COUNTS
+    gap = rules.min_gap_seconds
+    if gap:
+        last = counters.last_offer.get(bid)
+        if last is not None and now - last < gap:
+            return f"min_gap:{gap}s"
+    days = rules.duplicate_days
+    if days and facts is not None and facts.caller_valid:
+        seen = counters.delivered.get(facts.caller)
+        last = seen.get(bid) if seen else None
+        if last is not None and now - last < days * 86400:
+            return f"duplicate:{days}d"
+    if rules.counted:
+        # Legs ringing or connected now may still connect: they count against the caps too.
+        b = counters.per_buyer.get(bid)
+        if b is None:
+            h = d = mo = spent_d = spent_m = 0
+        else:
+            h, d, mo = b.h.get(lt.hour, 0), b.d.get(lt.day, 0), b.m.get(lt.month, 0)
+            spent_d, spent_m = b.rev_d.get(lt.day, 0), b.rev_m.get(lt.month, 0)
+        cap = rules.cap_hourly
+        if cap is not None and h + live >= cap:
+            return f"cap_hourly:{cap}"
+        cap = rules.cap_daily
+        if cap is not None and d + live >= cap:
+            return f"cap_daily:{cap}"
+        cap = rules.cap_monthly
+        if cap is not None and mo + live >= cap:
+            return f"cap_monthly:{cap}"
+        cap = rules.cap_total
+        if cap is not None and counters.total.get(bid, 0) + live >= cap:
+            return f"cap_total:{cap}"
+        price = buyer.revenue_cents
+        cap = rules.budget_daily_cents
+        if cap is not None and spent_d + price > cap:
+            return f"budget_daily:{cap}"
+        cap = rules.budget_monthly_cents
+        if cap is not None and spent_m + price > cap:
+            return f"budget_monthly:{cap}"
+    return ""
+
+
+def _geo_reason(rules: Rules, facts: CallFacts) -> str:
+    state, npa = facts.state, facts.area_code
+    if rules.states_allowed:
+        if not state:
+            return "state_unknown"
+        if state not in rules.states_allowed:
+            return f"state_not_allowed:{state}"
+    if state and state in rules.states_denied:
+        return f"state_denied:{state}"
+    if rules.area_codes_allowed:
+        if not npa:
+            return "area_code_unknown"
+        if npa not in rules.area_codes_allowed:
+            return f"area_code_not_allowed:{npa}"
+    if npa and npa in rules.area_codes_denied:
+        return f"area_code_denied:{npa}"
+    return ""
+
+
+def link_rules(network: Network, campaign_id: int | None, buyer_id: int) -> Rules:
+    campaign: Campaign | None = network.campaigns.get(campaign_id) if campaign_id is not None else None
+    if campaign is None:
+        return NO_RULES
+    link = campaign.links.get(buyer_id)
+    return link.rules if link is not None else NO_RULES
+
+
+def next_candidate(
+    network: Network,
+    candidates: tuple[int, ...],
+    start: int,
+    live_count: Callable[[int], int],
+    trace: list[tuple[int, str]] | None = None,
+    facts: CallFacts | None = None,
+    campaign_id: int | None = None,
+    counters: Counters | None = None,
+    now: float = 0.0,
+) -> tuple[int, Buyer] | None:
+    """First dialable buyer at or after index `start`: (index, buyer), or None.
+
+    Every rule is checked again at dial time: a failover may come a minute later."""
+    for index in range(start, len(candidates)):
+        buyer = network.buyers.get(candidates[index])
+        if buyer is None:
+            reason = "buyer_missing"
+        else:
+            rules = link_rules(network, campaign_id, buyer.id)
+            reason = skip_reason(buyer, rules, facts, now, live_count, counters)
+        if not reason:
+            return index, buyer
+        if trace is not None:
+            trace.append((candidates[index], reason))
+    return None

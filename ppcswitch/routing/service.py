@@ -1,0 +1,195 @@
+"""The routing service the FastAGI handlers call: decisions as channel variables.
+
+Synchronous and in memory: the network snapshot is swapped whole when the
+configuration changes (see app.py), live counts come from LiveCalls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import time
+
+from ppcswitch import channel_vars as cv
+from ppcswitch.numbers import read_caller, to_e164
+from ppcswitch.routing import geo
+from ppcswitch.routing.counters import Counters
+from ppcswitch.routing.engine import CAUSE_NO_CIRCUIT, CallFacts, Decision, Status, next_candidate, route
+from ppcswitch.routing.live import CallRoute, CallRoutes, LiveCalls
+from ppcswitch.routing.model import Network
+
+log = logging.getLogger(__name__)
+
+
+class Router:
+    def __init__(self, network: Network, region: str = "US", allow_anonymous: bool = False,
+                 rng: random.Random | None = None, clock=time.time) -> None:
+        self.network = network
+        self.region = region
+        self.allow_anonymous = allow_anonymous
+        self.live = LiveCalls()
+        self.routes = CallRoutes()
+        self.counters = Counters()
+        self.rng = rng or random.Random()
+        self.clock = clock
+        self.rtb = None  # rtb.auction.Auctioneer when the app runs one: bids for RTB buyers
+
+    def swap(self, network: Network) -> None:
+        """Take a new configuration snapshot; the next decision uses it."""
+        self.network = network
+
+    def facts(self, dialled: str, caller_id: str) -> CallFacts:
+        caller = read_caller(caller_id, self.region)
+        npa = geo.area_code(caller.value) if caller.valid else ""
+        return CallFacts(
+            tracking_number=to_e164(dialled, self.region),
+            dialled=dialled[:64],
+            caller=caller.value,
+            caller_valid=caller.valid,
+            caller_anonymous=caller.anonymous,
+            at=self.clock(),
+            area_code=npa,
+            state=geo.state_of_area_code(npa),
+        )
+
+    def delivered(self, buyer_id: int | None, answered_at, caller: str = "", revenue_cents: int = 0) -> None:
+        """A call connected to a buyer (a finished record, or one read back at start): count it."""
+        if not buyer_id or answered_at is None:
+            return
+        buyer = self.network.buyers.get(buyer_id)
+        tz = buyer.rules.timezone if buyer is not None else "UTC"
+        self.counters.delivered_call(buyer_id, tz, answered_at.timestamp(), caller, revenue_cents)
+
+    def finished(self, record) -> dict | None:
+        """A call's record is final: count its delivery; returns its routing trace (None if not routed here)."""
+        if record.buyer_id and record.answered_at is not None:
+            self.delivered(record.buyer_id, record.answered_at, record.caller if record.caller_valid else "",
+                           record.revenue_cents)
+        call = self.routes.finished.pop(record.linkedid, None)
+        if call is None:
+            return None
+        if self.rtb is not None:
+            for buyer_id, bid in call.decision.bids.items():
+                buyer = self.network.buyers.get(buyer_id)
+                if buyer is not None:
+                    self.rtb.post(buyer, bid, record)
+        return trace_of(call, record.buyer_id)
+
+    def decide(self, facts: CallFacts) -> Decision:
+        return route(self.network, facts, self.live.count, self.allow_anonymous, self.counters, self.rng)
+
+    def first(self, linkedid: str, facts: CallFacts) -> dict[str, str]:
+        """Decide a new call; returns the channel variables for the dialplan."""
+        call = CallRoute(linkedid, facts, self.decide(facts))
+        self.routes.add(call)
+        return self._answer(call)
+
+    async def first_async(self, linkedid: str, facts: CallFacts) -> dict[str, str]:
+        """first(), with an auction among the RTB candidates before anyone is dialled."""
+        call = CallRoute(linkedid, facts, self.decide(facts))
+        self.routes.add(call)
+        await self._auction(call)
+        return self._answer(call)
+
+    async def with_zip_async(self, linkedid: str, digits: str) -> dict[str, str]:
+        call = self.routes.get(linkedid)
+        if call is None:
+            return {}
+        self._rezip(call, digits)
+        await self._auction(call)
+        return self._answer(call)
+
+    async def _auction(self, call: CallRoute) -> None:
+        d = call.decision
+        if self.rtb is None or d.status != Status.ROUTE:
+            return
+        if not any(b in self.network.buyers and self.network.buyers[b].rtb for b in d.candidates):
+            return
+        from ppcswitch.rtb.auction import apply_bids
+
+        results = await self.rtb.run(self.network, call.linkedid, call.facts, d)
+        apply_bids(d, self.network, results, self.clock())
+
+    def with_zip(self, linkedid: str, digits: str) -> dict[str, str]:
+        """The caller keyed in a ZIP code (or nothing): decide again with its state.
+
+        A ZIP that is no 5 digits or names no state leaves the area code's state in place."""
+        call = self.routes.get(linkedid)
+        if call is None:
+            return {}
+        self._rezip(call, digits)
+        return self._answer(call)
+
+    def _rezip(self, call: CallRoute, digits: str) -> None:
+        digits = "".join(ch for ch in (digits or "") if ch.isdigit())[:5]
+        state = geo.state_of_zip(digits)
+        facts = dataclasses.replace(call.facts, zip_asked=True, zip_code=digits if geo.valid_zip(digits) else "",
+                                    state=state or call.facts.state)
+        call.facts, call.decision = facts, self.decide(facts)
+
+    def _answer(self, call: CallRoute) -> dict[str, str]:
+        decision = call.decision
+        if decision.status == Status.REJECT:
+            return {cv.ROUTE_STATUS: cv.RouteStatus.REJECT, cv.HANGUP_CAUSE: str(decision.hangup_cause)}
+        out = {cv.CAMPAIGN_ID: str(decision.campaign_id), cv.PUBLISHER_ID: str(decision.publisher_id)}
+        if decision.status == Status.ZIP:
+            out[cv.ROUTE_STATUS] = cv.RouteStatus.ZIP
+            return out
+        campaign = self.network.campaigns.get(decision.campaign_id)
+        if campaign is not None and campaign.whisper:
+            out[cv.WHISPER] = campaign.whisper
+        out.update(self._dial_next(call))
+        return out
+
+    def next(self, linkedid: str, last_status: str) -> dict[str, str]:
+        """The last Dial() ended without an answer: the next buyer, or no buyer left."""
+        call = self.routes.get(linkedid)
+        if call is None:  # e.g. the controller restarted mid-call: the dialplan falls back
+            return {}
+        if call.attempts:
+            self.live.release(linkedid, len(call.attempts))
+        return self._dial_next(call)
+
+    def _dial_next(self, call: CallRoute) -> dict[str, str]:
+        decision: Decision = call.decision
+        now = self.clock()
+        found = next_candidate(self.network, decision.candidates, call.next_index, self.live.count, decision.trace,
+                               call.facts, decision.campaign_id, self.counters, now)
+        if found is None:
+            if not call.attempts:
+                decision.status = Status.NO_BUYER
+            decision.hangup_cause = CAUSE_NO_CIRCUIT
+            call.next_index = len(decision.candidates)
+            return {cv.ROUTE_STATUS: cv.RouteStatus.NOBUYER, cv.HANGUP_CAUSE: str(CAUSE_NO_CIRCUIT)}
+        index, buyer = found
+        call.next_index = index + 1
+        call.attempts.append(buyer.id)
+        attempt = len(call.attempts)
+        self.live.take(call.linkedid, attempt, buyer.id)
+        self.counters.offered(buyer.id, now)
+        bid = decision.bids.get(buyer.id)
+        return {
+            cv.ROUTE_STATUS: cv.RouteStatus.ROUTE,
+            cv.DEST: getattr(bid, "dial_target", "") or buyer.dial_target,
+            cv.DIAL_TIMEOUT: str(buyer.ring_timeout),
+            cv.BUYER_ID: str(buyer.id),
+            cv.ATTEMPT: str(attempt),
+        }
+
+
+def trace_of(call: CallRoute, winner: int | None) -> dict:
+    """What routing considered and decided for one call, for the record (JSON-ready)."""
+    d, f = call.decision, call.facts
+    return {
+        "status": d.status,
+        "caller_state": f.state,
+        "area_code": f.area_code,
+        "zip": f.zip_code,
+        "candidates": list(d.candidates),
+        "skipped": [[bid, why] for bid, why in d.trace],
+        "sticky_buyer": d.sticky_buyer,
+        "bids": d.auction,
+        "attempts": list(call.attempts),
+        "winner": winner,
+    }

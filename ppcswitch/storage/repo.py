@@ -1,0 +1,342 @@
+"""Queries and writes on an AsyncSession.
+
+Functions here never commit: writes run as Writer jobs, which own the
+transaction. Every configuration write bumps config_version in that same
+transaction, so a controller polling config_version() sees each change once,
+complete. References to campaigns, publishers and buyers are `int` (id) or
+`str` (name).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from ppcswitch import calls as c
+from ppcswitch.config import RoutingSettings
+from ppcswitch.routing import model as m
+from ppcswitch.storage import models as t
+from ppcswitch.storage import validate as v
+from ppcswitch.storage.validate import ValidationError
+
+log = logging.getLogger(__name__)
+Ref = int | str
+
+
+# --- configuration version -------------------------------------------------
+
+async def config_version(session: AsyncSession) -> int:
+    return int((await session.scalar(select(t.ConfigVersion.version).where(t.ConfigVersion.id == 1))) or 0)
+
+
+async def bump_config_version(session: AsyncSession) -> None:
+    result = await session.execute(
+        update(t.ConfigVersion).where(t.ConfigVersion.id == 1).values(version=t.ConfigVersion.version + 1))
+    if result.rowcount == 0:  # the migration inserts the row; this covers a hand-made schema
+        session.add(t.ConfigVersion(id=1, version=1))
+        await session.flush()
+
+
+# --- routing snapshot ------------------------------------------------------
+
+def dial_target(destination: str, routing: RoutingSettings) -> str:
+    """Dial() target of a validated buyer destination: always PJSIP/..."""
+    destination = v.destination(destination)
+    if destination.startswith("pjsip:"):
+        return f"PJSIP/{destination[6:]}"
+    return f"PJSIP/{v.endpoint_name(routing.buyer_endpoint)}/{destination}"
+
+
+async def load_network(session: AsyncSession, routing: RoutingSettings) -> m.Network:
+    """Everything routing needs, as frozen values, from one consistent state of the configuration."""
+    # The reads below are separate statements (READ COMMITTED, SQLite autocommit reads), so a
+    # write could land between them. Every write bumps the version: unchanged around the reads
+    # means nothing changed during them. A torn read is retried; the last resort keeps the older
+    # version number, so the controller's next poll reloads anyway.
+    for _ in range(5):
+        version = await config_version(session)
+        network = await _read_network(session, routing, version)
+        from ppcswitch.storage import repo_routing  # rules, RTB and campaign options (imports this module)
+
+        network = await repo_routing.with_routing(session, network)
+        if await config_version(session) == version:
+            break
+    return network
+
+
+async def _rows(session: AsyncSession, model: type) -> list:
+    # Plain rows, not ORM objects: the session's identity map would hand back stale objects on a retry.
+    return list((await session.execute(select(model.__table__))).all())
+
+
+async def _read_network(session: AsyncSession, routing: RoutingSettings, version: int) -> m.Network:
+    buyers: dict[int, m.Buyer] = {}
+    for b in await _rows(session, t.Buyer):
+        try:
+            target = dial_target(b.destination, routing)
+        except ValidationError as exc:
+            # Only a write bypassing validation gets here; such a buyer is never dialled.
+            log.error("buyer %r (id %d) left out of routing: %s", b.name, b.id, exc)
+            continue
+        buyers[b.id] = m.Buyer(id=b.id, name=b.name, dial_target=target, ring_timeout=b.ring_timeout,
+                               concurrency_cap=b.concurrency_cap, paused=b.paused,
+                               min_duration=b.min_duration, revenue_cents=b.revenue_cents)
+    links: dict[int, list] = {}
+    for link in await _rows(session, t.CampaignBuyer):
+        if link.buyer_id in buyers:
+            links.setdefault(link.campaign_id, []).append(link)
+    campaigns = {
+        k.id: m.Campaign(id=k.id, name=k.name, paused=k.paused, buyers=tuple(
+            m.CampaignBuyer(buyer_id=link.buyer_id, priority=link.priority)
+            for link in sorted(links.get(k.id, []), key=lambda link: (link.priority, link.buyer_id))))
+        for k in await _rows(session, t.Campaign)
+    }
+    publishers = {p.id: m.Publisher(id=p.id, name=p.name, payout_cents=p.payout_cents, paused=p.paused)
+                  for p in await _rows(session, t.Publisher)}
+    numbers = {n.number: m.TrackingNumber(number=n.number, campaign_id=n.campaign_id, publisher_id=n.publisher_id)
+               for n in await _rows(session, t.TrackingNumber)}
+    fallback = next((b.id for b in buyers.values() if routing.fallback_buyer and b.name == routing.fallback_buyer),
+                    None)
+    return m.Network(buyers=buyers, publishers=publishers, campaigns=campaigns, numbers=numbers,
+                     fallback_buyer_id=fallback, version=version)
+
+
+# --- configuration writes --------------------------------------------------
+
+async def _get(session: AsyncSession, model: type, ref: Ref, what: str):
+    if isinstance(ref, int) and not isinstance(ref, bool):
+        row = await session.get(model, ref)
+        shown = f"id {ref}"
+    else:
+        row = await session.scalar(select(model).where(model.name == v.name(ref, what)))
+        shown = f"named {str(ref).strip()!r}"
+    if row is None:
+        raise ValidationError(what, f"no {what} {shown}")
+    return row
+
+
+async def get_campaign(session: AsyncSession, ref: Ref) -> t.Campaign:
+    return await _get(session, t.Campaign, ref, "campaign")
+
+
+async def get_publisher(session: AsyncSession, ref: Ref) -> t.Publisher:
+    return await _get(session, t.Publisher, ref, "publisher")
+
+
+async def get_buyer(session: AsyncSession, ref: Ref) -> t.Buyer:
+    return await _get(session, t.Buyer, ref, "buyer")
+
+
+async def _unique_name(session: AsyncSession, model: type, name: str, what: str, own_id: int | None = None) -> str:
+    name = v.name(name)
+    other = await session.scalar(select(model.id).where(model.name == name))
+    if other is not None and other != own_id:
+        raise ValidationError("name", f"a {what} named {name!r} already exists")
+    return name
+
+
+async def _added(session: AsyncSession, row):
+    session.add(row)
+    await session.flush()
+    await bump_config_version(session)
+    return row
+
+
+async def create_campaign(session: AsyncSession, name: str, *, paused: bool = False) -> t.Campaign:
+    name = await _unique_name(session, t.Campaign, name, "campaign")
+    return await _added(session, t.Campaign(name=name, paused=bool(paused)))
+
+
+async def create_publisher(session: AsyncSession, name: str, *, payout: str = "0", paused: bool = False
+                           ) -> t.Publisher:
+    """`payout` is a decimal amount such as "12.50" (stored as cents)."""
+    name = await _unique_name(session, t.Publisher, name, "publisher")
+    return await _added(session, t.Publisher(name=name, payout_cents=v.money(payout, "payout"), paused=bool(paused)))
+
+
+async def create_buyer(session: AsyncSession, name: str, destination: str, *, revenue: str = "0",
+                       ring_timeout: int | str = 30, concurrency_cap: int | str | None = None,
+                       min_duration: int | str = 60, paused: bool = False) -> t.Buyer:
+    """`revenue` is a decimal amount such as "40.00" (stored as cents)."""
+    row = t.Buyer(name=await _unique_name(session, t.Buyer, name, "buyer"),
+                  destination=v.destination(destination), revenue_cents=v.money(revenue, "revenue"),
+                  ring_timeout=v.ring_timeout(ring_timeout), concurrency_cap=v.concurrency_cap(concurrency_cap),
+                  min_duration=v.min_duration(min_duration), paused=bool(paused))
+    return await _added(session, row)
+
+
+_UNSET = object()
+
+
+async def update_buyer(session: AsyncSession, ref: Ref, *, name=_UNSET, destination=_UNSET, revenue=_UNSET,
+                       ring_timeout=_UNSET, concurrency_cap=_UNSET, min_duration=_UNSET, paused=_UNSET) -> t.Buyer:
+    """Change the given fields only (concurrency_cap=None removes the cap)."""
+    row = await get_buyer(session, ref)
+    if name is not _UNSET:
+        row.name = await _unique_name(session, t.Buyer, name, "buyer", own_id=row.id)
+    if destination is not _UNSET:
+        row.destination = v.destination(destination)
+    if revenue is not _UNSET:
+        row.revenue_cents = v.money(revenue, "revenue")
+    if ring_timeout is not _UNSET:
+        row.ring_timeout = v.ring_timeout(ring_timeout)
+    if concurrency_cap is not _UNSET:
+        row.concurrency_cap = v.concurrency_cap(concurrency_cap)
+    if min_duration is not _UNSET:
+        row.min_duration = v.min_duration(min_duration)
+    if paused is not _UNSET:
+        row.paused = bool(paused)
+    await session.flush()
+    await bump_config_version(session)
+    return row
+
+
+async def update_publisher(session: AsyncSession, ref: Ref, *, name=_UNSET, payout=_UNSET, paused=_UNSET
+                           ) -> t.Publisher:
+    row = await get_publisher(session, ref)
+    if name is not _UNSET:
+        row.name = await _unique_name(session, t.Publisher, name, "publisher", own_id=row.id)
+    if payout is not _UNSET:
+        row.payout_cents = v.money(payout, "payout")
+    if paused is not _UNSET:
+        row.paused = bool(paused)
+    await session.flush()
+    await bump_config_version(session)
+    return row
+
+
+async def update_campaign(session: AsyncSession, ref: Ref, *, name=_UNSET, paused=_UNSET) -> t.Campaign:
+    row = await get_campaign(session, ref)
+    if name is not _UNSET:
+        row.name = await _unique_name(session, t.Campaign, name, "campaign", own_id=row.id)
+    if paused is not _UNSET:
+        row.paused = bool(paused)
+    await session.flush()
+    await bump_config_version(session)
+    return row
+
+
+async def set_buyer_paused(session: AsyncSession, ref: Ref, paused: bool) -> t.Buyer:
+    return await update_buyer(session, ref, paused=paused)
+
+
+async def set_publisher_paused(session: AsyncSession, ref: Ref, paused: bool) -> t.Publisher:
+    return await update_publisher(session, ref, paused=paused)
+
+
+async def set_campaign_paused(session: AsyncSession, ref: Ref, paused: bool) -> t.Campaign:
+    return await update_campaign(session, ref, paused=paused)
+
+
+async def add_campaign_buyer(session: AsyncSession, campaign: Ref, buyer: Ref, priority: int | str = 1
+                             ) -> t.CampaignBuyer:
+    """Let `buyer` take calls of `campaign`; lower priority is tried first."""
+    k, b, prio = await get_campaign(session, campaign), await get_buyer(session, buyer), v.priority(priority)
+    existing = await session.scalar(select(t.CampaignBuyer).where(
+        t.CampaignBuyer.campaign_id == k.id, t.CampaignBuyer.buyer_id == b.id))
+    if existing is not None:
+        raise ValidationError("buyer", f"buyer {b.name!r} is already on campaign {k.name!r}")
+    return await _added(session, t.CampaignBuyer(campaign_id=k.id, buyer_id=b.id, priority=prio))
+
+
+async def set_campaign_buyer_priority(session: AsyncSession, campaign: Ref, buyer: Ref, priority: int | str
+                                      ) -> t.CampaignBuyer:
+    link = await _campaign_link(session, campaign, buyer)
+    link.priority = v.priority(priority)
+    await session.flush()
+    await bump_config_version(session)
+    return link
+
+
+async def remove_campaign_buyer(session: AsyncSession, campaign: Ref, buyer: Ref) -> None:
+    await session.delete(await _campaign_link(session, campaign, buyer))
+    await session.flush()
+    await bump_config_version(session)
+
+
+async def _campaign_link(session: AsyncSession, campaign: Ref, buyer: Ref) -> t.CampaignBuyer:
+    k, b = await get_campaign(session, campaign), await get_buyer(session, buyer)
+    link = await session.scalar(select(t.CampaignBuyer).where(
+        t.CampaignBuyer.campaign_id == k.id, t.CampaignBuyer.buyer_id == b.id))
+    if link is None:
+        raise ValidationError("buyer", f"buyer {b.name!r} is not on campaign {k.name!r}")
+    return link
+
+
+async def add_tracking_number(session: AsyncSession, number: str, campaign: Ref, publisher: Ref,
+                              *, region: str = "US") -> t.TrackingNumber:
+    """Route calls to `number` (read in `region` when national) to `campaign`, credited to `publisher`."""
+    e164 = v.phone(number, region)
+    k, p = await get_campaign(session, campaign), await get_publisher(session, publisher)
+    existing = await session.scalar(select(t.TrackingNumber).where(t.TrackingNumber.number == e164))
+    if existing is not None:
+        raise ValidationError("number", f"{e164} is already a tracking number")
+    return await _added(session, t.TrackingNumber(number=e164, campaign_id=k.id, publisher_id=p.id))
+
+
+async def remove_tracking_number(session: AsyncSession, number: str, *, region: str = "US") -> None:
+    e164 = v.phone(number, region)
+    row = await session.scalar(select(t.TrackingNumber).where(t.TrackingNumber.number == e164))
+    if row is None:
+        raise ValidationError("number", f"{e164} is not a tracking number")
+    await session.delete(row)
+    await session.flush()
+    await bump_config_version(session)
+
+
+# --- calls -----------------------------------------------------------------
+
+_CALL_FIELDS = ("linkedid", "tracking_number", "caller", "caller_valid", "started_at", "ended_at", "outcome",
+                "publisher_id", "campaign_id", "buyer_id", "answered_at", "connected_ms", "hangup_cause",
+                "hangup_cause_text", "reject_reason", "billable", "revenue_cents", "payout_cents",
+                "quality_score", "sub_id", "click_id")
+_ATTEMPT_FIELDS = ("seq", "buyer_id", "dial_status", "started_at", "answered_at", "ended_at")
+
+
+async def save_call(session: AsyncSession, record: c.CallRecord) -> bool:
+    """Store a finished call and its attempts; False (and no change) if its linkedid is already stored."""
+    values = {f: getattr(record, f) for f in _CALL_FIELDS}
+    values["billing_reasons"] = json.dumps(list(record.billing_reasons))
+    values["attribution"] = json.dumps(record.attribution or {}, sort_keys=True)
+    dialect = session.get_bind().dialect.name
+    insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[dialect]
+    # ON CONFLICT DO NOTHING: two saves racing on one linkedid can't both insert or fail.
+    call_id = await session.scalar(
+        insert(t.Call).values(**values).on_conflict_do_nothing(index_elements=["linkedid"]).returning(t.Call.id))
+    if call_id is None:
+        return False
+    if record.attempts:
+        session.add_all(t.CallAttempt(call_id=call_id, **{f: getattr(a, f) for f in _ATTEMPT_FIELDS})
+                        for a in sorted(record.attempts, key=lambda a: a.seq))
+        await session.flush()
+    return True
+
+
+def _record(row: t.Call) -> c.CallRecord:
+    record = c.CallRecord(**{f: getattr(row, f) for f in _CALL_FIELDS})
+    record.billing_reasons = list(json.loads(row.billing_reasons or "[]"))
+    record.attribution = dict(json.loads(row.attribution or "{}"))
+    record.attempts = [c.Attempt(**{f: getattr(a, f) for f in _ATTEMPT_FIELDS}) for a in row.attempts]
+    return record
+
+
+async def get_call(session: AsyncSession, linkedid: str) -> c.CallRecord | None:
+    row = await session.scalar(
+        select(t.Call).where(t.Call.linkedid == linkedid).options(selectinload(t.Call.attempts)))
+    return None if row is None else _record(row)
+
+
+async def list_calls(session: AsyncSession, limit: int = 100, offset: int = 0) -> list[c.CallRecord]:
+    """Newest first."""
+    rows = await session.scalars(select(t.Call).options(selectinload(t.Call.attempts))
+                                 .order_by(t.Call.started_at.desc(), t.Call.id.desc()).limit(limit).offset(offset))
+    return [_record(row) for row in rows]
+
+
+async def count_calls(session: AsyncSession) -> int:
+    return int(await session.scalar(select(func.count()).select_from(t.Call)) or 0)

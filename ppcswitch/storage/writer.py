@@ -1,0 +1,160 @@
+"""The single database writer.
+
+Every write (call records, configuration changes) is a job queued here and run
+one at a time, each in its own transaction. One writer means SQLite never sees
+two of our writers competing, and jobs commit in submission order. Transient
+failures (SQLite busy, PostgreSQL connection loss or restart) are retried with
+back-off until they succeed: a call record is never dropped because the
+database was briefly unavailable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Awaitable, Callable, TypeVar
+
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Job = Callable[[AsyncSession], Awaitable[T]]
+
+# PostgreSQL SQLSTATEs worth retrying: connection exceptions (08xxx), serialization
+# failure, deadlock, shutdown / starting up, out of resources (53xxx).
+_PG_TRANSIENT = ("08", "40001", "40P01", "57P01", "57P02", "57P03", "53")
+
+
+class WriterStopped(RuntimeError):
+    """The writer is stopping or stopped and accepts no more jobs."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors that go away by themselves, so the job is worth running again."""
+    # Raw socket errors and timeouts, e.g. PostgreSQL refusing connections while it restarts.
+    if isinstance(exc, OSError) and not isinstance(exc, (FileNotFoundError, PermissionError)):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if isinstance(code, str) and code.startswith(_PG_TRANSIENT):
+        return True
+    # SQLite: "database is locked" / "database table is locked" (SQLITE_BUSY / SQLITE_LOCKED).
+    # Other OperationalErrors, like "no such table", are bugs and must not be retried forever.
+    return isinstance(exc, OperationalError) and "locked" in str(orig).lower()
+
+
+class Writer:
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], max_queue: int = 10000,
+                 *, retry_min: float = 0.05, retry_max: float = 5.0, give_up_after: float | None = None):
+        """give_up_after: seconds of transient failures after which a job fails (None: retry forever)."""
+        self._sessionmaker = sessionmaker
+        self._queue: asyncio.Queue[tuple[Job[Any], asyncio.Future[Any]]] = asyncio.Queue(max_queue)
+        self._retry_min, self._retry_max, self._give_up_after = retry_min, retry_max, give_up_after
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._busy = False
+        self.last_write_seconds = 0.0  # duration of the last finished job, retries included
+        self.retries = 0  # transient failures retried so far
+
+    @property
+    def depth(self) -> int:
+        """Jobs waiting or running."""
+        return self._queue.qsize() + int(self._busy)
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._stopping = False
+            self._task = asyncio.create_task(self._run(), name="ppcswitch-db-writer")
+
+    def submit(self, job: Job[T]) -> asyncio.Future[T]:
+        """Queue `job`; raises asyncio.QueueFull when the queue is full (see submit_wait)."""
+        if self._stopping or self._task is None:
+            raise WriterStopped("the database writer is not running")
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((job, fut))
+        return fut
+
+    async def submit_wait(self, job: Job[T]) -> asyncio.Future[T]:
+        """Queue `job`, waiting for room when the queue is full; returns its future."""
+        if self._stopping or self._task is None:
+            raise WriterStopped("the database writer is not running")
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        await self._queue.put((job, fut))
+        return fut
+
+    async def run(self, job: Job[T]) -> T:
+        """Queue `job` and wait for its result."""
+        return await (await self.submit_wait(job))
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Refuse new jobs, finish every queued one, then stop.
+
+        With a timeout, jobs still queued after it (the database stayed down)
+        fail with WriterStopped; they are logged, being the only data lost.
+        """
+        if self._task is None:
+            return
+        self._stopping = True
+        try:
+            await asyncio.wait_for(self._queue.join(), timeout)
+        except asyncio.TimeoutError:
+            log.error("database writer stopped with %d unwritten jobs", self.depth)
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        self._task = None
+        while not self._queue.empty():
+            _job, fut = self._queue.get_nowait()
+            if not fut.done():
+                fut.set_exception(WriterStopped("the database writer stopped before this job ran"))
+            self._queue.task_done()
+
+    async def _run(self) -> None:
+        while True:
+            job, fut = await self._queue.get()
+            self._busy = True
+            started = time.monotonic()
+            try:
+                result = await self._execute(job)
+            except asyncio.CancelledError:
+                if not fut.done():
+                    fut.set_exception(WriterStopped("the database writer stopped while running this job"))
+                raise
+            except BaseException as exc:  # a failing job fails only itself
+                if not fut.done():
+                    fut.set_exception(exc)
+                else:
+                    log.exception("database job failed", exc_info=exc)
+            else:
+                if not fut.done():
+                    fut.set_result(result)
+            finally:
+                self.last_write_seconds = time.monotonic() - started
+                self._busy = False
+                self._queue.task_done()
+
+    async def _execute(self, job: Job[T]) -> T:
+        delay, first_failure = self._retry_min, None
+        while True:
+            try:
+                async with self._sessionmaker() as session:
+                    async with session.begin():
+                        return await job(session)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                first_failure = first_failure or time.monotonic()
+                if self._give_up_after is not None and time.monotonic() - first_failure >= self._give_up_after:
+                    raise
+                self.retries += 1
+                log.warning("database write failed (%s), retrying in %.2fs", exc.__class__.__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._retry_max)

@@ -1,0 +1,100 @@
+"""Admin panel (server-rendered HTML) and REST API (/api/v1), served by the controller.
+
+`setup(app)` mounts both on the controller's aiohttp application. Every
+request passes the auth middleware: panel pages need a login session (cookie),
+the API a bearer token; state-changing panel requests need the session's CSRF
+token. Security headers go on every response.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import jinja2
+from aiohttp import web
+
+from ppcswitch.storage.validate import ValidationError
+from ppcswitch.web import security
+
+log = logging.getLogger(__name__)
+HERE = Path(__file__).parent
+
+JINJA = web.AppKey("web_jinja", jinja2.Environment)
+THROTTLE = web.AppKey("web_throttle", security.LoginThrottle)
+
+SESSION_COOKIE = "ppc_session"
+LOGIN_CSRF_COOKIE = "ppc_login_csrf"
+# Largest request body: a CSV of 100,000 tracking numbers (numbers_import.MAX_BYTES) and form overhead.
+MAX_REQUEST_BYTES = 12 * 1024 * 1024
+PUBLIC_PATHS = ("/login", "/healthz", "/metrics", "/api/v1/openapi.json", "/favicon.ico")
+SECURITY_HEADERS = {
+    # No inline script or style anywhere in the panel, so a strict policy costs nothing.
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; "
+                               "form-action 'self'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+
+def need(request: web.Request, permission: str) -> None:
+    """Refuse the request unless the logged-in user's (or token's) role allows `permission`."""
+    if not security.role_allows(request["role"], permission):
+        raise Forbidden(f"your role ({request['role']}) does not allow this ({permission})")
+
+
+class Forbidden(Exception):
+    pass
+
+
+async def _add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    for k, v in SECURITY_HEADERS.items():
+        response.headers.setdefault(k, v)
+    if request.path.startswith("/api/") or request.get("user") is not None:
+        response.headers.setdefault("Cache-Control", "no-store")
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler):
+    from ppcswitch.web import api, panel
+
+    path = request.path
+    if path in PUBLIC_PATHS or path.startswith(("/static/", "/dni/")):  # /dni/: ppcswitch.attribution
+        return await handler(request)
+    if path.startswith("/api/"):
+        return await api.guard(request, handler)
+    return await panel.guard(request, handler)
+
+
+def setup(app: web.Application) -> None:
+    """Mount the panel and the API on the controller's application."""
+    from ppcswitch.web import api, panel
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
+                             auto_reload=False)
+    env.filters.update(panel.FILTERS)
+    app[JINJA] = env
+    app[THROTTLE] = security.LoginThrottle()
+    app.middlewares.append(auth_middleware)
+    app.on_response_prepare.append(_add_security_headers)
+    app.router.add_static("/static/", HERE / "static", append_version=True)
+    panel.add_routes(app)
+    api.add_routes(app)
+
+
+def standalone_app(settings) -> web.Application:
+    """The panel and API on the controller's database context only (no AMI, no FastAGI):
+    for tests and benchmarks; live calls then show as none."""
+    from ppcswitch import app as core
+
+    app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+    app[core.SETTINGS] = settings
+    app[core.METRICS] = core.Metrics()
+    app.cleanup_ctx.append(core.database_ctx)
+    setup(app)
+    return app
+
+
+__all__ = ["MAX_REQUEST_BYTES", "setup", "need", "Forbidden", "ValidationError"]

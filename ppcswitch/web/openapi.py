@@ -1,0 +1,271 @@
+"""The OpenAPI 3.0 document of /api/v1, kept next to the handlers (api.py) it describes.
+
+tests/test_api_schema.py runs schemathesis against it: every documented
+operation is called with generated data and each answer must match this.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+ID = {"type": "integer", "minimum": 1, "maximum": 2147483647}
+TIME = {"type": "string", "format": "date-time"}
+NTIME = {"type": "string", "format": "date-time", "nullable": True}
+MONEY_IN = {"type": "string", "description": "decimal amount, e.g. 40.00", "example": "40.00"}
+
+
+def _obj(props: dict, required: list[str] | None = None) -> dict:
+    return {"type": "object", "properties": props, "required": required if required is not None else list(props),
+            "additionalProperties": False}
+
+
+SCHEMAS = {
+    "Error": {"type": "object", "required": ["error"], "properties": {
+        "error": {"type": "object", "required": ["status", "code", "message", "field"], "properties": {
+            "status": {"type": "integer"}, "code": {"type": "string"}, "message": {"type": "string"},
+            "field": {"type": "string", "nullable": True}}},
+        "rows": {"type": "integer"},
+        "errors": {"type": "array", "items": {"$ref": "#/components/schemas/RowError"}}}},
+    "RowError": _obj({"line": {"type": "integer"}, "field": {"type": "string"}, "message": {"type": "string"}}),
+    "Buyer": _obj({"id": ID, "name": {"type": "string"}, "destination": {"type": "string"},
+                   "revenue": {"type": "string"}, "revenue_cents": {"type": "integer"},
+                   "ring_timeout": {"type": "integer"}, "concurrency_cap": {"type": "integer", "nullable": True},
+                   "min_duration": {"type": "integer"}, "paused": {"type": "boolean"}, "created_at": TIME}),
+    "BuyerInput": _obj({"name": {"type": "string", "example": "Cool Air"},
+                        "destination": {"type": "string", "example": "sip:+15550001111@203.0.113.10:5060"},
+                        "revenue": MONEY_IN, "ring_timeout": {"type": "integer", "minimum": 1, "maximum": 300},
+                        "concurrency_cap": {"type": "integer", "minimum": 1, "maximum": 10000, "nullable": True},
+                        "min_duration": {"type": "integer", "minimum": 0, "maximum": 86400},
+                        "paused": {"type": "boolean"}}, required=[]),
+    "Publisher": _obj({"id": ID, "name": {"type": "string"}, "payout": {"type": "string"},
+                       "payout_cents": {"type": "integer"}, "paused": {"type": "boolean"}, "created_at": TIME}),
+    "PublisherInput": _obj({"name": {"type": "string"}, "payout": MONEY_IN, "paused": {"type": "boolean"}},
+                           required=[]),
+    "Campaign": _obj({"id": ID, "name": {"type": "string"}, "paused": {"type": "boolean"}, "created_at": TIME}),
+    "CampaignInput": _obj({"name": {"type": "string"}, "paused": {"type": "boolean"}}, required=[]),
+    "CampaignBuyer": _obj({"buyer_id": ID, "priority": {"type": "integer"}}),
+    "Number": _obj({"number": {"type": "string"}, "campaign_id": ID, "publisher_id": ID, "created_at": TIME}),
+    "NumberInput": _obj({"number": {"type": "string", "example": "+18005550199"}, "campaign_id": ID,
+                         "publisher_id": ID}),
+    "NumberAssign": _obj({"campaign_id": ID, "publisher_id": ID}, required=[]),
+    "ImportInput": _obj({"csv": {"type": "string", "example": "number,campaign,publisher\n+18005550199,HVAC,Acme\n"},
+                         "dry_run": {"type": "boolean"}}, required=["csv"]),
+    "ImportResult": _obj({"imported": {"type": "integer"}, "valid_rows": {"type": "integer"},
+                          "dry_run": {"type": "boolean"}}),
+    "Attempt": _obj({"seq": {"type": "integer"}, "buyer_id": {"type": "integer", "nullable": True},
+                     "dial_status": {"type": "string"}, "started_at": NTIME, "answered_at": NTIME,
+                     "ended_at": NTIME}),
+    "Call": _obj({"id": {"type": "integer"}, "linkedid": {"type": "string"}, "tracking_number": {"type": "string"},
+                  "caller": {"type": "string"}, "caller_valid": {"type": "boolean"}, "started_at": TIME,
+                  "answered_at": NTIME, "ended_at": TIME, "outcome": {"type": "string"},
+                  "campaign_id": {"type": "integer", "nullable": True},
+                  "publisher_id": {"type": "integer", "nullable": True},
+                  "buyer_id": {"type": "integer", "nullable": True}, "connected_ms": {"type": "integer"},
+                  "hangup_cause": {"type": "integer", "nullable": True}, "hangup_cause_text": {"type": "string"},
+                  "reject_reason": {"type": "string"}, "billable": {"type": "boolean"},
+                  "billing_reasons": {"type": "array", "items": {"type": "string"}},
+                  "revenue_cents": {"type": "integer"}, "payout_cents": {"type": "integer"},
+                  "attempts": {"type": "array", "items": {"$ref": "#/components/schemas/Attempt"}}},
+                 required=["id", "linkedid", "started_at", "outcome", "billable", "billing_reasons"]),
+    "LiveCall": _obj({"linkedid": {"type": "string"}, "started_at": TIME, "dialled": {"type": "string"},
+                      "caller": {"type": "string"}, "attempts": {"type": "integer"}, "answered": {"type": "boolean"},
+                      "campaign": {"type": "string"}}),
+    "CapUse": _obj({"name": {"type": "string"}, "live": {"type": "integer"},
+                    "cap": {"type": "integer", "nullable": True}, "paused": {"type": "boolean"}}),
+    "Rules": {"type": "object", "description": "a buyer's routing rules (ppcswitch.routing.rules): timezone, "
+              "hours, closed_dates, cap_hourly/daily/monthly/total, budget_daily/monthly, states_allowed/denied, "
+              "area_codes_allowed/denied, duplicate_days, min_gap_seconds, weight",
+              "example": {"timezone": "America/New_York", "hours": "mon-fri 09:00-17:00", "cap_daily": 25}},
+    "Rtb": _obj({"ping_url": {"type": "string", "example": "https://rtb.example/ping"},
+                 "post_url": {"type": "string"}, "timeout_ms": {"type": "integer", "minimum": 10, "maximum": 10000},
+                 "floor": {"type": "string", "example": "20.00"}, "share_caller": {"type": "boolean"}}),
+    "RtbInput": _obj({"ping_url": {"type": "string", "example": "https://rtb.example/ping"},
+                      "post_url": {"type": "string"}, "timeout_ms": {"type": "integer", "minimum": 10, "maximum": 10000},
+                      "floor": MONEY_IN, "share_caller": {"type": "boolean"}}, required=[]),
+    "CampaignRouting": _obj({"zip_prompt": {"type": "boolean"}, "repeat_caller": {"type": "boolean"},
+                             "whisper": {"type": "string"},
+                             "rtb_budget_ms": {"type": "integer", "minimum": 50, "maximum": 10000}}),
+    "CampaignRoutingInput": _obj({"zip_prompt": {"type": "boolean"}, "repeat_caller": {"type": "boolean"},
+                                  "whisper": {"type": "string", "example": "custom/hvac-whisper"},
+                                  "rtb_budget_ms": {"type": "integer", "minimum": 50, "maximum": 10000}},
+                                 required=[]),
+    "ReportLine": _obj({"id": {"type": "integer"}, "name": {"type": "string"}, "calls": {"type": "integer"},
+                        "connected": {"type": "integer"}, "billable": {"type": "integer"}, "paid": {"type": "integer"},
+                        "billable_rate": {"type": "number"}, "receivable_cents": {"type": "integer"},
+                        "payable_cents": {"type": "integer"}, "margin_cents": {"type": "integer"}}),
+    "Report": _obj({"period": {"type": "string"}, "start": TIME, "end": TIME, "currency": {"type": "string"},
+                    "total": {"$ref": "#/components/schemas/ReportLine"},
+                    "by_campaign": {"type": "array", "items": {"$ref": "#/components/schemas/ReportLine"}},
+                    "by_buyer": {"type": "array", "items": {"$ref": "#/components/schemas/ReportLine"}},
+                    "by_publisher": {"type": "array", "items": {"$ref": "#/components/schemas/ReportLine"}}}),
+    "Summary": _obj({"day": {"type": "string", "format": "date"}, "calls": {"type": "integer"},
+                     "billable": {"type": "integer"}, "billable_rate": {"type": "number"},
+                     "revenue_cents": {"type": "integer"}, "payout_cents": {"type": "integer"},
+                     "margin_cents": {"type": "integer"},
+                     "per_hour": {"type": "array", "items": {"type": "integer"}, "minItems": 24, "maxItems": 24},
+                     "live_calls": {"type": "integer"}}),
+}
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict, description: str = "OK") -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict:
+    text = {400: "Invalid input", 401: "No or bad API token", 403: "The token's role does not allow this",
+            404: "Not found", 405: "Method not allowed", 413: "Too large", 422: "Import rejected (row errors)",
+            503: "Asterisk unavailable"}
+    return {str(c): _json(ERROR, text[c]) for c in (400, 401, 403, 404, 413, *codes)}
+
+
+def _page(item: str) -> dict:
+    return _obj({"items": {"type": "array", "items": _ref(item)}, "total": {"type": "integer"},
+                 "limit": {"type": "integer"}, "offset": {"type": "integer"}})
+
+
+def _param(name: str, where: str, schema: dict, required: bool = False, description: str = "") -> dict:
+    out = {"name": name, "in": where, "required": required or where == "path", "schema": schema}
+    if description:
+        out["description"] = description
+    return out
+
+
+LIMIT = _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000})
+OFFSET = _param("offset", "query", {"type": "integer", "minimum": 0, "maximum": 1000000000})
+Q = _param("q", "query", {"type": "string", "maxLength": 100}, description="name contains")
+PATH_ID = _param("id", "path", ID)
+BUYER_ID = _param("buyer_id", "path", ID)
+NUMBER = _param("number", "path", {"type": "string", "example": "+18005550100"})
+
+
+def _body(name: str) -> dict:
+    return {"required": True, "content": {"application/json": {"schema": _ref(name)}}}
+
+
+def _objects(kind: str, title: str) -> dict:
+    return {
+        f"/{kind}s": {
+            "get": {"summary": f"List {kind}s", "operationId": f"list_{kind}s", "parameters": [LIMIT, OFFSET, Q],
+                    "responses": {"200": _json(_page(title)), **_errors()}},
+            "post": {"summary": f"Create a {kind}", "operationId": f"create_{kind}", "requestBody": _body(f"{title}Input"),
+                     "responses": {"201": _json(_ref(title), "Created"), **_errors()}},
+        },
+        f"/{kind}s/{{id}}": {
+            "parameters": [PATH_ID],
+            "get": {"summary": f"One {kind}", "operationId": f"get_{kind}",
+                    "responses": {"200": _json(_ref(title)), **_errors()}},
+            "patch": {"summary": f"Change a {kind} (only the fields sent)", "operationId": f"update_{kind}",
+                      "requestBody": _body(f"{title}Input"), "responses": {"200": _json(_ref(title)), **_errors()}},
+        },
+    }
+
+
+@lru_cache(maxsize=1)
+def document() -> dict:
+    date = {"type": "string", "format": "date"}
+    paths = {**_objects("buyer", "Buyer"), **_objects("publisher", "Publisher"), **_objects("campaign", "Campaign")}
+    paths["/buyers/{id}/rules"] = {
+        "parameters": [PATH_ID],
+        "get": {"summary": "A buyer's rules: schedule, caps, budgets, geography", "operationId": "get_buyer_rules",
+                "responses": {"200": _json(_ref("Rules")), **_errors()}},
+        "put": {"summary": "Replace a buyer's rules", "operationId": "set_buyer_rules", "requestBody": _body("Rules"),
+                "responses": {"200": _json(_ref("Rules")), **_errors()}},
+    }
+    paths["/buyers/{id}/rtb"] = {
+        "parameters": [PATH_ID],
+        "get": {"summary": "How the buyer is reached by real-time bidding", "operationId": "get_buyer_rtb",
+                "responses": {"200": _json(_ref("Rtb")), **_errors()}},
+        "put": {"summary": "Set real-time bidding (an empty ping_url turns it off)", "operationId": "set_buyer_rtb",
+                "requestBody": _body("RtbInput"), "responses": {"200": _json(_ref("Rtb")), **_errors()}},
+    }
+    paths["/campaigns/{id}/routing"] = {
+        "parameters": [PATH_ID],
+        "get": {"summary": "The campaign's call flow options", "operationId": "get_campaign_routing",
+                "responses": {"200": _json(_ref("CampaignRouting")), **_errors()}},
+        "patch": {"summary": "Change call flow options (only the fields sent)", "operationId": "set_campaign_routing",
+                  "requestBody": _body("CampaignRoutingInput"),
+                  "responses": {"200": _json(_ref("CampaignRouting")), **_errors()}},
+    }
+    paths["/reports"] = {"get": {
+        "summary": "Billing report of a period (finance and admin)", "operationId": "report",
+        "parameters": [_param("from", "query", date), _param("to", "query", date),
+                       _param("tz", "query", {"type": "string", "example": "America/New_York"})],
+        "responses": {"200": _json(_ref("Report")), **_errors()}}}
+    paths["/campaigns/{id}/buyers"] = {"get": {
+        "summary": "The campaign's buyers and priorities", "operationId": "list_campaign_buyers",
+        "parameters": [PATH_ID],
+        "responses": {"200": _json(_obj({"items": {"type": "array", "items": _ref("CampaignBuyer")}})),
+                      **_errors()}}}
+    paths["/campaigns/{id}/buyers/{buyer_id}"] = {
+        "parameters": [PATH_ID, BUYER_ID],
+        "put": {"summary": "Add a buyer to the campaign, or set its priority (lower is tried first)",
+                "operationId": "set_campaign_buyer",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _obj(
+                    {"priority": {"type": "integer", "minimum": 1, "maximum": 1000}}, required=[])}}},
+                "responses": {"200": _json(_ref("CampaignBuyer")), **_errors()}},
+        "delete": {"summary": "Take a buyer off the campaign", "operationId": "remove_campaign_buyer",
+                   "responses": {"204": {"description": "Removed"}, **_errors()}},
+    }
+    paths["/numbers"] = {
+        "get": {"summary": "List tracking numbers", "operationId": "list_numbers",
+                "parameters": [LIMIT, OFFSET, _param("q", "query", {"type": "string", "maxLength": 32}),
+                               _param("campaign_id", "query", ID), _param("publisher_id", "query", ID)],
+                "responses": {"200": _json(_page("Number")), **_errors()}},
+        "post": {"summary": "Add a tracking number", "operationId": "create_number", "requestBody": _body("NumberInput"),
+                 "responses": {"201": _json(_ref("Number"), "Created"), **_errors()}},
+    }
+    paths["/numbers/import"] = {"post": {
+        "summary": "Bulk import from CSV (number,campaign,publisher): every row or none",
+        "operationId": "import_numbers", "requestBody": _body("ImportInput"),
+        "responses": {"200": _json(_ref("ImportResult")), **_errors(422)}}}
+    paths["/numbers/{number}"] = {
+        "parameters": [NUMBER],
+        "get": {"summary": "One tracking number", "operationId": "get_number",
+                "responses": {"200": _json(_ref("Number")), **_errors()}},
+        "patch": {"summary": "Assign to another campaign and/or publisher", "operationId": "assign_number",
+                  "requestBody": _body("NumberAssign"), "responses": {"200": _json(_ref("Number")), **_errors()}},
+        "delete": {"summary": "Release the number (calls to it are no longer routed)",
+                   "operationId": "release_number", "responses": {"204": {"description": "Released"}, **_errors()}},
+    }
+    paths["/calls"] = {"get": {
+        "summary": "Call log, newest first", "operationId": "list_calls",
+        "parameters": [LIMIT, _param("cursor", "query", {"type": "string"}, description="next_cursor of the previous page"),
+                       _param("date_from", "query", date), _param("date_to", "query", date),
+                       _param("campaign", "query", ID), _param("publisher", "query", ID), _param("buyer", "query", ID),
+                       _param("billable", "query", {"type": "string", "enum": ["yes", "no"]}),
+                       _param("caller", "query", {"type": "string", "maxLength": 64}, description="caller starts with"),
+                       _param("outcome", "query", {"type": "string", "maxLength": 32})],
+        "responses": {"200": _json(_obj({"items": {"type": "array", "items": _ref("Call")},
+                                         "next_cursor": {"type": "string", "nullable": True}})), **_errors()}}}
+    paths["/calls/{linkedid}"] = {"get": {
+        "summary": "One call with its attempts", "operationId": "get_call",
+        "parameters": [_param("linkedid", "path", {"type": "string"})],
+        "responses": {"200": _json(_ref("Call")), **_errors()}}}
+    paths["/live-calls"] = {"get": {
+        "summary": "Calls in progress and buyer cap use", "operationId": "list_live_calls",
+        "responses": {"200": _json(_obj({"items": {"type": "array", "items": _ref("LiveCall")},
+                                         "caps": {"type": "array", "items": _ref("CapUse")}})), **_errors()}}}
+    paths["/live-calls/{linkedid}/hangup"] = {"post": {
+        "summary": "Hang up a call in progress", "operationId": "hangup_call",
+        "parameters": [_param("linkedid", "path", {"type": "string"})],
+        "responses": {"200": _json(_obj({"result": {"type": "string"}})), **_errors(503)}}}
+    paths["/summary"] = {"get": {
+        "summary": "One UTC day: calls, billable rate, revenue, payout, margin, calls per hour",
+        "operationId": "summary", "parameters": [_param("day", "query", date)],
+        "responses": {"200": _json(_ref("Summary")), **_errors()}}}
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "ppcswitch API", "version": "1",
+                 "description": "Bearer token auth (create tokens in the panel or with `ppcswitch user token`). "
+                                "Errors: {\"error\": {status, code, message, field}}."},
+        "servers": [{"url": "/api/v1"}],
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {"schemas": SCHEMAS,
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    }

@@ -1,0 +1,871 @@
+"""Server-rendered admin panel. Every task works without JavaScript.
+
+Writes run as one Writer job each (the change and its audit entry in one
+transaction): a form either saves completely or not at all, and a refused
+value is shown next to its field with what was typed kept.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from datetime import date, datetime, timezone
+from urllib.parse import quote, urlencode
+
+from aiohttp import web
+from sqlalchemy import select
+
+from ppcswitch import app as core
+from ppcswitch.money import format_cents
+from ppcswitch.billing import ledger, reports
+from ppcswitch.fraud import store as fraud_store
+from ppcswitch.storage import models_billing, models_routing, repo, repo_routing
+from ppcswitch.storage.validate import ValidationError, int_range
+from ppcswitch.storage.validate import money as v_money
+from ppcswitch.web import JINJA, LOGIN_CSRF_COOKIE, SESSION_COOKIE, THROTTLE, Forbidden, need, security, store
+from ppcswitch.web import numbers_import
+
+PAGE = 50
+
+FIELDS = {
+    "buyer": [
+        ("name", "Name", ""),
+        ("destination", "Destination", "sip:user@host[:port] or pjsip:ENDPOINT"),
+        ("revenue", "Revenue per billable call", "decimal, e.g. 40.00"),
+        ("ring_timeout", "Ring timeout (seconds)", "1-300"),
+        ("concurrency_cap", "Concurrency cap", "live calls at once; empty: no cap"),
+        ("min_duration", "Minimum duration to bill (seconds)", "0-86400"),
+    ],
+    "publisher": [("name", "Name", ""), ("payout", "Payout per billable call", "decimal, e.g. 12.50")],
+    "campaign": [("name", "Name", "")],
+}
+# A buyer's routing rules (ppcswitch.routing.rules), saved in the same transaction as the buyer.
+RULE_FIELDS = [
+    ("timezone", "Time zone", "the buyer's own zone for hours and caps, e.g. America/New_York"),
+    ("hours", "Open hours (weekly schedule)", "e.g. mon-fri 09:00-17:00; sat 10:00-14:00 (empty: always open)"),
+    ("closed_dates", "Closed dates", "YYYY-MM-DD, comma separated"),
+    ("cap_hourly", "Cap per hour", "connected calls per local hour"),
+    ("cap_daily", "Cap per day", "connected calls per local day"),
+    ("cap_monthly", "Cap per month", ""),
+    ("cap_total", "Cap in total", ""),
+    ("budget_daily", "Daily budget", "revenue per local day, e.g. 500.00"),
+    ("budget_monthly", "Monthly budget", ""),
+    ("states_allowed", "States accepted", "e.g. CA, TX (empty: all)"),
+    ("states_denied", "States refused", ""),
+    ("area_codes_allowed", "Area codes accepted", "e.g. 212, 646"),
+    ("area_codes_denied", "Area codes refused", ""),
+    ("duplicate_days", "Refuse repeat callers for (days)", "0: off"),
+    ("min_gap_seconds", "Least seconds between calls", ""),
+    ("weight", "Weight in its priority tier", "share of calls among buyers of equal priority"),
+]
+RULE_KEYS = tuple(f for f, _, _ in RULE_FIELDS)
+# Real-time bidding (buyer) and call-flow options (campaign), also saved with their object.
+RTB_FIELDS = [
+    ("ping_url", "RTB ping URL", "http(s) URL asked for a bid on each call; empty: no bidding"),
+    ("post_url", "RTB post URL", "told the outcome (optional)"),
+    ("timeout_ms", "RTB timeout (ms)", "10-10000"),
+    ("floor", "RTB floor", "lowest bid accepted, e.g. 20.00"),
+    ("share_caller", "Share the caller's number in the ping", "checkbox"),
+]
+CAMPAIGN_FIELDS = [
+    ("zip_prompt", "Ask the caller for a ZIP code", "checkbox"),
+    ("repeat_caller", "Send repeat callers to the buyer they reached before", "checkbox"),
+    ("whisper", "Whisper to the buyer", "an Asterisk sound name such as custom/hvac-whisper"),
+    ("rtb_budget_ms", "RTB budget (ms)", "time all bids together may take, 50-10000"),
+]
+CHECKBOXES = ("share_caller", "zip_prompt", "repeat_caller")
+EXTRA_FIELDS = {"buyer": RULE_FIELDS + RTB_FIELDS, "campaign": CAMPAIGN_FIELDS}
+PLURAL = {"buyer": "buyers", "publisher": "publishers", "campaign": "campaigns"}
+CREATE = {"buyer": repo.create_buyer, "publisher": repo.create_publisher, "campaign": repo.create_campaign}
+UPDATE = {"buyer": repo.update_buyer, "publisher": repo.update_publisher, "campaign": repo.update_campaign}
+
+
+def form_values(kind: str, row) -> dict[str, str]:
+    """What the edit form shows for a stored object."""
+    if row is None:
+        return {"buyer": {"ring_timeout": "30", "min_duration": "60", "revenue": "0.00", "timeout_ms": "300"},
+                "publisher": {"payout": "0.00"}, "campaign": {"rtb_budget_ms": "1000"}}.get(kind, {})
+    out = {"name": row.name}
+    if kind == "buyer":
+        out.update(destination=row.destination, revenue=format_cents(row.revenue_cents),
+                   ring_timeout=str(row.ring_timeout), min_duration=str(row.min_duration),
+                   concurrency_cap="" if row.concurrency_cap is None else str(row.concurrency_cap))
+    elif kind == "publisher":
+        out["payout"] = format_cents(row.payout_cents)
+    return out
+
+
+def rule_values(rules: dict) -> dict[str, str]:
+    return {k: ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+            for k, v in rules.items() if k in RULE_KEYS}
+
+
+def _ts(value) -> str:
+    return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _pct(value: float) -> str:
+    return f"{value * 100:.1f}%"
+
+
+FILTERS = {"money": lambda c: format_cents(c or 0), "ts": _ts, "pct": _pct}
+
+
+# --- plumbing ---------------------------------------------------------------------
+
+def render(request: web.Request, template: str, status: int = 200, **ctx) -> web.Response:
+    user = request.get("user")
+    html = request.app[JINJA].get_template(template).render(
+        user=user, role=request.get("role"), csrf=request.get("csrf", ""), path=request.path,
+        can=lambda perm: user is not None and security.role_allows(request["role"], perm), **ctx)
+    return web.Response(text=html, status=status, content_type="text/html")
+
+
+def _error_page(request: web.Request, status: int, message: str) -> web.Response:
+    return render(request, "error.html", status=status, status_code=status, message=message)
+
+
+async def guard(request: web.Request, handler):
+    sid = request.cookies.get(SESSION_COOKIE, "")
+    found = None
+    if sid:
+        async with request.app[core.SESSIONS]() as s:
+            found = await store.session_user(s, sid)
+    if found is None:
+        if request.method in ("GET", "HEAD"):
+            raise web.HTTPFound("/login?" + urlencode({"next": request.path_qs}))
+        return _error_page(request, 401, "Your session has ended. Log in again.")
+    user, csrf = found
+    request["user"], request["role"], request["csrf"], request["sid"] = user, user.role, csrf, sid
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        form = await request.post()
+        sent = form.get("csrf") or request.headers.get("X-CSRF-Token") or ""
+        if not isinstance(sent, str) or not sent or not security.same(sent, csrf):
+            return _error_page(request, 403, "The form's security token is missing or out of date. "
+                                             "Go back, reload the page and try again.")
+    try:
+        return await handler(request)
+    except Forbidden as exc:
+        return _error_page(request, 403, str(exc))
+
+
+async def _read(request: web.Request, fn, *args, **kw):
+    async with request.app[core.SESSIONS]() as s:
+        return await fn(s, *args, **kw)
+
+
+async def _write(request: web.Request, action: str, target: str, detail: dict, fn):
+    """Run `fn(session)` as one writer job together with its audit entry."""
+    user = request["user"].username
+
+    async def job(s):
+        result = await fn(s)
+        store.audit(s, user, "panel", action, target, detail)
+        return result
+
+    return await request.app[core.WRITER].run(job)
+
+
+def _int_arg(value, field: str, lo: int = 1, hi: int = 2 ** 31 - 1) -> int:
+    return int_range(value, field, lo, hi)
+
+
+def _opt_int(query, key: str) -> int | None:
+    raw = query.get(key, "").strip()
+    if not raw:
+        return None
+    try:
+        return _int_arg(raw, key)
+    except ValidationError:
+        return None
+
+
+def _page(request: web.Request) -> int:
+    return _opt_int(request.query, "page") or 1
+
+
+# --- login / logout ------------------------------------------------------------------
+
+def _safe_next(value: str) -> str:
+    # Only paths on this site: "//evil.example" or "https://..." would make the login an open redirect.
+    return value if value.startswith("/") and not value.startswith("//") and "\\" not in value else "/"
+
+
+async def login_page(request: web.Request) -> web.Response:
+    # Keep an existing token: a second tab (or a stray redirect to here) must not expire the first form.
+    token = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    if not re.fullmatch(r"[A-Za-z0-9_-]{43}", token):
+        token = security.new_secret()
+    resp = render(request, "login.html", login_csrf=token, next=_safe_next(request.query.get("next", "/")),
+                  error="", username="")
+    resp.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="Strict", path="/login",
+                    secure=request.app[core.SETTINGS].http.secure_cookies)
+    return resp
+
+
+async def login_submit(request: web.Request) -> web.Response:
+    form = await request.post()
+    username, password = str(form.get("username", "")).strip()[:64], str(form.get("password", ""))
+    nxt = _safe_next(str(form.get("next", "/")))
+    sent, cookie = str(form.get("csrf", "")), request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    settings = request.app[core.SETTINGS].http
+
+    def again(message: str, status: int):
+        token = security.new_secret()
+        resp = render(request, "login.html", status=status, login_csrf=token, next=nxt, error=message,
+                      username=username)
+        resp.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="Strict", path="/login",
+                        secure=settings.secure_cookies)
+        return resp
+
+    if not sent or not cookie or not security.same(sent, cookie):
+        return again("The login form expired. Please try again.", 403)
+    throttle, address = request.app[THROTTLE], request.remote or "?"
+    wait = throttle.retry_after(username, address)
+    if wait > 0:
+        return again(f"Too many failed logins. Try again in {int(wait) + 1} seconds.", 429)
+    user = await _read(request, store.user_by_name, username) if username else None
+    ok = security.verify_password(password, user.password_hash if user else security.DUMMY_HASH)
+    if not ok or user is None or user.disabled:
+        throttle.failed(username, address)
+        return again("Wrong username or password.", 401)
+    throttle.succeeded(username)
+    seconds = settings.session_hours * 3600
+
+    async def job(s):
+        store.audit(s, user.username, "panel", "login", user.username)
+        return await store.create_session(s, user.id, seconds)
+
+    sid, _csrf = await request.app[core.WRITER].run(job)
+    resp = web.HTTPFound(nxt)
+    resp.set_cookie(SESSION_COOKIE, sid, httponly=True, samesite="Lax", path="/", max_age=int(seconds),
+                    secure=settings.secure_cookies)
+    resp.del_cookie(LOGIN_CSRF_COOKIE, path="/login")
+    raise resp
+
+
+async def logout(request: web.Request) -> web.Response:
+    sid = request["sid"]
+    await request.app[core.WRITER].run(lambda s: store.end_session(s, sid))
+    resp = web.HTTPFound("/login")
+    resp.del_cookie(SESSION_COOKIE, path="/")
+    raise resp
+
+
+# --- dashboard ------------------------------------------------------------------------
+
+def _live_calls(request: web.Request) -> list[dict]:
+    tracker = request.app.get(core.TRACKER)
+    if tracker is None:
+        return []
+    router = request.app.get(core.ROUTER)
+    network = router.network if router else None
+    out = []
+    for call in sorted(tracker.calls.values(), key=lambda c: c.started_at):
+        route = router.routes.get(call.linkedid) if router else None  # what routing decided for it
+        number = network.numbers.get(route.facts.tracking_number or "") if route and network else None
+        out.append({"linkedid": call.linkedid, "started_at": call.started_at, "dialled": call.dialled,
+                    "caller": call.caller_raw, "attempts": len(call.attempts),
+                    "answered": any(a.answered_at for a in call.attempts.values()),
+                    "campaign": network.campaigns[number.campaign_id].name
+                    if number and number.campaign_id in network.campaigns else ""})
+    return out
+
+
+def cap_use(request: web.Request) -> list[dict]:
+    if core.ROUTER not in request.app:
+        return []
+    router = request.app[core.ROUTER]
+    live = router.live.snapshot()
+    return [{"name": b.name, "live": live.get(b.id, 0), "cap": b.concurrency_cap, "paused": b.paused}
+            for b in sorted(router.network.buyers.values(), key=lambda b: b.name)]
+
+
+async def dashboard(request: web.Request) -> web.Response:
+    need(request, "read")
+    today = datetime.now(timezone.utc).date()
+    summary = await _read(request, store.day_summary, today)
+    peak = max(summary["per_hour"]) or 1
+    return render(request, "dashboard.html", day=today, s=summary, peak=peak, live=len(_live_calls(request)),
+                  caps=cap_use(request))
+
+
+# --- buyers, publishers, campaigns -----------------------------------------------------
+
+KIND_OF = {plural: kind for kind, plural in PLURAL.items()}
+
+
+def _kind(request: web.Request) -> str:
+    kind = KIND_OF.get(request.path.split("/")[1])
+    if kind is None:
+        raise web.HTTPNotFound()
+    return kind
+
+
+async def _object(request: web.Request, kind: str):
+    try:
+        ident = _int_arg(request.match_info["id"], "id")
+        return await _read(request, {"buyer": repo.get_buyer, "publisher": repo.get_publisher,
+                                     "campaign": repo.get_campaign}[kind], ident)
+    except ValidationError:
+        raise web.HTTPNotFound() from None
+
+
+async def object_list(request: web.Request) -> web.Response:
+    need(request, "read")
+    kind = _kind(request)
+    q, page = request.query.get("q", "").strip()[:100], _page(request)
+    rows, total = await _read(request, store.list_objects, kind, q, PAGE, (page - 1) * PAGE)
+    return render(request, "objects.html", kind=kind, plural=PLURAL[kind], rows=rows, total=total, q=q,
+                  page=page, pages=max(1, -(-total // PAGE)))
+
+
+async def object_form(request: web.Request) -> web.Response:
+    need(request, "read")
+    kind = _kind(request)
+    row = await _object(request, kind) if "id" in request.match_info else None
+    if row is None:
+        need(request, "write")
+    values = form_values(kind, row)
+    if row is not None:
+        async with request.app[core.SESSIONS]() as s:
+            values.update(await _extra_values(s, kind, row.id))
+    return await _form(request, kind, row, values, {})
+
+
+async def _extra_values(s, kind: str, ident: int) -> dict[str, str]:
+    """Form values of a buyer's rules and RTB settings, or a campaign's call-flow options."""
+    if kind == "campaign":
+        opts = await repo_routing.get_campaign_routing(s, ident)
+        return {k: ("1" if v is True else "" if v is False else str(v)) for k, v in opts.items()}
+    if kind != "buyer":
+        return {}
+    out = rule_values(await repo_routing.get_buyer_rules(s, ident))
+    rtb = await s.get(models_routing.BuyerRtb, ident)
+    if rtb is not None:
+        out.update(ping_url=rtb.ping_url, post_url=rtb.post_url, timeout_ms=str(rtb.timeout_ms),
+                   floor=format_cents(rtb.floor_cents), share_caller="1" if rtb.share_caller else "")
+    return out
+
+
+async def _form(request, kind, row, values, errors, status=200) -> web.Response:
+    extra = {}
+    if kind == "campaign" and row is not None:
+        extra["links"] = await _read(request, store.campaign_buyers, row.id)
+        extra["all_buyers"] = sorted((await _read(request, store.names, "buyer")).items(), key=lambda x: x[1])
+    return render(request, "object_form.html", status=status, kind=kind, plural=PLURAL[kind], row=row,
+                  fields=FIELDS[kind], rule_fields=EXTRA_FIELDS.get(kind, []), checkboxes=CHECKBOXES,
+                  values=values, errors=errors, **extra)
+
+
+async def object_save(request: web.Request) -> web.Response:
+    need(request, "write")
+    kind = _kind(request)
+    row = await _object(request, kind) if "id" in request.match_info else None
+    form = await request.post()
+    fields = {f: str(form.get(f, "")) for f, _, _ in FIELDS[kind]}
+    rules = {f: str(form.get(f, "")).strip() for f in RULE_KEYS} if kind == "buyer" else {}
+    extra = {f: ("1" if f in form else "") if f in CHECKBOXES else str(form.get(f, "")).strip()
+             for f, _, _ in EXTRA_FIELDS.get(kind, []) if f not in RULE_KEYS}
+    values = {**fields, **rules, **extra}
+
+    async def save(s):
+        if row is None:
+            args = dict(fields)
+            name = args.pop("name")
+            if kind == "buyer":
+                obj = await CREATE[kind](s, name, args.pop("destination"), **args)
+            else:
+                obj = await CREATE[kind](s, name, **args)
+        else:
+            obj = await UPDATE[kind](s, row.id, **fields)
+        # Same transaction: a refused rule or option leaves the object unsaved too.
+        if kind == "buyer":
+            await repo_routing.set_buyer_rules(s, obj.id, _rule_input(rules), replace=True)
+            if extra["ping_url"]:
+                await repo_routing.set_buyer_rtb(s, obj.id, extra["ping_url"], post_url=extra["post_url"],
+                                                 timeout_ms=extra["timeout_ms"] or "300", floor=extra["floor"] or "0",
+                                                 share_caller=extra["share_caller"] == "1")
+            else:
+                await repo_routing.remove_buyer_rtb(s, obj.id)
+        elif kind == "campaign":
+            await repo_routing.set_campaign_routing(
+                s, obj.id, zip_prompt=extra["zip_prompt"] == "1", repeat_caller=extra["repeat_caller"] == "1",
+                whisper=extra["whisper"], rtb_budget_ms=extra["rtb_budget_ms"] or "1000")
+        return obj
+
+    try:
+        saved = await _write(request, f"{kind}.{'create' if row is None else 'update'}",
+                             fields["name"] if row is None else f"{kind} {row.id}", values, save)
+    except ValidationError as exc:
+        errors = {exc.field: exc.message} if exc.field in values else {"_": str(exc)}
+        return await _form(request, kind, row, values, errors, status=400)
+    raise web.HTTPFound(f"/{PLURAL[kind]}/{saved.id}?saved=1")
+
+
+_LIST_RULES = ("closed_dates", "states_allowed", "states_denied", "area_codes_allowed", "area_codes_denied")
+
+
+def _rule_input(rules: dict[str, str]) -> dict:
+    """Form text to the values the rules module takes ('' removes a rule)."""
+    out: dict = {}
+    for k, v in rules.items():
+        if k in _LIST_RULES:
+            out[k] = [x.strip() for x in v.replace(";", ",").split(",") if x.strip()]
+        else:
+            out[k] = v
+    return out
+
+
+async def object_pause(request: web.Request) -> web.Response:
+    need(request, "write")
+    kind = _kind(request)
+    row = await _object(request, kind)
+    paused = (await request.post()).get("paused") == "1"
+    await _write(request, f"{kind}.{'pause' if paused else 'resume'}", f"{kind} {row.id}", {"paused": paused},
+                 lambda s: UPDATE[kind](s, row.id, paused=paused))
+    raise web.HTTPFound(f"/{PLURAL[kind]}")
+
+
+# --- campaign routing: which buyers, in which order --------------------------------------
+
+async def campaign_buyer_save(request: web.Request) -> web.Response:
+    need(request, "write")
+    row = await _object(request, "campaign")
+    form = await request.post()
+    op = form.get("op", "")
+    try:
+        buyer_id = _int_arg(str(form.get("buyer_id", "")), "buyer")
+        if op == "remove":
+            await _write(request, "campaign.remove_buyer", f"campaign {row.id}", {"buyer_id": buyer_id},
+                         lambda s: repo.remove_campaign_buyer(s, row.id, buyer_id))
+        else:
+            priority = str(form.get("priority", "1"))
+            fn = repo.add_campaign_buyer if op == "add" else repo.set_campaign_buyer_priority
+            await _write(request, f"campaign.{'add_buyer' if op == 'add' else 'set_priority'}",
+                         f"campaign {row.id}", {"buyer_id": buyer_id, "priority": priority},
+                         lambda s: fn(s, row.id, buyer_id, priority))
+    except ValidationError as exc:
+        return await _form(request, "campaign", row, form_values("campaign", row), {"_": str(exc)}, status=400)
+    raise web.HTTPFound(f"/campaigns/{row.id}?saved=1")
+
+
+# --- tracking numbers -------------------------------------------------------------------
+
+async def numbers_list(request: web.Request) -> web.Response:
+    need(request, "read")
+    q, page = request.query.get("q", "").strip()[:32], _page(request)
+    campaign_id, publisher_id = _opt_int(request.query, "campaign"), _opt_int(request.query, "publisher")
+    rows, total = await _read(request, store.list_numbers, q, campaign_id, publisher_id, PAGE, (page - 1) * PAGE)
+    return render(request, "numbers.html", rows=rows, total=total, q=q, page=page,
+                  pages=max(1, -(-total // PAGE)), campaign_id=campaign_id, publisher_id=publisher_id,
+                  **await _choices(request))
+
+
+async def _choices(request: web.Request) -> dict:
+    async with request.app[core.SESSIONS]() as s:
+        return {"campaigns": await store.names(s, "campaign"), "publishers": await store.names(s, "publisher")}
+
+
+async def number_form(request: web.Request, values=None, errors=None, status=200) -> web.Response:
+    need(request, "read")
+    number = request.match_info.get("number")
+    row = None
+    if number:
+        try:
+            row = await _read(request, store.get_number, number)
+        except ValidationError:
+            raise web.HTTPNotFound() from None
+        values = values or {"number": row.number, "campaign": str(row.campaign_id),
+                            "publisher": str(row.publisher_id)}
+    else:
+        need(request, "write")
+    return render(request, "number_form.html", status=status, row=row, values=values or {}, errors=errors or {},
+                  **await _choices(request))
+
+
+async def number_save(request: web.Request) -> web.Response:
+    need(request, "write")
+    form = await request.post()
+    values = {k: str(form.get(k, "")) for k in ("number", "campaign", "publisher")}
+    number = request.match_info.get("number")
+    region = request.app[core.SETTINGS].routing.default_region
+    try:
+        campaign, publisher = (_int_arg(values[k] or "0", k) for k in ("campaign", "publisher"))
+        if number:
+            row = await _write(request, "number.update", number, values,
+                               lambda s: store.update_number(s, number, campaign, publisher))
+        else:
+            row = await _write(request, "number.create", values["number"], values,
+                               lambda s: repo.add_tracking_number(s, values["number"], campaign, publisher,
+                                                                  region=region))
+    except ValidationError as exc:
+        errors = {exc.field: exc.message} if exc.field in values else {"_": str(exc)}
+        return await number_form(request, values, errors, status=400)
+    raise web.HTTPFound(f"/numbers?q={quote(row.number)}")
+
+
+async def number_release(request: web.Request) -> web.Response:
+    need(request, "write")
+    number = request.match_info["number"]
+    region = request.app[core.SETTINGS].routing.default_region
+    try:
+        await _write(request, "number.release", number, {},
+                     lambda s: repo.remove_tracking_number(s, number, region=region))
+    except ValidationError as exc:
+        return _error_page(request, 404, str(exc))
+    raise web.HTTPFound("/numbers")
+
+
+async def numbers_import_page(request: web.Request) -> web.Response:
+    need(request, "write")
+    return render(request, "numbers_import.html", text="", checked=None, imported=None, error="")
+
+
+async def numbers_import_submit(request: web.Request) -> web.Response:
+    need(request, "write")
+    form = await request.post()
+    upload = form.get("file")
+    text = str(form.get("text", ""))
+    if upload is not None and hasattr(upload, "file"):
+        raw = upload.file.read(numbers_import.MAX_BYTES + 1)
+        if raw:
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return render(request, "numbers_import.html", status=400, text="", checked=None, imported=None,
+                              error="The file is not UTF-8 text.")
+    region = request.app[core.SETTINGS].routing.default_region
+    if form.get("action") != "import":
+        checked = await _read(request, store.check_numbers_csv, text, region)
+        return render(request, "numbers_import.html", status=200 if not checked.errors else 400, text=text,
+                      checked=checked, imported=None, error="")
+    try:
+        checked = await _write(request, "number.import", "", {"rows": text.count("\n")},
+                               lambda s: store.import_numbers_csv(s, text, region))
+    except numbers_import.ImportRejected as exc:
+        return render(request, "numbers_import.html", status=400, text=text, checked=exc.checked, imported=None,
+                      error=str(exc.message))
+    return render(request, "numbers_import.html", text="", checked=None, imported=len(checked.rows), error="")
+
+
+# --- calls ------------------------------------------------------------------------------
+
+def call_filter(query) -> tuple[store.CallFilter, dict[str, str]]:
+    """The call-log filter from query parameters; unreadable values are reported, not guessed."""
+    flt, errors = store.CallFilter(), {}
+    for key in ("date_from", "date_to"):
+        raw = query.get(key, "").strip()
+        if raw:
+            try:
+                setattr(flt, key, date.fromisoformat(raw))
+            except ValueError:
+                errors[key] = "use YYYY-MM-DD"
+    for key in ("campaign", "publisher", "buyer"):
+        raw = query.get(key, "").strip()
+        if raw:
+            try:
+                setattr(flt, f"{key}_id", _int_arg(raw, key))
+            except ValidationError as exc:
+                errors[key] = exc.message
+    billable = query.get("billable", "")
+    if billable in ("yes", "true", "1"):
+        flt.billable = True
+    elif billable in ("no", "false", "0"):
+        flt.billable = False
+    elif billable:
+        errors["billable"] = "use yes or no"
+    flt.caller = query.get("caller", "").strip()[:64]
+    flt.outcome = query.get("outcome", "").strip()[:32]
+    return flt, errors
+
+
+async def calls_page(request: web.Request) -> web.Response:
+    need(request, "read")
+    flt, errors = call_filter(request.query)
+    cursor = request.query.get("cursor", "")
+    try:
+        rows, next_cursor = await _read(request, store.list_calls, flt, PAGE, cursor)
+    except ValidationError as exc:
+        errors[exc.field] = exc.message
+        rows, next_cursor = await _read(request, store.list_calls, flt, PAGE, "")
+    kept = {k: v for k, v in request.query.items() if k != "cursor" and v}
+    async with request.app[core.SESSIONS]() as s:
+        names = {k: await store.names(s, k) for k in ("campaign", "publisher", "buyer")}
+    return render(request, "calls.html", rows=rows, errors=errors, q=kept, names=names,
+                  next_url=("/calls?" + urlencode({**kept, "cursor": next_cursor})) if next_cursor else "",
+                  csv_url="/calls.csv?" + urlencode(kept), first_url="/calls?" + urlencode(kept) if cursor else "")
+
+
+CSV_COLUMNS = ("linkedid", "started_at", "ended_at", "tracking_number", "caller", "outcome", "campaign", "publisher",
+               "buyer", "connected_seconds", "billable", "billing_reasons", "revenue", "payout", "hangup_cause")
+
+
+async def calls_csv(request: web.Request) -> web.StreamResponse:
+    need(request, "read")
+    flt, errors = call_filter(request.query)
+    if errors:
+        return _error_page(request, 400, "; ".join(f"{k}: {v}" for k, v in errors.items()))
+    async with request.app[core.SESSIONS]() as s:
+        names = {k: await store.names(s, k) for k in ("campaign", "publisher", "buyer")}
+    resp = web.StreamResponse(headers={"Content-Type": "text/csv; charset=utf-8",
+                                       "Content-Disposition": 'attachment; filename="calls.csv"'})
+    await resp.prepare(request)
+    buf = io.StringIO()
+    out = csv.writer(buf)
+    out.writerow(CSV_COLUMNS)
+    cursor = ""
+    while True:  # in keyset pages: memory stays flat however many calls match
+        rows, cursor = await _read(request, store.list_calls, flt, 2000, cursor)
+        for c in rows:
+            out.writerow([c.linkedid, c.started_at.isoformat(), c.ended_at.isoformat(), c.tracking_number,
+                          _csv_safe(c.caller), c.outcome, names["campaign"].get(c.campaign_id, ""),
+                          names["publisher"].get(c.publisher_id, ""), names["buyer"].get(c.buyer_id, ""),
+                          c.connected_ms // 1000, "yes" if c.billable else "no",
+                          " ".join(json.loads(c.billing_reasons or "[]")), format_cents(c.revenue_cents),
+                          format_cents(c.payout_cents), "" if c.hangup_cause is None else c.hangup_cause])
+        await resp.write(buf.getvalue().encode())
+        buf.seek(0)
+        buf.truncate()
+        if not cursor:
+            break
+    await resp.write_eof()
+    return resp
+
+
+def _csv_safe(value: str) -> str:
+    # A caller ID is typed by strangers: keep spreadsheets from running it as a formula.
+    return "'" + value if value[:1] in ("=", "+", "-", "@") and not value[1:].isdigit() else value
+
+
+async def call_page(request: web.Request) -> web.Response:
+    need(request, "read")
+    try:
+        call_id = _int_arg(request.match_info["id"], "id")
+    except ValidationError:
+        raise web.HTTPNotFound() from None
+    call = await _read(request, store.call_with_attempts, call_id)
+    if call is None:
+        raise web.HTTPNotFound()
+    async with request.app[core.SESSIONS]() as s:
+        names = {k: await store.names(s, k) for k in ("campaign", "publisher", "buyer")}
+        extras = await _call_extras(s, call)
+    return render(request, "call.html", c=call, names=names, reasons=json.loads(call.billing_reasons or "[]"),
+                  **extras)
+
+
+async def _call_extras(session, call) -> dict:
+    """The call's routing trace (candidates, skip reasons, bids) and its ledger entries."""
+    trace = await repo_routing.get_trace(session, call.linkedid)
+    ledger = list(await session.scalars(select(models_billing.LedgerEntry)
+                                        .where(models_billing.LedgerEntry.call_id == call.id)
+                                        .order_by(models_billing.LedgerEntry.id)))
+    return {"trace": trace, "trace_text": json.dumps(trace, indent=2, sort_keys=True) if trace else "",
+            "ledger": ledger, "fraud": await fraud_store.get_signals(session, call.linkedid)}
+
+
+# --- live calls -------------------------------------------------------------------------
+
+async def live_page(request: web.Request) -> web.Response:
+    need(request, "read")
+    return render(request, "live.html", calls=_live_calls(request), caps=cap_use(request),
+                  ami=request.app.get(core.AMI) is not None and request.app[core.AMI].connected,
+                  message=request.query.get("msg", "")[:200])
+
+
+async def hang_up(app: web.Application, linkedid: str) -> str:
+    """Ask Asterisk to hang up a live call (its caller channel); returns what happened, for the user."""
+    tracker, ami = app.get(core.TRACKER), app.get(core.AMI)
+    call = tracker.calls.get(linkedid) if tracker else None
+    if call is None:
+        raise ValidationError("linkedid", "no such live call (it may just have ended)")
+    channel = getattr(call, "channel", "")
+    if not channel:
+        raise ValidationError("linkedid", "the call's channel is not known yet")
+    if ami is None or not ami.connected:
+        raise ValidationError("ami", "not connected to Asterisk")
+    resp = await ami.action({"Action": "Hangup", "Channel": channel, "Cause": "16"})
+    if not resp.success:
+        raise ValidationError("ami", f"Asterisk refused: {resp.get('Message')}")
+    return f"hung up {channel}"
+
+
+async def live_hangup(request: web.Request) -> web.Response:
+    need(request, "hangup")
+    linkedid = request.match_info["linkedid"]
+    try:
+        msg = await hang_up(request.app, linkedid)
+        await _write(request, "call.hangup", linkedid, {}, lambda s: _noop(s))
+    except ValidationError as exc:
+        msg = exc.message
+    raise web.HTTPFound("/live?" + urlencode({"msg": msg}))
+
+
+async def _noop(_session) -> None:
+    return None
+
+
+# --- users, tokens, audit -----------------------------------------------------------------
+
+async def users_page(request: web.Request, errors=None, values=None, new_token="", status=200) -> web.Response:
+    need(request, "users")
+    async with request.app[core.SESSIONS]() as s:
+        users, tokens = await store.list_users(s), await store.list_tokens(s)
+    return render(request, "users.html", status=status, users=users, tokens=tokens, errors=errors or {},
+                  values=values or {}, new_token=new_token, roles=security.PERMISSIONS)
+
+
+async def user_add(request: web.Request) -> web.Response:
+    need(request, "users")
+    form = await request.post()
+    values = {k: str(form.get(k, "")) for k in ("username", "role")}
+    password = str(form.get("password", ""))
+    try:
+        await _write(request, "user.create", values["username"], values,
+                     lambda s: store.create_user(s, values["username"], password, values["role"]))
+    except ValidationError as exc:
+        return await users_page(request, {exc.field: exc.message}, values, status=400)
+    raise web.HTTPFound("/users")
+
+
+async def user_disable(request: web.Request) -> web.Response:
+    need(request, "users")
+    disabled = (await request.post()).get("disabled") == "1"
+    try:
+        user_id = _int_arg(request.match_info["id"], "id")
+        if disabled and user_id == request["user"].id:
+            raise ValidationError("user", "you cannot disable yourself")
+        await _write(request, f"user.{'disable' if disabled else 'enable'}", f"user {user_id}", {},
+                     lambda s: store.set_user_disabled(s, user_id, disabled))
+    except ValidationError as exc:
+        return await users_page(request, {"user": exc.message}, status=400)
+    raise web.HTTPFound("/users")
+
+
+async def token_add(request: web.Request) -> web.Response:
+    need(request, "read")  # everyone may make tokens for themselves, never above their own role
+    form = await request.post()
+    name, role = str(form.get("name", "")), str(form.get("role", "")) or request["role"]
+    user = request["user"]
+    try:
+        _row, secret = await _write(request, "token.create", name, {"role": role},
+                                    lambda s: store.create_token(s, user, name, role))
+    except ValidationError as exc:
+        if request["role"] != "admin":
+            return _error_page(request, 400, str(exc))
+        return await users_page(request, {"token_" + exc.field: exc.message}, status=400)
+    if request["role"] != "admin":
+        return render(request, "token.html", token=secret)
+    return await users_page(request, new_token=secret)
+
+
+async def token_revoke(request: web.Request) -> web.Response:
+    need(request, "users")
+    try:
+        token_id = _int_arg(request.match_info["id"], "id")
+        await _write(request, "token.revoke", f"token {token_id}", {}, lambda s: store.revoke_token(s, token_id))
+    except ValidationError as exc:
+        return _error_page(request, 404, str(exc))
+    raise web.HTTPFound("/users")
+
+
+async def audit_page(request: web.Request) -> web.Response:
+    need(request, "users")
+    before = _opt_int(request.query, "before")
+    rows = await _read(request, store.list_audit, 100, before)
+    return render(request, "audit.html", rows=rows, next_before=rows[-1].id if len(rows) == 100 else None)
+
+
+async def account_page(request: web.Request) -> web.Response:
+    need(request, "read")
+    return render(request, "token.html", token="")
+
+
+async def reports_page(request: web.Request) -> web.StreamResponse:
+    """The billing reports (ppcswitch.billing.reports) for a period, as a table or CSV."""
+    need(request, "reports")
+    today = datetime.now(timezone.utc).date()
+    q = request.query
+    values = {"from": q.get("from", today.replace(day=1).isoformat())[:10], "to": q.get("to", today.isoformat())[:10],
+              "tz": q.get("tz", "UTC")[:64]}
+    rep, error = None, ""
+    try:
+        p = reports.period(values["from"], values["to"], values["tz"])
+        rep = await _read(request, reports.period_report, p)
+    except ValidationError as exc:
+        error = str(exc)
+    if rep is not None and q.get("format") == "csv":
+        return web.Response(text=reports.report_csv(rep), content_type="text/csv", headers={
+            "Content-Disposition": f'attachment; filename="report-{values["from"]}-{values["to"]}.csv"'})
+    return render(request, "reports.html", status=400 if error else 200, rep=rep, values=values, error=error,
+                  csv_url="/reports?" + urlencode({**values, "format": "csv"}), adjust={}, adjust_errors={},
+                  adjusted=q.get("adjusted", "")[:100])
+
+
+def signed_cents(text: str) -> int:
+    """Cents of a signed decimal such as -12.50 (an adjustment may take money back)."""
+    text = text.strip()
+    negative = text.startswith("-")
+    cents = v_money(text[1:] if negative else text, "amount")
+    return -cents if negative else cents
+
+
+async def adjust_submit(request: web.Request) -> web.Response:
+    """A manual ledger correction for a buyer (receivable) or publisher (payable)."""
+    need(request, "reports")
+    form = await request.post()
+    values = {k: str(form.get(k, "")).strip() for k in ("account", "party", "amount", "reason")}
+    user = request["user"].username
+
+    async def job(s):
+        entry = await ledger.adjust(s, account=values["account"], party_id=values["party"],
+                                    amount_cents=signed_cents(values["amount"]), reason=values["reason"], user=user)
+        store.audit(s, user, "panel", "ledger.adjust", f"{values['account']} {values['party']}", values)
+        return entry
+
+    try:
+        entry = await request.app[core.WRITER].run(job)
+    except ValidationError as exc:
+        return render(request, "reports.html", status=400, rep=None, values={"from": "", "to": "", "tz": "UTC"},
+                      error="", csv_url="", adjust=values, adjust_errors={exc.field: exc.message}, adjusted="")
+    raise web.HTTPFound("/reports?" + urlencode({"adjusted": f"{format_cents(entry.amount_cents)} booked"}))
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/login", login_page)
+    r.add_post("/login", login_submit)
+    r.add_post("/logout", logout)
+    r.add_get("/", dashboard)
+    r.add_get("/calls", calls_page)
+    r.add_get("/calls.csv", calls_csv)
+    r.add_get("/calls/{id}", call_page)
+    r.add_get("/live", live_page)
+    r.add_post("/live/{linkedid}/hangup", live_hangup)
+    r.add_get("/numbers", numbers_list)
+    r.add_get("/numbers/new", number_form)
+    r.add_post("/numbers/new", number_save)
+    r.add_get("/numbers/import", numbers_import_page)
+    r.add_post("/numbers/import", numbers_import_submit)
+    r.add_get("/numbers/{number}", number_form)
+    r.add_post("/numbers/{number}", number_save)
+    r.add_post("/numbers/{number}/release", number_release)
+    r.add_get("/users", users_page)
+    r.add_post("/users", user_add)
+    r.add_post("/users/{id}/disable", user_disable)
+    r.add_post("/tokens", token_add)
+    r.add_post("/tokens/{id}/revoke", token_revoke)
+    r.add_get("/audit", audit_page)
+    r.add_get("/account", account_page)
+    r.add_get("/reports", reports_page)
+    r.add_post("/reports/adjust", adjust_submit)
+    for kind, plural in PLURAL.items():
+        r.add_get(f"/{plural}", object_list, name=f"{plural}")
+        r.add_get(f"/{plural}/new", object_form)
+        r.add_post(f"/{plural}/new", object_save)
+        r.add_get(f"/{plural}/{{id}}", object_form)
+        r.add_post(f"/{plural}/{{id}}", object_save)
+        r.add_post(f"/{plural}/{{id}}/pause", object_pause)
+    r.add_post("/campaigns/{id}/buyers", campaign_buyer_save)

@@ -1,0 +1,60 @@
+"""schemathesis against /api/v1/openapi.json: generated calls to every documented operation on a
+live server; no 5xx, and every answer's status, content type and body match the document."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import (content_type_conformance, not_a_server_error, response_schema_conformance,
+                                 status_code_conformance)
+
+from ppcswitch.web import openapi
+from web_helpers import start, token_for
+
+schema = schemathesis.openapi.from_dict(openapi.document())
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+
+
+@pytest.fixture(scope="module")
+def live_api(tmp_path_factory):
+    """The API on a real port (schemathesis calls it with requests, from this thread)."""
+    url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('api-schema')}/ppcswitch.db"
+    loop = asyncio.new_event_loop()
+    state: dict = {}
+    ready = threading.Event()
+
+    def run():
+        asyncio.set_event_loop(loop)
+
+        async def main():
+            try:
+                client = await start(url)
+                state["client"], state["token"] = client, await token_for(client, "admin")
+            except BaseException as exc:  # surfaced in the test thread
+                state["error"] = exc
+            ready.set()
+
+        loop.run_until_complete(main())
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, name="api-schema-server", daemon=True)
+    thread.start()
+    assert ready.wait(60), "the API server did not start"
+    if "error" in state:
+        raise state["error"]
+    client = state["client"]
+    yield f"http://127.0.0.1:{client.server.port}/api/v1", state["token"]
+    asyncio.run_coroutine_threadsafe(client.close(), loop).result(30)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(30)
+
+
+@schema.parametrize()
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+def test_api_matches_its_openapi_document(case, live_api):
+    base_url, token = live_api
+    case.call_and_validate(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, checks=CHECKS)
