@@ -50,6 +50,7 @@ AMI = web.AppKey("ami", AmiClient)
 AGI = web.AppKey("agi", FastAgiServer)
 METRICS = web.AppKey("metrics", Metrics)
 RECOVERY = web.AppKey("recovery", Recovery)
+RELOAD_LOCK = web.AppKey("reload_lock", asyncio.Lock)
 
 # Calls whose end the controller never saw (AMI down for hours) are closed after this.
 STALE_CALL_SECONDS = 6 * 3600
@@ -96,11 +97,30 @@ async def push_fallback(app: web.Application) -> None:
         log.warning("could not set the fallback buyer in Asterisk: %s", exc)
 
 
+async def reload_routing(app: web.Application) -> None:
+    """Swap in the configuration from the database if it changed since the snapshot was taken.
+
+    Called every routing.reload_interval (edits made by another controller or the CLI) and, by the
+    panel and API, right after an edit, so that a saved change applies to the next call."""
+    router = app.get(ROUTER)
+    if router is None:
+        return
+    async with app[RELOAD_LOCK]:
+        try:
+            if await _config_version(app) != router.network.version:
+                router.swap(await _load_network(app))
+                log.info("routing configuration reloaded (version %s)", router.network.version)
+                await push_fallback(app)
+        except Exception:
+            log.exception("reloading the routing configuration failed; keeping the current one")
+
+
 async def routing_ctx(app: web.Application):
     settings = app[SETTINGS]
     router = Router(await _load_network(app), settings.routing.default_region, settings.routing.allow_anonymous)
     app[METRICS].time_router(router)
     app[ROUTER] = router
+    app[RELOAD_LOCK] = asyncio.Lock()
     async with app[SESSIONS]() as session:  # caps, budgets and duplicates survive a restart
         await repo_routing.load_history(session, router)
     # One HTTP client for every RTB ping and post: connections are reused, redirects never followed.
@@ -110,13 +130,7 @@ async def routing_ctx(app: web.Application):
     async def reload_loop():
         while True:
             await asyncio.sleep(settings.routing.reload_interval)
-            try:
-                if await _config_version(app) != router.network.version:
-                    router.swap(await _load_network(app))
-                    log.info("routing configuration reloaded (version %s)", router.network.version)
-                    await push_fallback(app)
-            except Exception:
-                log.exception("reloading the routing configuration failed; keeping the current one")
+            await reload_routing(app)
 
     task = asyncio.create_task(reload_loop())
     yield

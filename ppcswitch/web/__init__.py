@@ -63,9 +63,25 @@ async def auth_middleware(request: web.Request, handler):
     path = request.path
     if path in PUBLIC_PATHS or path.startswith(("/static/", "/dni/")):  # /dni/: ppcswitch.attribution
         return await handler(request)
-    if path.startswith("/api/"):
-        return await api.guard(request, handler)
-    return await panel.guard(request, handler)
+    guard = api.guard if path.startswith("/api/") else panel.guard
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return await guard(request, handler)
+    try:
+        response = await guard(request, handler)
+    except web.HTTPException as exc:  # a redirect after a saved form is raised
+        if exc.status < 400:
+            await _apply_edits(request.app)
+        raise
+    if response.status < 400:
+        await _apply_edits(request.app)
+    return response
+
+
+async def _apply_edits(app: web.Application) -> None:
+    """An edit is live before the operator sees "saved": the next call routes on it."""
+    from ppcswitch import app as core
+
+    await core.reload_routing(app)
 
 
 def setup(app: web.Application) -> None:
