@@ -110,5 +110,10 @@ class Pools:
         lease = state.order.get(number)
         return lease if lease is not None and lease.expires_at > now else None
 
+    def leased_now(self, pool_id: int, now: float) -> int:
+        """Numbers of the pool held by a visitor's live lease (for the pools page; O(numbers))."""
+        s = self._pools.get(pool_id)
+        return sum(1 for lease in s.order.values() if lease is not None and lease.expires_at > now) if s else 0
+
     def is_pool_number(self, number: str) -> bool:
         return number in self._by_number

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 from ppcswitch.money import format_cents
 
@@ -47,6 +47,22 @@ def render_url(template: str, values: dict) -> str:
         value = values[m.group(1)]
         return quote("" if value is None else str(value).lower() if isinstance(value, bool) else str(value), safe="")
     return _PLACEHOLDER.sub(sub, template)
+
+
+def shown_url(url: str) -> str:
+    """A postback URL fit to show: no user:password, no fragment, query values hidden (names kept).
+
+    Publishers put API keys in their postback URLs' queries; the values sent for a call are on its page.
+    """
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return url.split("?", 1)[0].split("#", 1)[0]
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{port}" if port else "")
+    query = "&".join(f"{k}=…" for k, _ in parse_qsl(parts.query, keep_blank_values=True))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:

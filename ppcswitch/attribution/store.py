@@ -8,9 +8,12 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import and_, case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from ppcswitch.attribution.pools import Pool
+from ppcswitch.money import format_cents
 from ppcswitch.storage import models as t
+from ppcswitch.storage import models_billing as b
 from ppcswitch.storage import models_attribution as m
 from ppcswitch.storage import repo
 from ppcswitch.storage import validate as v
@@ -76,7 +79,7 @@ async def list_pools(session: AsyncSession) -> list[dict]:
     out = []
     for pool in await load_pools(session):
         row = await session.get(m.NumberPool, pool.id)
-        out.append({"name": pool.name, "campaign_id": pool.campaign_id, "publisher_id": pool.publisher_id,
+        out.append({"id": pool.id, "name": pool.name, "campaign_id": pool.campaign_id, "publisher_id": pool.publisher_id,
                     "key": pool.key, "lease_seconds": pool.lease_seconds, "numbers": list(pool.numbers),
                     "shortages": row.shortages})
     return out
@@ -138,6 +141,43 @@ async def enqueue_for_call(session: AsyncSession, record, event: str = "billed")
     return n
 
 
+async def enqueue_reversal(session: AsyncSession, linkedid: str, revenue_cents: int, payout_cents: int) -> int:
+    """A dispute reversed this call: "reversed" outbox rows, in the dispute's transaction.
+
+    `revenue_cents` / `payout_cents` are the amounts the dispute booked (negative; 0 when that side was
+    not reversed). Only targets that were given the call's "billed" notification hear of it, and the
+    publisher only when its payout was taken back too (revshare): otherwise it is still paid.
+    """
+    from ppcswitch.attribution.postback import payload, render_url
+
+    amounts = {"buyer": revenue_cents, "publisher": payout_cents}
+    billed = (await session.execute(select(m.PostbackOutbox.kind, m.PostbackOutbox.owner_id).where(
+        m.PostbackOutbox.linkedid == linkedid, m.PostbackOutbox.event == "billed"))).all()
+    owners = [(kind, owner) for kind, owner in billed if amounts.get(kind)]
+    record = await repo.get_call(session, linkedid) if owners else None
+    if record is None:
+        return 0
+    now, n = _now(), 0
+    for kind, owner in owners:
+        target = await session.scalar(select(m.PostbackTarget).where(
+            m.PostbackTarget.kind == kind, m.PostbackTarget.owner_id == owner))
+        exists = await session.scalar(select(m.PostbackOutbox.id).where(
+            m.PostbackOutbox.linkedid == linkedid, m.PostbackOutbox.event == "reversed",
+            m.PostbackOutbox.kind == kind, m.PostbackOutbox.owner_id == owner))
+        if target is None or exists is not None:
+            continue
+        body = payload(record, "reversed", kind)
+        # What the dispute took back, signed as in the ledger: a receiver summing amounts nets to zero.
+        body["billable"] = False
+        body["payout" if kind == "publisher" else "revenue"] = format_cents(amounts[kind])
+        session.add(m.PostbackOutbox(linkedid=linkedid, event="reversed", kind=kind, owner_id=owner,
+                                     url=render_url(target.url, body), body=json.dumps(body, sort_keys=True),
+                                     status="pending", attempts=0, next_attempt_at=now, created_at=now))
+        n += 1
+    await session.flush()
+    return n
+
+
 async def due(session: AsyncSession, limit: int = 50) -> list[tuple[m.PostbackOutbox, str]]:
     """Pending deliveries whose time has come, with the secret to sign them."""
     rows = (await session.execute(
@@ -168,44 +208,70 @@ async def record_attempt(session: AsyncSession, outbox_id: int, status_code: int
     await session.flush()
 
 
-async def resend(session: AsyncSession, outbox_id: int) -> None:
+async def resend(session: AsyncSession, outbox_id: int) -> m.PostbackOutbox:
     """Manual re-send: deliver this notification again now (even if delivered or failed)."""
     row = await session.get(m.PostbackOutbox, outbox_id)
     if row is None:
         raise ValidationError("id", f"no postback {outbox_id}")
     row.status, row.next_attempt_at, row.delivered_at = "pending", _now(), None
     await session.flush()
+    return row
+
+
+async def get_notification(session: AsyncSession, outbox_id: int) -> m.PostbackOutbox | None:
+    return await session.get(m.PostbackOutbox, outbox_id)
+
+
+async def delivery_log(session: AsyncSession, linkedid: str) -> list[dict]:
+    """A call's notifications, oldest first, each with its attempts (times as datetimes)."""
+    rows = (await session.scalars(select(m.PostbackOutbox).where(m.PostbackOutbox.linkedid == linkedid)
+                                  .order_by(m.PostbackOutbox.id))).all()
+    attempts: dict[int, list] = {row.id: [] for row in rows}
+    if rows:
+        for a in await session.scalars(select(m.PostbackAttempt).where(m.PostbackAttempt.outbox_id.in_(attempts))
+                                       .order_by(m.PostbackAttempt.id)):
+            attempts[a.outbox_id].append({"at": a.at, "status_code": a.status_code, "error": a.error, "ms": a.ms})
+    return [{"id": row.id, "event": row.event, "kind": row.kind, "owner_id": row.owner_id, "url": row.url,
+             "status": row.status, "created_at": row.created_at, "delivered_at": row.delivered_at,
+             # When the controller tries next (pending only); a failed row waits for a manual re-send.
+             "next_attempt_at": row.next_attempt_at if row.status == "pending" else None,
+             "last_error": row.last_error, "attempts": attempts[row.id]} for row in rows]
 
 
 async def log_for_call(session: AsyncSession, linkedid: str) -> list[dict]:
-    rows = (await session.scalars(select(m.PostbackOutbox).where(m.PostbackOutbox.linkedid == linkedid)
-                                  .order_by(m.PostbackOutbox.id))).all()
-    out = []
-    for row in rows:
-        attempts = (await session.scalars(select(m.PostbackAttempt).where(m.PostbackAttempt.outbox_id == row.id)
-                                          .order_by(m.PostbackAttempt.id))).all()
-        out.append({"id": row.id, "event": row.event, "kind": row.kind, "owner_id": row.owner_id, "url": row.url,
-                    "status": row.status, "attempts": [
-                        {"at": a.at.isoformat(), "status_code": a.status_code, "error": a.error, "ms": a.ms}
-                        for a in attempts]})
-    return out
+    """delivery_log with ISO times (JSON)."""
+    def iso(value):
+        return value.isoformat() if isinstance(value, datetime) else value
+
+    return [{**{k: iso(v) for k, v in row.items() if k != "attempts"},
+             "attempts": [{k: iso(v) for k, v in a.items()} for a in row["attempts"]]}
+            for row in await delivery_log(session, linkedid)]
 
 
 # --- reports ---------------------------------------------------------------
 
 async def sub_id_report(session: AsyncSession, publisher_id: int | None, start: datetime, end: datetime) -> list[dict]:
-    """Calls, billable calls, conversion rate and payout per publisher and sub-ID in [start, end)."""
+    """Calls, billable calls, conversion rate and payout per publisher and sub-ID in [start, end).
+
+    A disputed call is no longer a conversion, and a payout the dispute took back is subtracted
+    (the dispute's ledger entries: at most one per call and account)."""
+    rev, pay = aliased(b.LedgerEntry), aliased(b.LedgerEntry)
     q = (select(t.Call.publisher_id, t.Call.sub_id, func.count(),
-                func.sum(case((t.Call.billable, 1), else_=0)), func.sum(t.Call.payout_cents))
+                func.sum(case((and_(t.Call.billable, rev.id.is_(None)), 1), else_=0)),
+                func.sum(t.Call.payout_cents), func.sum(func.coalesce(pay.amount_cents, 0)),
+                func.sum(case((rev.id.is_not(None), 1), else_=0)))
+         .outerjoin(rev, and_(rev.call_id == t.Call.id, rev.kind == "dispute", rev.account == "receivable"))
+         .outerjoin(pay, and_(pay.call_id == t.Call.id, pay.kind == "dispute", pay.account == "payable"))
          .where(t.Call.started_at >= start, t.Call.started_at < end)
          .group_by(t.Call.publisher_id, t.Call.sub_id).order_by(t.Call.publisher_id, t.Call.sub_id))
     if publisher_id is not None:
         q = q.where(t.Call.publisher_id == publisher_id)
     out = []
-    for pub, sub, calls, billable, payout in (await session.execute(q)).all():
+    for pub, sub, calls, billable, payout, reversed_, disputed in (await session.execute(q)).all():
         billable = int(billable or 0)
         out.append({"publisher_id": pub, "sub_id": sub, "calls": int(calls), "billable": billable,
-                    "conversion_rate": round(billable / calls, 4) if calls else 0.0, "payout_cents": int(payout or 0)})
+                    "conversion_rate": round(billable / calls, 4) if calls else 0.0,
+                    "payout_cents": int(payout or 0) + int(reversed_ or 0), "disputed": int(disputed or 0)})
     return out
 
 

@@ -282,6 +282,11 @@ async def dispute(session: AsyncSession, linkedid: str, *, user: str, reason: st
                 paid=-1 if len(parts) > 1 and d.payout_billable else 0)
     d.disputed = True
     await session.flush()
+    # The buyer's webhook and (when its payout went too) the publisher's postback hear of it, same transaction.
+    from ppcswitch.attribution import store as attribution_store
+
+    amounts = dict(parts)
+    await attribution_store.enqueue_reversal(session, linkedid, amounts.get(RECEIVABLE, 0), amounts.get(PAYABLE, 0))
     return [e for e in booked if e is not None]
 
 

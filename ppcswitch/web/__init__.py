@@ -98,6 +98,9 @@ def setup(app: web.Application) -> None:
     app.router.add_static("/static/", HERE / "static", append_version=True)
     panel.add_routes(app)
     api.add_routes(app)
+    from ppcswitch.web import attribution_views  # delivery logs, disputes, pools, sub-ID reports
+
+    attribution_views.add_routes(app)
 
 
 def standalone_app(settings) -> web.Application:

@@ -99,6 +99,33 @@ SCHEMAS = {
                     "by_campaign": {"type": "array", "items": {"$ref": "#/components/schemas/ReportLine"}},
                     "by_buyer": {"type": "array", "items": {"$ref": "#/components/schemas/ReportLine"}},
                     "by_publisher": {"type": "array", "items": {"$ref": "#/components/schemas/ReportLine"}}}),
+    # Attribution (ppcswitch.web.attribution_views): delivery log, pools, sub-ID report.
+    "PostbackAttempt": _obj({"at": TIME, "status_code": {"type": "integer", "nullable": True},
+                             "error": {"type": "string"}, "ms": {"type": "integer"}}),
+    "Postback": _obj({"id": {"type": "integer"}, "event": {"type": "string", "enum": ["billed", "reversed"]},
+                      "kind": {"type": "string", "enum": ["publisher", "buyer"]}, "owner_id": {"type": "integer"},
+                      "owner": {"type": "string"},
+                      "url": {"type": "string", "description": "query values hidden"},
+                      "status": {"type": "string", "enum": ["pending", "delivered", "failed"]},
+                      "created_at": TIME, "delivered_at": NTIME,
+                      "next_attempt_at": {**NTIME, "description": "when a pending notification is tried next"},
+                      "last_error": {"type": "string"},
+                      "attempts": {"type": "array", "items": {"$ref": "#/components/schemas/PostbackAttempt"}}}),
+    "Pool": _obj({"id": {"type": "integer"}, "name": {"type": "string"}, "campaign_id": {"type": "integer"},
+                  "campaign": {"type": "string"}, "publisher_id": {"type": "integer"}, "publisher": {"type": "string"},
+                  "key": {"type": "string"}, "lease_seconds": {"type": "integer"},
+                  "numbers": {"type": "array", "items": {"type": "string"}},
+                  "leased_now": {"type": "integer", "nullable": True,
+                                 "description": "numbers held by a live lease (null: the controller is not running)"},
+                  "shortages": {"type": "integer",
+                                "description": "leases that reused a live one because the pool was exhausted"}}),
+    "SubIdLine": _obj({"publisher_id": {"type": "integer", "nullable": True}, "publisher": {"type": "string"},
+                       "sub_id": {"type": "string"}, "calls": {"type": "integer"}, "billable": {"type": "integer"},
+                       "conversion_rate": {"type": "number", "description": "billable calls / calls"},
+                       "payout": {"type": "string"}, "payout_cents": {"type": "integer"},
+                       "disputed": {"type": "integer"}}),
+    "SubIdReport": _obj({"period": {"type": "string"}, "start": TIME, "end": TIME,
+                         "items": {"type": "array", "items": {"$ref": "#/components/schemas/SubIdLine"}}}),
     "Summary": _obj({"day": {"type": "string", "format": "date"}, "calls": {"type": "integer"},
                      "billable": {"type": "integer"}, "billable_rate": {"type": "number"},
                      "revenue_cents": {"type": "integer"}, "payout_cents": {"type": "integer"},
@@ -258,6 +285,25 @@ def document() -> dict:
         "summary": "One UTC day: calls, billable rate, revenue, payout, margin, calls per hour",
         "operationId": "summary", "parameters": [_param("day", "query", date)],
         "responses": {"200": _json(_ref("Summary")), **_errors()}}}
+    paths["/calls/{linkedid}/postbacks"] = {"get": {
+        "summary": "The call's postback/webhook delivery log: every notification and attempt",
+        "operationId": "list_call_postbacks", "parameters": [_param("linkedid", "path", {"type": "string"})],
+        "responses": {"200": _json(_obj({"items": {"type": "array", "items": _ref("Postback")}})), **_errors()}}}
+    paths["/postbacks/{id}/resend"] = {"post": {
+        "summary": "Queue a postback or webhook to be sent again (finance and admin)",
+        "operationId": "resend_postback",
+        "parameters": [_param("id", "path", {"type": "integer", "minimum": 1, "maximum": 9223372036854775807})],
+        "responses": {"200": _json(_ref("Postback")), **_errors()}}}
+    paths["/pools"] = {"get": {
+        "summary": "Number pools: numbers, leased now, shortages", "operationId": "list_pools",
+        "responses": {"200": _json(_obj({"items": {"type": "array", "items": _ref("Pool")}})), **_errors()}}}
+    paths["/reports/sub-ids"] = {"get": {
+        "summary": "Payout and conversion rate per publisher and sub-ID, calls started in the period "
+                   "(finance and admin)", "operationId": "sub_id_report",
+        "parameters": [_param("from", "query", date), _param("to", "query", date),
+                       _param("tz", "query", {"type": "string", "example": "America/New_York"}),
+                       _param("publisher_id", "query", ID)],
+        "responses": {"200": _json(_ref("SubIdReport")), **_errors()}}}
     return {
         "openapi": "3.0.3",
         "info": {"title": "ppcswitch API", "version": "1",

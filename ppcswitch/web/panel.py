@@ -640,7 +640,8 @@ def _csv_safe(value: str) -> str:
     return "'" + value if value[:1] in ("=", "+", "-", "@") and not value[1:].isdigit() else value
 
 
-async def call_page(request: web.Request) -> web.Response:
+async def call_page(request: web.Request, status: int = 200, **more) -> web.Response:
+    """The call; `more` comes from a refused form posted on it (the dispute: its error and reason)."""
     need(request, "read")
     try:
         call_id = _int_arg(request.match_info["id"], "id")
@@ -652,8 +653,9 @@ async def call_page(request: web.Request) -> web.Response:
     async with request.app[core.SESSIONS]() as s:
         names = {k: await store.names(s, k) for k in ("campaign", "publisher", "buyer")}
         extras = await _call_extras(s, call)
-    return render(request, "call.html", c=call, names=names, reasons=json.loads(call.billing_reasons or "[]"),
-                  **extras)
+    return render(request, "call.html", status=status, c=call, names=names,
+                  reasons=json.loads(call.billing_reasons or "[]"), message=request.query.get("msg", "")[:300],
+                  **extras, **more)
 
 
 async def _call_extras(session, call) -> dict:
@@ -662,8 +664,12 @@ async def _call_extras(session, call) -> dict:
     ledger = list(await session.scalars(select(models_billing.LedgerEntry)
                                         .where(models_billing.LedgerEntry.call_id == call.id)
                                         .order_by(models_billing.LedgerEntry.id)))
+    from ppcswitch.web import attribution_views
+
     return {"trace": trace, "trace_text": json.dumps(trace, indent=2, sort_keys=True) if trace else "",
-            "ledger": ledger, "fraud": await fraud_store.get_signals(session, call.linkedid)}
+            "ledger": ledger, "fraud": await fraud_store.get_signals(session, call.linkedid),
+            "postbacks": await attribution_views.call_log(session, call.linkedid),
+            "disputed": next((e for e in ledger if e.kind == "dispute"), None)}
 
 
 # --- live calls -------------------------------------------------------------------------
@@ -799,9 +805,29 @@ async def reports_page(request: web.Request) -> web.StreamResponse:
     if rep is not None and q.get("format") == "csv":
         return web.Response(text=reports.report_csv(rep), content_type="text/csv", headers={
             "Content-Disposition": f'attachment; filename="report-{values["from"]}-{values["to"]}.csv"'})
-    return render(request, "reports.html", status=400 if error else 200, rep=rep, values=values, error=error,
-                  csv_url="/reports?" + urlencode({**values, "format": "csv"}), adjust={}, adjust_errors={},
-                  adjusted=q.get("adjusted", "")[:100])
+    sub_ids = await _sub_ids(request, p if rep is not None else None, values, q.get("publisher", ""))
+    return render(request, "reports.html", status=400 if error or sub_ids["error"] else 200, rep=rep, values=values,
+                  error=error, csv_url="/reports?" + urlencode({**values, "format": "csv"}), adjust={},
+                  adjust_errors={}, adjusted=q.get("adjusted", "")[:100], sub_ids=sub_ids)
+
+
+async def _sub_ids(request: web.Request, period, values: dict, publisher: str) -> dict:
+    """Payout and conversion rate per publisher and sub-ID (ppcswitch.web.attribution_views)."""
+    from ppcswitch.web import attribution_views
+
+    out = {"rows": None, "error": "", "publisher": publisher.strip()[:12], "publishers": [], "csv_url": ""}
+    async with request.app[core.SESSIONS]() as s:
+        out["publishers"] = sorted((await store.names(s, "publisher")).items(), key=lambda x: x[1])
+        if period is None:
+            return out
+        try:
+            publisher_id = _int_arg(out["publisher"], "publisher") if out["publisher"] else None
+        except ValidationError as exc:
+            out["error"] = exc.message
+            return out
+        out["rows"] = await attribution_views.sub_id_lines(s, period, publisher_id)
+    out["csv_url"] = "/reports/sub-ids.csv?" + urlencode({**values, "publisher": out["publisher"]})
+    return out
 
 
 def signed_cents(text: str) -> int:
