@@ -1,6 +1,7 @@
 """Postbacks through the durable outbox, with real processes: a real call through the sandbox Asterisk
 is billed; the publisher's postback server fails twice, then succeeds; ppcswitch is restarted after
-each failure. The postback arrives exactly once, signed, and the delivery log shows all three tries."""
+each failure. The postback arrives exactly once, signed, and the delivery log shows all three tries;
+a dispute then sends the "reversed" postback."""
 
 from __future__ import annotations
 
@@ -111,5 +112,19 @@ def test_postback_is_delivered_exactly_once_across_restarts_with_a_valid_signatu
                              env=controller.env, capture_output=True, text=True, timeout=60)
         [row] = json.loads(out.stdout)
         assert row["status"] == "delivered" and [x["status_code"] for x in row["attempts"]] == [500, 500, 200]
+
+        # The buyer disputes the call (revshare: the payout goes too): the running controller sends "reversed".
+        out = subprocess.run([sys.executable, "-m", "ppcswitch", "ledger", "dispute", call["linkedid"], "--user",
+                              "alice", "--reason", "robocall"], env=controller.env, capture_output=True, text=True,
+                             timeout=60)
+        assert out.returncode == 0, out.stderr
+        receiver.wait(4)
+        path, headers, body = receiver.requests[-1]
+        assert headers["X-Ppcswitch-Delivery"] not in ids
+        assert postback.verify(SECRET, headers["X-Ppcswitch-Timestamp"], body, headers["X-Ppcswitch-Signature"])
+        sent = json.loads(body)
+        assert (sent["event"], sent["billable"], sent["payout"], sent["call_id"]) == (
+            "reversed", False, "-12.50", call["linkedid"])
+        assert parse_qs(urlparse(path).query)["payout"] == ["-12.50"]
     finally:
         receiver.close()
