@@ -17,6 +17,7 @@ from aiohttp import web
 
 from ppcswitch import channel_vars as cv
 from ppcswitch.agi import attribution as agi_attribution
+from ppcswitch.agi import code as agi_code
 from ppcswitch.agi import next as agi_next
 from ppcswitch.agi import route as agi_route
 from ppcswitch.agi import zip as agi_zip
@@ -118,6 +119,7 @@ async def reload_routing(app: web.Application) -> None:
 async def routing_ctx(app: web.Application):
     settings = app[SETTINGS]
     router = Router(await _load_network(app), settings.routing.default_region, settings.routing.allow_anonymous)
+    router.code_prompt = settings.attribution.code_prompt  # the IVR publisher code prompt
     app[METRICS].time_router(router)
     app[ROUTER] = router
     app[RELOAD_LOCK] = asyncio.Lock()
@@ -213,8 +215,9 @@ async def agi_ctx(app: web.Application):
     s = app[SETTINGS].agi
     router = app[ROUTER]
     server = FastAgiServer(
-        {"route": agi_route.make_handler(router), "next": agi_next.make_handler(router),
-         "zip": agi_zip.make_handler(router),
+        {"route": agi_route.make_handler(router, app[attribution.ATTRIBUTION]),
+         "next": agi_next.make_handler(router), "zip": agi_zip.make_handler(router),
+         "code": agi_code.make_handler(router, app[attribution.ATTRIBUTION]),
          "screen": agi_screen.make_handler(router, app[fraud_runtime.FRAUD], app[SETTINGS].recording.directory),
          "attribution": agi_attribution.make_handler(app[attribution.ATTRIBUTION])},
         s.host, s.port, s.header_timeout, s.max_header_bytes, s.command_timeout, s.allowed_peers,

@@ -16,6 +16,10 @@ PUBLISHER_ID = "PPC_PUBLISHER_ID"
 HANGUP_CAUSE = "PPC_HANGUP_CAUSE"  # Q.850 cause used with REJECT / NOBUYER
 ZIP_CODE = "PPC_ZIP"  # digits the caller keyed in at the ZIP prompt (status ZIP)
 WHISPER = "PPC_WHISPER"  # sound played to the buyer when it answers ('' = none)
+# IVR publisher code (status CODE): the prompt and most digits to read, set by the controller; the digits keyed.
+CODE_PROMPT = "PPC_CODE_PROMPT"  # sound name(s) joined by '&' (attribution.code_prompt), checked by the controller
+CODE_DIGITS = "PPC_CODE_DIGITS"  # the longest publisher code's length
+PUBLISHER_CODE = "PPC_CODE"  # digits the caller keyed in, handed to agi .../code through FILTER()
 
 # Global variable the controller pushes over AMI so the dialplan can reach a
 # default buyer even when the controller is down.
@@ -37,6 +41,7 @@ class RouteStatus:
     REJECT = "REJECT"  # hang up with HANGUP_CAUSE, nothing is dialled
     NOBUYER = "NOBUYER"  # no eligible buyer (left): polite message, HANGUP_CAUSE
     ZIP = "ZIP"  # ask the caller for a 5-digit ZIP code, then call agi .../zip with it
+    CODE = "CODE"  # ask the caller for a publisher code (CODE_PROMPT, CODE_DIGITS), then call agi .../code with it
 
 
 # Variables the controller sets on every answer, cleared by the dialplan before

@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ppcswitch.attribution import cli as attribution_cli  # pool, postback, attribution
 
     attribution_cli.add_cli(sub)
+    from ppcswitch.attribution import codes as codes_cli  # IVR publisher codes
+
+    codes_cli.add_cli(sub)
     return parser
 
 

@@ -136,6 +136,8 @@ class AttributionSettings:
     provider_api_key: str = ""
     provider_url: str = "https://api.telnyx.com/v2"
     provider_connection_id: str = ""
+    # Sound(s) asking the caller for a publisher code at numbers that ask for one ('&' joins several).
+    code_prompt: str = "beep"
 
 
 @dataclass
@@ -268,4 +270,14 @@ def load_settings(path: str | os.PathLike | None = None, env: Mapping[str, str] 
             var = f"{ENV_PREFIX}{sec_name.upper()}_{f.name.upper()}"
             if var in env:
                 setattr(section, f.name, _coerce(var, f.type, env[var]))
+    if not sound_names_ok(settings.attribution.code_prompt):
+        raise ConfigError(f"attribution.code_prompt: expected Asterisk sound names joined by '&' "
+                          f"(letters, digits, / _ -), got {settings.attribution.code_prompt!r}")
     return settings
+
+
+def sound_names_ok(value: str) -> bool:
+    """Sound names the dialplan may play: nothing in them can reach the dialplan as syntax."""
+    return len(value) <= 200 and all(
+        p and all(ch.isascii() and (ch.isalnum() or ch in "/_-") for ch in p) and ".." not in p
+        and not p.startswith("/") for p in value.split("&")) if value else True

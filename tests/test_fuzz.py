@@ -179,3 +179,6 @@ def test_ami_eventfilter_lets_through_every_event_the_tracker_handles():
     allowed = set(re.findall(r"^eventfilter\(action\(include\),name\((\w+)\)\)", conf, re.M))
     handled = {name.split(":")[0] for name in CallTracker._handlers}
     assert handled <= allowed, f"add to asterisk/manager.conf: {handled - allowed}"
+    # ... and none of them may be switched off for everyone (disabledevents).
+    disabled = set(re.search(r"^disabledevents = (.*)$", conf, re.M).group(1).split(","))
+    assert not (allowed | {"CoreShowChannel", "CoreShowChannelsComplete", "FullyBooted"}) & disabled

@@ -80,6 +80,30 @@ class Attribution:
                 self.pending.popitem(last=False)
         return found
 
+    def values_of(self, linkedid: str) -> dict:
+        """The attribution a call has so far (asked by the route handler, for RTB pings)."""
+        return self.pending.get(linkedid) or {}
+
+    def on_code(self, linkedid: str, outcome) -> None:
+        """The caller's answer at the publisher code prompt (routing.service.CodeOutcome), for the record.
+
+        A code naming another publisher than the number's drops the lease's / headers' values (they came
+        with the number's own traffic); a sub-ID code sets the sub-ID."""
+        if not linkedid:
+            return
+        found = {} if outcome.other_publisher else dict(self.pending.get(linkedid) or {})
+        code = outcome.code
+        if code is not None:
+            if code.sub_id:
+                found["sub_id"] = code.sub_id
+            found["source"] = "ivr"
+        found["ivr_code"] = outcome.digits
+        found["ivr_code_status"] = outcome.status  # matched | unknown | none
+        self.pending[linkedid] = found
+        self.pending.move_to_end(linkedid)
+        while len(self.pending) > MAX_PENDING:
+            self.pending.popitem(last=False)
+
     def stamp(self, record) -> None:
         """Put a finished call's attribution on its record (before it is stored)."""
         found = self.pending.pop(record.linkedid, None)

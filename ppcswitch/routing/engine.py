@@ -29,6 +29,7 @@ class Status:
     REJECT = "reject"
     NO_BUYER = "no_buyer"
     ZIP = "zip"  # ask the caller for a ZIP code first, then decide
+    CODE = "code"  # ask the caller for a publisher code first (the number asks for one), then decide
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,11 @@ class CallFacts:
     state: str = ""  # the caller's US state: from the ZIP keyed in, else from the area code
     zip_code: str = ""  # 5 digits keyed in at the IVR prompt, '' when none
     zip_asked: bool = False  # the IVR prompt was played (whatever came of it)
+    code_asked: bool = False  # the publisher code prompt is over (whatever came of it)
+    code_publisher_id: int | None = None  # the publisher a keyed-in code named (None: the number's own)
+    publisher_code: str = ""  # digits keyed in at the publisher code prompt
+    sub_id: str = ""  # attribution known before routing (pool lease, SIP header, IVR code): told to RTB buyers
+    click_id: str = ""
 
 
 @dataclass
@@ -78,13 +84,17 @@ def route(
     tn = network.numbers.get(facts.tracking_number) if facts.tracking_number else None
     if tn is None:
         return Decision(Status.REJECT, reject_reason="unknown_tracking_number", hangup_cause=CAUSE_UNALLOCATED)
-    decision = Decision(Status.ROUTE, campaign_id=tn.campaign_id, publisher_id=tn.publisher_id)
+    publisher_id = facts.code_publisher_id or tn.publisher_id  # a publisher code keyed in names the publisher
+    decision = Decision(Status.ROUTE, campaign_id=tn.campaign_id, publisher_id=publisher_id)
     campaign = network.campaigns.get(tn.campaign_id)
-    publisher = network.publishers.get(tn.publisher_id)
+    publisher = network.publishers.get(publisher_id)
     if facts.caller_anonymous and not allow_anonymous:
         return _reject(decision, "anonymous_caller", CAUSE_REJECTED)
     if campaign is None or campaign.paused:
         return _reject(decision, "campaign_paused", CAUSE_REJECTED)
+    if tn.ask_code and not facts.code_asked:
+        decision.status = Status.CODE
+        return decision
     if publisher is None or publisher.paused:
         return _reject(decision, "publisher_paused", CAUSE_REJECTED)
     if campaign.zip_prompt and not facts.zip_asked:

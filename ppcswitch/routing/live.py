@@ -64,6 +64,7 @@ class CallRoute:
     decision: Decision
     next_index: int = 0  # index into decision.candidates of the next buyer to try
     attempts: list[int] = field(default_factory=list)  # buyer id per attempt, in order
+    code_tries: int = 0  # publisher code prompts answered (IVR)
     created: float = field(default_factory=time.monotonic)
 
 

@@ -74,7 +74,20 @@ class Campaign:
 class TrackingNumber:
     number: str  # E.164
     campaign_id: int
+    publisher_id: int  # the default publisher (a shared number's, when no code names another)
+    ask_code: bool = False  # ask the caller for a publisher code (IVR) before routing
+
+
+MAX_CODE_DIGITS = 8  # a publisher code is 1 to 8 digits
+
+
+@dataclass(frozen=True)
+class PublisherCode:
+    """Digits a caller keys at a number that asks for a publisher code: the call is that publisher's."""
+
+    code: str
     publisher_id: int
+    sub_id: str = ""  # '' : a publisher code; else a sub-ID code of that publisher
 
 
 @dataclass(frozen=True)
@@ -85,5 +98,7 @@ class Network:
     publishers: dict[int, Publisher] = field(default_factory=dict)
     campaigns: dict[int, Campaign] = field(default_factory=dict)
     numbers: dict[str, TrackingNumber] = field(default_factory=dict)
+    publisher_codes: dict[str, PublisherCode] = field(default_factory=dict)  # by code
+    code_digits: int = MAX_CODE_DIGITS  # digits the IVR reads at most: the longest publisher code
     fallback_buyer_id: int | None = None
     version: int = 0

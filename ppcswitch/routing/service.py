@@ -7,6 +7,7 @@ configuration changes (see app.py), live counts come from LiveCalls.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 import logging
 import random
 import time
@@ -17,9 +18,23 @@ from ppcswitch.routing import geo
 from ppcswitch.routing.counters import Counters
 from ppcswitch.routing.engine import CAUSE_NO_CIRCUIT, CallFacts, Decision, Status, next_candidate, route
 from ppcswitch.routing.live import CallRoute, CallRoutes, LiveCalls
-from ppcswitch.routing.model import Network
+from ppcswitch.routing.model import MAX_CODE_DIGITS, Network, PublisherCode
 
 log = logging.getLogger(__name__)
+
+# A wrong or missing publisher code is asked for once more; then the number's own publisher takes the call.
+CODE_TRIES = 2
+CODE_RETRY_SOUND = "please-try-again"  # played before the prompt when it is asked again
+
+
+@dataclass(frozen=True)
+class CodeOutcome:
+    """What came of a publisher code prompt, for the call's attribution."""
+
+    status: str  # retry | matched | unknown (digits that are no code) | none (nothing keyed)
+    digits: str
+    code: PublisherCode | None = None
+    other_publisher: bool = False  # the code names a publisher other than the number's own
 
 
 class Router:
@@ -34,12 +49,14 @@ class Router:
         self.rng = rng or random.Random()
         self.clock = clock
         self.rtb = None  # rtb.auction.Auctioneer when the app runs one: bids for RTB buyers
+        self.code_prompt = "beep"  # attribution.code_prompt: sound(s) asking for a publisher code
 
     def swap(self, network: Network) -> None:
         """Take a new configuration snapshot; the next decision uses it."""
         self.network = network
 
-    def facts(self, dialled: str, caller_id: str) -> CallFacts:
+    def facts(self, dialled: str, caller_id: str, sub_id: str = "", click_id: str = "") -> CallFacts:
+        """A new call's facts; sub_id / click_id: its attribution so far (lease, SIP headers), for RTB."""
         caller = read_caller(caller_id, self.region)
         npa = geo.area_code(caller.value) if caller.valid else ""
         return CallFacts(
@@ -51,6 +68,8 @@ class Router:
             at=self.clock(),
             area_code=npa,
             state=geo.state_of_area_code(npa),
+            sub_id=sub_id,
+            click_id=click_id,
         )
 
     def delivered(self, buyer_id: int | None, answered_at, caller: str = "", revenue_cents: int = 0) -> None:
@@ -128,6 +147,42 @@ class Router:
                                     state=state or call.facts.state)
         call.facts, call.decision = facts, self.decide(facts)
 
+    async def with_code_async(self, linkedid: str, digits: str) -> tuple[dict[str, str], CodeOutcome | None]:
+        """The caller keyed in a publisher code (or nothing): decide again as that publisher's call."""
+        call = self.routes.get(linkedid)
+        if call is None:  # e.g. the controller restarted mid-call: the dialplan falls back
+            return {}, None
+        outcome = self._recode(call, digits)
+        await self._auction(call)
+        return self._answer(call), outcome
+
+    def with_code(self, linkedid: str, digits: str) -> dict[str, str]:
+        call = self.routes.get(linkedid)
+        if call is None:
+            return {}
+        self._recode(call, digits)
+        return self._answer(call)
+
+    def _recode(self, call: CallRoute, digits: str) -> CodeOutcome:
+        digits = "".join(ch for ch in (digits or "") if ch.isdigit())[:MAX_CODE_DIGITS]
+        call.code_tries += 1
+        code = self.network.publisher_codes.get(digits) if digits else None
+        if code is None and call.code_tries < CODE_TRIES:
+            call.facts = dataclasses.replace(call.facts, publisher_code=digits)  # still CODE: asked again
+            return CodeOutcome("retry", digits)
+        facts = call.facts
+        tn = self.network.numbers.get(facts.tracking_number or "")
+        other = code is not None and (tn is None or code.publisher_id != tn.publisher_id)
+        # A lease's or SIP header's values came with the number's own publisher's traffic: they do not
+        # follow the call to another publisher. A sub-ID code sets the sub-ID.
+        sub_id = code.sub_id if code is not None and code.sub_id else ("" if other else facts.sub_id)
+        facts = dataclasses.replace(facts, code_asked=True, publisher_code=digits,
+                                    code_publisher_id=code.publisher_id if code else None, sub_id=sub_id,
+                                    click_id="" if other else facts.click_id)
+        call.facts, call.decision = facts, self.decide(facts)
+        status = "matched" if code is not None else ("unknown" if digits else "none")
+        return CodeOutcome(status, digits, code, other)
+
     def _answer(self, call: CallRoute) -> dict[str, str]:
         decision = call.decision
         if decision.status == Status.REJECT:
@@ -135,6 +190,12 @@ class Router:
         out = {cv.CAMPAIGN_ID: str(decision.campaign_id), cv.PUBLISHER_ID: str(decision.publisher_id)}
         if decision.status == Status.ZIP:
             out[cv.ROUTE_STATUS] = cv.RouteStatus.ZIP
+            return out
+        if decision.status == Status.CODE:
+            out[cv.ROUTE_STATUS] = cv.RouteStatus.CODE
+            again = CODE_RETRY_SOUND if call.code_tries else ""
+            out[cv.CODE_PROMPT] = "&".join(p for p in (again, self.code_prompt) if p)
+            out[cv.CODE_DIGITS] = str(self.network.code_digits)
             return out
         campaign = self.network.campaigns.get(decision.campaign_id)
         if campaign is not None and campaign.whisper:
@@ -186,6 +247,7 @@ def trace_of(call: CallRoute, winner: int | None) -> dict:
         "caller_state": f.state,
         "area_code": f.area_code,
         "zip": f.zip_code,
+        **({"publisher_code": f.publisher_code, "code_publisher_id": f.code_publisher_id} if f.code_asked else {}),
         "candidates": list(d.candidates),
         "skipped": [[bid, why] for bid, why in d.trace],
         "sticky_buyer": d.sticky_buyer,

@@ -9,7 +9,8 @@ buyer's server does wrong (slow, failing, redirecting, huge, malformed, wrong
 types) is a no-bid with a reason in the trace, never an error in routing.
 
 Ping body (JSON): {"call_id", "campaign", "publisher_id", "caller_state",
-"caller_area_code", "zip"?, "caller"? (only with share_caller)}.
+"caller_area_code", "zip"?, "sub_id"?, "click_id"?, "caller"? (only with
+share_caller)}: the call's attribution lets buyers price by traffic source.
 Bid (JSON): {"bid": true, "amount": "12.50", "destination": "sip:...@host"
 or "number": "+1555...", "expires_in": 30, "min_duration": 60, "bid_id": "..."}.
 A destination must be on the host of the buyer's own configured destination,
@@ -73,6 +74,11 @@ def ping_payload(call_id: str, facts, campaign_name: str, publisher_id: int | No
             "caller_state": facts.state, "caller_area_code": facts.area_code}
     if facts.zip_code:
         body["zip"] = facts.zip_code
+    # Attribution (pool lease, SIP headers, IVR code): set only when the call has it.
+    if facts.sub_id:
+        body["sub_id"] = facts.sub_id
+    if facts.click_id:
+        body["click_id"] = facts.click_id
     if share_caller and facts.caller_valid:
         body["caller"] = facts.caller
     return body

@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from sqlalchemy import (
     BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint,
 )
+from sqlalchemy import false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -90,6 +91,8 @@ class TrackingNumber(Base):
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), index=True)
     publisher_id: Mapped[int] = mapped_column(ForeignKey("publishers.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Ask the caller for a publisher code before routing (a shared number; migration 0002_publisher_codes).
+    ask_publisher_code: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class ConfigVersion(Base):
@@ -168,3 +171,4 @@ from ppcswitch.storage import models_attribution  # noqa: E402,F401
 from ppcswitch.storage import models_fraud  # noqa: E402,F401
 from ppcswitch.storage import models_web  # noqa: E402,F401
 from ppcswitch.storage import models_recovery  # noqa: E402,F401
+from ppcswitch.storage import models_codes  # noqa: E402,F401

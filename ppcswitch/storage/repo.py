@@ -64,6 +64,9 @@ async def load_network(session: AsyncSession, routing: RoutingSettings) -> m.Net
         from ppcswitch.storage import repo_routing  # rules, RTB and campaign options (imports this module)
 
         network = await repo_routing.with_routing(session, network)
+        from ppcswitch.attribution import codes  # IVR publisher codes (imports this module)
+
+        network = await codes.with_codes(session, network)
         if await config_version(session) == version:
             break
     return network
@@ -98,7 +101,8 @@ async def _read_network(session: AsyncSession, routing: RoutingSettings, version
     }
     publishers = {p.id: m.Publisher(id=p.id, name=p.name, payout_cents=p.payout_cents, paused=p.paused)
                   for p in await _rows(session, t.Publisher)}
-    numbers = {n.number: m.TrackingNumber(number=n.number, campaign_id=n.campaign_id, publisher_id=n.publisher_id)
+    numbers = {n.number: m.TrackingNumber(number=n.number, campaign_id=n.campaign_id, publisher_id=n.publisher_id,
+                                          ask_code=n.ask_publisher_code)
                for n in await _rows(session, t.TrackingNumber)}
     fallback = next((b.id for b in buyers.values() if routing.fallback_buyer and b.name == routing.fallback_buyer),
                     None)

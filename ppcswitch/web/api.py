@@ -14,6 +14,7 @@ from aiohttp import web
 
 from ppcswitch import app as core
 from ppcswitch.money import format_cents
+from ppcswitch.attribution import codes
 from ppcswitch.billing import reports
 from ppcswitch.storage import models_routing, repo, repo_routing
 from ppcswitch.storage.validate import ValidationError, int_range
@@ -122,7 +123,7 @@ def campaign_json(k) -> dict:
 
 def number_json(n) -> dict:
     return {"number": n.number, "campaign_id": n.campaign_id, "publisher_id": n.publisher_id,
-            "created_at": n.created_at.isoformat()}
+            "ask_publisher_code": bool(n.ask_publisher_code), "created_at": n.created_at.isoformat()}
 
 
 def _iso(x):
@@ -273,13 +274,28 @@ def _id_field(data: dict, key: str, required: bool) -> int | None:
 
 async def number_create(request: web.Request) -> web.Response:
     need(request, "write")
-    data = _known(await _body(request), ("number", "campaign_id", "publisher_id"))
+    data = _known(await _body(request), ("number", "campaign_id", "publisher_id", "ask_publisher_code"))
     number = data.get("number")
     campaign, publisher = _id_field(data, "campaign_id", True), _id_field(data, "publisher_id", True)
+    ask = _bool_field(data, "ask_publisher_code")
     region = request.app[core.SETTINGS].routing.default_region
-    row = await _write(request, "number.create", str(number)[:40], data,
-                       lambda s: repo.add_tracking_number(s, number, campaign, publisher, region=region))
+
+    async def create(s):
+        row = await repo.add_tracking_number(s, number, campaign, publisher, region=region)
+        if ask:
+            row = await codes.set_number_asks(s, row.number, True, region=region)
+        return row
+
+    row = await _write(request, "number.create", str(number)[:40], data, create)
     return web.json_response(number_json(row), status=201)
+
+
+def _bool_field(data: dict, key: str) -> bool | None:
+    if key not in data:
+        return None
+    if not isinstance(data[key], bool):
+        raise ValidationError(key, "must be true or false")
+    return data[key]
 
 
 async def number_get(request: web.Request) -> web.Response:
@@ -293,10 +309,18 @@ async def number_update(request: web.Request) -> web.Response:
     """Assign a tracking number to another campaign and/or publisher."""
     need(request, "write")
     number = request.match_info["number"]
-    data = _known(await _body(request), ("campaign_id", "publisher_id"))
+    data = _known(await _body(request), ("campaign_id", "publisher_id", "ask_publisher_code"))
     campaign, publisher = _id_field(data, "campaign_id", False), _id_field(data, "publisher_id", False)
-    row = await _write(request, "number.update", number, data,
-                       lambda s: store.update_number(s, number, campaign, publisher))
+    ask = _bool_field(data, "ask_publisher_code")
+
+    async def update(s):
+        row = await store.update_number(s, number, campaign, publisher)
+        if ask is not None:  # the number as stored (E.164): no region needed
+            row.ask_publisher_code = ask
+            await s.flush()
+        return row
+
+    row = await _write(request, "number.update", number, data, update)
     return web.json_response(number_json(row))
 
 
@@ -312,6 +336,37 @@ async def number_delete(request: web.Request) -> web.Response:
         await repo.bump_config_version(s)
 
     await _write(request, "number.release", number, {}, fn)
+    return web.Response(status=204)
+
+
+async def publisher_codes_list(request: web.Request) -> web.Response:
+    need(request, "read")
+    async with request.app[core.SESSIONS]() as s:
+        return web.json_response({"items": await codes.list_codes(s)})
+
+
+async def publisher_code_put(request: web.Request) -> web.Response:
+    """Add an IVR publisher code (or point it at another publisher / sub-ID)."""
+    need(request, "write")
+    code = request.match_info["code"]
+    data = _known(await _body(request), ("publisher_id", "sub_id"))
+    publisher = _id_field(data, "publisher_id", True)
+    sub_id = data.get("sub_id", "")
+    if not isinstance(sub_id, str):
+        raise ValidationError("sub_id", "must be text")
+
+    async def put(s):
+        row = await codes.set_code(s, code, publisher, sub_id)
+        return {"code": row.code, "publisher_id": row.publisher_id,
+                "publisher": (await repo.get_publisher(s, row.publisher_id)).name, "sub_id": row.sub_id}
+
+    return web.json_response(await _write(request, "publisher_code.set", code[:8], data, put))
+
+
+async def publisher_code_delete(request: web.Request) -> web.Response:
+    need(request, "write")
+    code = request.match_info["code"]
+    await _write(request, "publisher_code.remove", code[:8], {}, lambda s: codes.remove_code(s, code))
     return web.Response(status=204)
 
 
@@ -528,6 +583,9 @@ def add_routes(app: web.Application) -> None:
     r.add_get(f"{p}/numbers/{{number}}", number_get)
     r.add_patch(f"{p}/numbers/{{number}}", number_update)
     r.add_delete(f"{p}/numbers/{{number}}", number_delete)
+    r.add_get(f"{p}/publisher-codes", publisher_codes_list)
+    r.add_put(f"{p}/publisher-codes/{{code}}", publisher_code_put)
+    r.add_delete(f"{p}/publisher-codes/{{code}}", publisher_code_delete)
     r.add_get(f"{p}/calls", calls_list)
     r.add_get(f"{p}/calls/{{linkedid}}", call_get)
     r.add_get(f"{p}/live-calls", live_list)

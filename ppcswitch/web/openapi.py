@@ -13,6 +13,7 @@ ID = {"type": "integer", "minimum": 1, "maximum": 2147483647}
 TIME = {"type": "string", "format": "date-time"}
 NTIME = {"type": "string", "format": "date-time", "nullable": True}
 MONEY_IN = {"type": "string", "description": "decimal amount, e.g. 40.00", "example": "40.00"}
+ASK_CODE = {"type": "boolean", "description": "callers key in a publisher code (IVR) before routing"}
 
 
 def _obj(props: dict, required: list[str] | None = None) -> dict:
@@ -45,10 +46,18 @@ SCHEMAS = {
     "Campaign": _obj({"id": ID, "name": {"type": "string"}, "paused": {"type": "boolean"}, "created_at": TIME}),
     "CampaignInput": _obj({"name": {"type": "string"}, "paused": {"type": "boolean"}}, required=[]),
     "CampaignBuyer": _obj({"buyer_id": ID, "priority": {"type": "integer"}}),
-    "Number": _obj({"number": {"type": "string"}, "campaign_id": ID, "publisher_id": ID, "created_at": TIME}),
+    "Number": _obj({"number": {"type": "string"}, "campaign_id": ID, "publisher_id": ID,
+                    "ask_publisher_code": {"type": "boolean"}, "created_at": TIME}),
     "NumberInput": _obj({"number": {"type": "string", "example": "+18005550199"}, "campaign_id": ID,
-                         "publisher_id": ID}),
-    "NumberAssign": _obj({"campaign_id": ID, "publisher_id": ID}, required=[]),
+                         "publisher_id": ID, "ask_publisher_code": ASK_CODE},
+                        required=["number", "campaign_id", "publisher_id"]),
+    "NumberAssign": _obj({"campaign_id": ID, "publisher_id": ID, "ask_publisher_code": ASK_CODE}, required=[]),
+    "PublisherCode": _obj({"code": {"type": "string"}, "publisher_id": ID, "publisher": {"type": "string"},
+                           "sub_id": {"type": "string", "description": "'' for a publisher code"}}),
+    "PublisherCodeInput": _obj({"publisher_id": ID,
+                                "sub_id": {"type": "string", "maxLength": 64, "example": "radio-1",
+                                           "description": "calls with this code are attributed to this sub-ID"}},
+                               required=["publisher_id"]),
     "ImportInput": _obj({"csv": {"type": "string", "example": "number,campaign,publisher\n+18005550199,HVAC,Acme\n"},
                          "dry_run": {"type": "boolean"}}, required=["csv"]),
     "ImportResult": _obj({"imported": {"type": "integer"}, "valid_rows": {"type": "integer"},
@@ -258,6 +267,18 @@ def document() -> dict:
                   "requestBody": _body("NumberAssign"), "responses": {"200": _json(_ref("Number")), **_errors()}},
         "delete": {"summary": "Release the number (calls to it are no longer routed)",
                    "operationId": "release_number", "responses": {"204": {"description": "Released"}, **_errors()}},
+    }
+    paths["/publisher-codes"] = {"get": {
+        "summary": "IVR publisher codes (callers key them in at numbers that ask for one)",
+        "operationId": "list_publisher_codes",
+        "responses": {"200": _json(_obj({"items": {"type": "array", "items": _ref("PublisherCode")}})), **_errors()}}}
+    paths["/publisher-codes/{code}"] = {
+        "parameters": [_param("code", "path", {"type": "string", "example": "4711"}, description="1 to 8 digits")],
+        "put": {"summary": "Add a publisher code (with sub_id: a sub-ID code), or point it elsewhere",
+                "operationId": "set_publisher_code", "requestBody": _body("PublisherCodeInput"),
+                "responses": {"200": _json(_ref("PublisherCode")), **_errors()}},
+        "delete": {"summary": "Remove a publisher code", "operationId": "remove_publisher_code",
+                   "responses": {"204": {"description": "Removed"}, **_errors()}},
     }
     paths["/calls"] = {"get": {
         "summary": "Call log, newest first", "operationId": "list_calls",

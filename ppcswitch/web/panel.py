@@ -479,7 +479,8 @@ async def number_form(request: web.Request, values=None, errors=None, status=200
         except ValidationError:
             raise web.HTTPNotFound() from None
         values = values or {"number": row.number, "campaign": str(row.campaign_id),
-                            "publisher": str(row.publisher_id)}
+                            "publisher": str(row.publisher_id),
+                            "ask_publisher_code": "on" if row.ask_publisher_code else ""}
     else:
         need(request, "write")
     return render(request, "number_form.html", status=status, row=row, values=values or {}, errors=errors or {},
@@ -490,17 +491,23 @@ async def number_save(request: web.Request) -> web.Response:
     need(request, "write")
     form = await request.post()
     values = {k: str(form.get(k, "")) for k in ("number", "campaign", "publisher")}
+    values["ask_publisher_code"] = "on" if form.get("ask_publisher_code") else ""  # an IVR code prompt
     number = request.match_info.get("number")
     region = request.app[core.SETTINGS].routing.default_region
+
+    async def save(s):
+        if number:
+            row = await store.update_number(s, number, campaign, publisher)
+        else:
+            row = await repo.add_tracking_number(s, values["number"], campaign, publisher, region=region)
+        row.ask_publisher_code = bool(values["ask_publisher_code"])
+        await s.flush()
+        return row
+
     try:
         campaign, publisher = (_int_arg(values[k] or "0", k) for k in ("campaign", "publisher"))
-        if number:
-            row = await _write(request, "number.update", number, values,
-                               lambda s: store.update_number(s, number, campaign, publisher))
-        else:
-            row = await _write(request, "number.create", values["number"], values,
-                               lambda s: repo.add_tracking_number(s, values["number"], campaign, publisher,
-                                                                  region=region))
+        row = await _write(request, "number.update" if number else "number.create", number or values["number"],
+                           values, save)
     except ValidationError as exc:
         errors = {exc.field: exc.message} if exc.field in values else {"_": str(exc)}
         return await number_form(request, values, errors, status=400)

@@ -1,0 +1,155 @@
+"""IVR publisher codes: storage, the routing snapshot's part, and `ppcswitch code ...`.
+
+A tracking number shared by several publishers can ask callers for a publisher
+code (`ppcswitch code ask +18005550100 on`). The caller keys one at a prompt;
+the call is then that publisher's, routed and paid as such, and with a sub-ID
+code also attributed to that sub-ID. A wrong or missing code is asked for once
+more; then the call stays with the number's own publisher (a caller is never
+refused for a code they forgot). Codes are 1 to 8 digits, unique network-wide.
+
+Like repo.py: functions never commit (writes run as Writer jobs) and every
+write bumps config_version, so a running controller applies it on its next reload.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ppcswitch.attribution.clean import clean
+from ppcswitch.routing import model as m
+from ppcswitch.storage import models as t
+from ppcswitch.storage import models_codes as c
+from ppcswitch.storage.repo import Ref, bump_config_version, get_publisher
+from ppcswitch.storage.validate import ValidationError, phone
+
+
+def check_code(value: object) -> str:
+    code = str(value if value is not None else "").strip()
+    if not code.isascii() or not code.isdigit() or not 1 <= len(code) <= m.MAX_CODE_DIGITS:
+        raise ValidationError("code", f"expected 1 to {m.MAX_CODE_DIGITS} digits (what a caller keys), got {value!r}")
+    return code
+
+
+def check_sub_id(value: object) -> str:
+    text = str(value or "").strip()
+    sub_id = clean(text)
+    if sub_id != text:
+        raise ValidationError("sub_id", f"at most 64 letters, digits and ._~- please, got {value!r}")
+    return sub_id
+
+
+async def set_code(session: AsyncSession, code: object, publisher: Ref, sub_id: object = "") -> c.PublisherCode:
+    """Add a code, or point an existing one at another publisher / sub-ID."""
+    code = check_code(code)
+    sub = check_sub_id(sub_id)
+    p = await get_publisher(session, publisher)
+    row = await session.scalar(select(c.PublisherCode).where(c.PublisherCode.code == code))
+    if row is None:
+        row = c.PublisherCode(code=code, publisher_id=p.id, sub_id=sub)
+        session.add(row)
+    else:
+        row.publisher_id, row.sub_id = p.id, sub
+    await session.flush()
+    await bump_config_version(session)
+    return row
+
+
+async def remove_code(session: AsyncSession, code: object) -> None:
+    code = check_code(code)
+    row = await session.scalar(select(c.PublisherCode).where(c.PublisherCode.code == code))
+    if row is None:
+        raise ValidationError("code", f"no publisher code {code}")
+    await session.delete(row)
+    await session.flush()
+    await bump_config_version(session)
+
+
+async def list_codes(session: AsyncSession) -> list[dict]:
+    q = (select(c.PublisherCode.code, c.PublisherCode.publisher_id, t.Publisher.name, c.PublisherCode.sub_id)
+         .join(t.Publisher, t.Publisher.id == c.PublisherCode.publisher_id).order_by(c.PublisherCode.code))
+    return [{"code": code, "publisher_id": pid, "publisher": name, "sub_id": sub}
+            for code, pid, name, sub in (await session.execute(q)).all()]
+
+
+async def set_number_asks(session: AsyncSession, number: str, ask: bool, *, region: str = "US") -> t.TrackingNumber:
+    """Make a tracking number ask its callers for a publisher code (or stop asking)."""
+    e164 = phone(number, region)
+    row = await session.scalar(select(t.TrackingNumber).where(t.TrackingNumber.number == e164))
+    if row is None:
+        raise ValidationError("number", f"{e164} is not a tracking number")
+    row.ask_publisher_code = bool(ask)
+    await session.flush()
+    await bump_config_version(session)
+    return row
+
+
+async def with_codes(session: AsyncSession, network: m.Network) -> m.Network:
+    """The routing snapshot with the publisher codes of publishers it knows."""
+    rows = (await session.execute(select(c.PublisherCode.__table__))).all()
+    codes = {r.code: m.PublisherCode(r.code, r.publisher_id, r.sub_id)
+             for r in rows if r.publisher_id in network.publishers}
+    digits = max((len(k) for k in codes), default=m.MAX_CODE_DIGITS)
+    return dataclasses.replace(network, publisher_codes=codes, code_digits=digits)
+
+
+# --- `ppcswitch code ...` ---------------------------------------------------------
+
+async def _add(ctx, args) -> int:
+    row = await ctx.writer.run(lambda s: set_code(s, args.code, args.publisher, args.sub_id or ""))
+    sub = f", sub-ID {row.sub_id!r}" if row.sub_id else ""
+    print(f"publisher code {row.code}: publisher {args.publisher.strip()!r}{sub}")
+    return 0
+
+
+async def _remove(ctx, args) -> int:
+    await ctx.writer.run(lambda s: remove_code(s, args.code))
+    print(f"publisher code {args.code} removed")
+    return 0
+
+
+async def _list(ctx, args) -> int:
+    async with ctx.sessionmaker() as s:
+        rows = await list_codes(s)
+        asking = list(await s.scalars(select(t.TrackingNumber.number).where(t.TrackingNumber.ask_publisher_code)
+                                      .order_by(t.TrackingNumber.number)))
+    if args.json:
+        print(json.dumps({"codes": rows, "numbers_asking": asking}, indent=2))
+        return 0
+    for r in rows:
+        print(f"{r['code']:>8}  {r['publisher']}" + (f"  sub-ID {r['sub_id']}" if r["sub_id"] else ""))
+    print(f"numbers asking for a code: {', '.join(asking) if asking else 'none'}")
+    return 0
+
+
+async def _ask(ctx, args) -> int:
+    region = ctx.settings.routing.default_region
+    row = await ctx.writer.run(lambda s: set_number_asks(s, args.number, args.state == "on", region=region))
+    print(f"{row.number} {'asks' if row.ask_publisher_code else 'no longer asks'} callers for a publisher code")
+    return 0
+
+
+def add_cli(sub) -> None:
+    from ppcswitch.storage.cli import _run
+
+    def cmd(name, action, help):
+        p = group.add_parser(name, help=help)
+        p.set_defaults(func=lambda settings, args: _run(settings, action, args))
+        return p
+
+    group = sub.add_parser("code", help="IVR publisher codes keyed in by callers at shared numbers").add_subparsers(
+        dest="code_command", required=True, metavar="COMMAND")
+    p = cmd("add", _add, "add a publisher code (or a sub-ID code with --sub-id), or change where one points")
+    p.add_argument("code", help="1 to 8 digits")
+    p.add_argument("--publisher", required=True)
+    p.add_argument("--sub-id", help="the sub-ID calls with this code are attributed to")
+    p = cmd("remove", _remove, "remove a code")
+    p.add_argument("code")
+    p = cmd("list", _list, "codes, their publishers and sub-IDs, and the numbers that ask for one")
+    p.add_argument("--json", action="store_true")
+    p = cmd("ask", _ask, "make a tracking number ask its callers for a publisher code (on) or not (off)")
+    p.add_argument("number")
+    p.add_argument("state", choices=("on", "off"))
