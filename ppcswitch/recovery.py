@@ -6,14 +6,19 @@ a CDR row for each of them itself (cdr_csv, `usegmtime = yes`, `loguniqueid =
 yes`; asterisk/cdr.conf). After every AMI login, and every `recovery.interval`
 seconds, `Recovery.resync`:
 
-1. asks Asterisk which calls are live (AMI CoreShowChannels);
+1. asks Asterisk which calls are live (AMI CoreShowChannels) and when it
+   started (CoreStatus);
 2. forgets tracked calls that Asterisk has not had for two passes (they ended
-   unseen; one pass could be mere event lag) and
+   unseen; one pass could be mere event lag), or at once when Asterisk was
+   restarted since the last pass (a new Asterisk has none of the old calls), and
    rebuilds the live buyer-leg counts (concurrency caps) from the live calls,
    adopting calls the controller did not route (started while it was down);
 3. reads CDR rows that are new since the last pass, newer than the last stored
    call (less a margin) and than `recovery.max_age_hours`, and stores one
-   record for each call that is neither stored, nor tracked, nor still live.
+   record for each call that is neither stored, nor tracked, nor still live;
+4. after a restart, finishes the old calls that have no CDR row either (a killed
+   Asterisk writes none) from what the tracker saw: ended when the AMI link
+   dropped, with the end reason "Asterisk restart" (tracker.CUT_BY_RESTART).
 
 A call is keyed by linkedid (the caller channel's uniqueid, which CDR rows
 carry), and storing is idempotent per linkedid, so a call seen both ways is
@@ -209,15 +214,25 @@ class Recovery:
         self._warned = False
         self._beat: asyncio.Future | None = None
         self._gone: set[str] = set()  # tracked calls Asterisk did not have at the last pass
+        self.asterisk_started: str | None = None  # CoreStatus start time of the Asterisk last seen
+        self.cut = 0  # calls finished as cut by an Asterisk restart (no Hangup, no CDR row)
 
     async def resync(self, ami) -> int:
         """One pass; returns how many calls were recovered. Never raises (logged)."""
         async with self._lock:
             try:
                 live = await self._live(ami)
+                dead: set[str] = set()
+                lost_at = None
                 if live is not None:
-                    self._rebuild_live(live)
-                return await self._recover(live)
+                    lost_at = await self._restarted(ami)
+                    dead = self._rebuild_live(live, lost_at)
+                count = await self._recover(live, dead)
+                cut = sum(self.tracker.cut(k, lost_at) for k in dead if lost_at is not None)
+                if cut:
+                    self.cut += cut
+                    log.warning("%d call(s) cut by the Asterisk restart, recorded as ended at %s", cut, lost_at)
+                return count
             except Exception:
                 log.exception("resynchronising with Asterisk failed; next pass in %ss", self.settings.interval)
                 return 0
@@ -228,13 +243,35 @@ class Recovery:
         answer = await ami.action({"Action": "CoreShowChannels"}, timeout=10)
         return live_channels(answer if isinstance(answer, list) else [answer])
 
-    def _rebuild_live(self, live: list[LiveChannel]) -> None:
+    async def _restarted(self, ami) -> datetime | None:
+        """When the link to the Asterisk before was lost, if the one answering now is another
+        process (CoreStatus: its start time changed since the last pass); else None."""
+        try:
+            resp = await ami.action({"Action": "CoreStatus"}, timeout=10)
+        except (ConnectionError, asyncio.TimeoutError):
+            return None
+        started = " ".join(str(resp.get(k) or "") for k in ("CoreStartupDate", "CoreStartupTime")).strip()
+        if not started:
+            return None
+        before, self.asterisk_started = self.asterisk_started, started
+        if before is None or before == started:
+            return None
+        log.warning("Asterisk was restarted (up since %s): the calls it had before are over", started)
+        return ami.lost_at or datetime.now(timezone.utc)
+
+    def _rebuild_live(self, live: list[LiveChannel], restarted_lost_at: datetime | None = None) -> set[str]:
+        """Returns the tracked calls a restarted Asterisk took down with it (for _recover, then cut)."""
         tracker, slots = self.tracker, self.tracker.live
         alive = {c.linkedid for c in live}
+        dead: set[str] = set()
+        if restarted_lost_at is not None:
+            # Calls that started before the old Asterisk went away; a new call whose Hangup is
+            # still queued started after it came back, and is left to its events.
+            dead = {k for k, c in tracker.calls.items() if k not in alive and c.started_at < restarted_lost_at}
         # A tracked call Asterisk no longer has may only be behind in the event stream (AMI lags
         # under load): it is given up on only when it was already gone at the previous pass, and
         # only when the CDR file can record it (else the tracker's stale-call sweep closes it).
-        gone = {k for k in tracker.calls if k not in alive}
+        gone = {k for k in tracker.calls if k not in alive} - dead
         lost, self._gone = gone & self._gone, gone
         if self.settings.cdr_file:
             for linkedid in lost:
@@ -250,8 +287,9 @@ class Recovery:
                 if buyer_id is not None:
                     slots.take(c.linkedid, 0, buyer_id)
                     self.adopted += 1
+        return dead
 
-    async def _recover(self, live: list[LiveChannel] | None) -> int:
+    async def _recover(self, live: list[LiveChannel] | None, dead: set[str] = frozenset()) -> int:
         path = self.settings.cdr_file
         if not path:
             return 0
@@ -270,7 +308,7 @@ class Recovery:
         floor = max(await self.load_floor(), datetime.now(timezone.utc) - timedelta(hours=self.settings.max_age_hours))
         for linkedid in [k for k in self.pending if k in self.tracker._finished]:
             del self.pending[linkedid]  # the tracker saw it end: its record is on the way
-        busy = set(self.tracker.calls) | {c.linkedid for c in live or ()}
+        busy = (set(self.tracker.calls) - dead) | {c.linkedid for c in live or ()}
         for linkedid in [k for k, v in self.pending.items() if max(r.end for r in v) < floor]:
             del self.pending[linkedid]
         candidates = [k for k in self.pending if k not in busy]
@@ -281,6 +319,9 @@ class Recovery:
             rows_ = self.pending.pop(linkedid)
             if linkedid in stored:
                 continue
+            # A dead call's CDR row wins over what the tracker saw; a call routed before the AMI login
+            # keeps its routing trace (its route goes where on_record finds it).
+            self.tracker.drop(linkedid)
             self.store(record_from_cdr(sorted(rows_, key=lambda r: (r.start, r.end)), network, self.region))
             count += 1
         if count:

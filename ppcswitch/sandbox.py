@@ -93,6 +93,7 @@ class SippProcess(subprocess.Popen):
     port: int = 0  # buyers: where they listen
     dest: str = ""  # buyers: the Dial() target reaching them
     number: str = ""  # callers: the number dialled
+    stats_path: Path | None = None  # load callers: SIPp's statistics file (-trace_stat)
 
     def log_lines(self) -> list[str]:
         return _read(self.log_path).splitlines()
@@ -361,7 +362,9 @@ class Sandbox:
             if not others and self.session_owned.exists():
                 self._stop()
 
-    def _start(self, timeout: float) -> int:
+    def _start(self, timeout: float, fresh: bool = True) -> int:
+        """fresh=False (a restart, see `stopped`): keep SIPp's logs and Asterisk's console log
+        of the run before."""
         if not self.is_built():
             raise SandboxError(f"no sandbox root at {self.root}: run `ppcswitch sandbox up`")
         pid = self.pid()
@@ -371,9 +374,10 @@ class Sandbox:
             if _port_in_use(kind, SIP_HOST, port):
                 raise SandboxError(f"{SIP_HOST}:{port}/{what} is already in use by another program")
         self.install_config()
-        shutil.rmtree(self.root / SIPP_DIR_IN_ROOT.lstrip("/") / "logs", ignore_errors=True)
+        if fresh:
+            shutil.rmtree(self.root / SIPP_DIR_IN_ROOT.lstrip("/") / "logs", ignore_errors=True)
         self.mount_proc()
-        with open(self.log_path, "wb") as log:  # this run's console only
+        with open(self.log_path, "wb" if fresh else "ab") as log:  # fresh: this run's console only
             # -f: stay in the foreground so the PID is ours; -n: no colours in the log.
             self._proc = subprocess.Popen(
                 ["chroot", str(self.root), "asterisk", "-f", "-n"], stdin=subprocess.DEVNULL,
@@ -441,6 +445,33 @@ class Sandbox:
         shutil.rmtree(self.sessions, ignore_errors=True)
         self.umount_proc()
         return pid is not None
+
+    @contextlib.contextmanager
+    def stopped(self, hard: bool = False, timeout: float = 60.0) -> Iterator[int]:
+        """Asterisk down for the body of the with-block, then started again (fault tests).
+
+        hard=False: SIGTERM, what `systemctl stop asterisk` sends (Asterisk hangs its calls up and
+        writes their CDRs); hard=True: SIGKILL, a crash (no BYE, no CDR, the AMI link just drops).
+        Yields the stopped PID. SIPp runs and their logs are left alone, and the sandbox lock is
+        held throughout, so no other session starts Asterisk meanwhile."""
+        self.require_root()
+        with self._lock():
+            pid = self.pid()
+            if pid is None:
+                raise SandboxError("the sandbox is not running: ppcswitch sandbox up")
+            if hard:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                self._wait_gone(pid, 10.0)
+            else:
+                self._stop_asterisk(pid, timeout)
+            if _alive(pid):
+                raise SandboxError(f"Asterisk (pid {pid}) did not stop")
+            self.pid_path.unlink(missing_ok=True)
+            try:
+                yield pid
+            finally:
+                self._start(timeout, fresh=False)
 
     def cli(self, command: str, timeout: float = 15.0) -> str:
         """Output of `asterisk -rx command` in the chroot."""
@@ -510,6 +541,29 @@ class Sandbox:
                 "-set", "from", from_header(caller, display, from_host or source_ip)]
         proc = self._start_sipp("uac", args)
         proc.number = number
+        return proc
+
+    def start_sipp_uac_load(self, calls: list[tuple[str, str]], rate: float, seconds: float = 1.0,
+                            source_ip: str = TRUNK_IP, extra: tuple[str, ...] = ()) -> SippProcess:
+        """One SIPp offering len(calls) calls, given as (dialled number, caller number), at `rate`
+        per second, each held `seconds` once answered (ppcswitch/sipp/uac_load_logged.xml: its
+        log tells each call's outcome by caller number). SIPp's own statistics file, dumped every
+        second and at the end, is `proc.stats_path`; `extra` are more SIPp options."""
+        scenario = "uac_load_logged.xml"
+        scenarios = self.root / SIPP_DIR_IN_ROOT.lstrip("/")
+        scenarios.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(SIPP_SCENARIOS / scenario, scenarios / scenario)  # the sandbox may predate it
+        logs = f"{SIPP_DIR_IN_ROOT}/logs"
+        (self.root / logs.lstrip("/")).mkdir(parents=True, exist_ok=True)
+        name = f"load-{uuid.uuid4().hex[:8]}"
+        with open(self.root / logs.lstrip("/") / f"{name}.csv", "w") as f:
+            f.write("SEQUENTIAL\n" + "".join(f"{number};{caller}\n" for number, caller in calls))
+        args = [f"{SIP_HOST}:{SIP_PORT}", "-sf", f"{SIPP_DIR_IN_ROOT}/{scenario}", "-i", source_ip,
+                "-inf", f"{logs}/{name}.csv", "-r", f"{rate:g}", "-m", str(len(calls)),
+                "-l", str(len(calls)), "-d", str(int(seconds * 1000)),
+                "-trace_stat", "-stf", f"{logs}/{name}.stats.csv", "-fd", "1", *extra]
+        proc = self._start_sipp(name, args)
+        proc.stats_path = self.root / logs.lstrip("/") / f"{name}.stats.csv"
         return proc
 
     def call_result(self, proc: SippProcess, timeout: float = 60.0) -> CallResult:

@@ -20,6 +20,7 @@ import asyncio
 import codecs
 import logging
 import time
+from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
 from panoramisk import Manager
@@ -37,8 +38,10 @@ class _Protocol(AMIProtocol):
         super().connection_made(transport)
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self.lost: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.heard_at = datetime.now(timezone.utc)
 
     def data_received(self, data: bytes) -> None:
+        self.heard_at = datetime.now(timezone.utc)
         text = self._decoder.decode(data)
         if text:
             # panoramisk's parser works on str; hand it already-decoded text.
@@ -77,6 +80,9 @@ class AmiClient(Manager):
         self.connected = False
         self.reconnects = 0
         self.last_event_lag = 0.0
+        # When the last logged-in link was lost (Asterisk last known alive): calls a restarted
+        # Asterisk no longer has ended then (ppcswitch.recovery).
+        self.lost_at: datetime | None = None
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
         self.register_event("*", self._enqueue)
@@ -181,9 +187,11 @@ class AmiClient(Manager):
             done, _ = await asyncio.wait({protocol.lost}, timeout=self.settings.ping_interval)
             if done:
                 log.warning("AMI connection lost")
+                self.lost_at = datetime.now(timezone.utc)  # a dying Asterisk's socket closes at once
                 return
             try:
                 await asyncio.wait_for(self.send_action({"Action": "Ping"}), self.settings.pong_timeout)
             except (asyncio.TimeoutError, ConnectionError):
                 log.warning("AMI ping unanswered within %ss: dropping the link", self.settings.pong_timeout)
+                self.lost_at = protocol.heard_at  # silent since then
                 return

@@ -26,6 +26,12 @@ log = logging.getLogger(__name__)
 
 # Keep the ids of finished calls a while, so late or replayed events for them are ignored.
 FINISHED_MEMORY = 50_000
+# A stopping Asterisk hangs up every channel with this softhangup flag (AST_SOFTHANGUP_SHUTDOWN),
+# the Cause of their SoftHangupRequest events; its Hangup events then say only "Normal Clearing".
+SOFTHANGUP_SHUTDOWN = 4
+# End reasons (the record's hangup cause text) of calls cut by Asterisk itself stopping.
+CUT_BY_SHUTDOWN = "Asterisk shutdown (call cut)"
+CUT_BY_RESTART = "Asterisk restart (call cut, end unseen)"
 
 
 def event_time(event: Mapping[str, Any]) -> datetime:
@@ -78,6 +84,7 @@ class _Call:
     talking_since: dict[str, datetime] = field(default_factory=dict)  # uniqueid -> ChannelTalkingStart time
     talk_detect: bool = False  # a ChannelTalking event was seen, or the dialplan enabled detection
     challenge: str = ""
+    cut_reason: str = ""  # CUT_BY_*: Asterisk stopping ended the call, not a party
 
 
 class CallTracker:
@@ -191,6 +198,11 @@ class CallTracker:
             attempt.ended_at = attempt.ended_at or event_time(event)
             self.live.release(call.linkedid, seq)
 
+    def _soft_hangup_request(self, event: Mapping[str, Any]) -> None:
+        call = self._call_for(event)
+        if call is not None and _int(event.get("Cause")) == SOFTHANGUP_SHUTDOWN:
+            call.cut_reason = CUT_BY_SHUTDOWN
+
     def _fallback_event(self, event: Mapping[str, Any]) -> None:
         call = self._call_for(event)
         if call is not None:
@@ -273,6 +285,7 @@ class CallTracker:
         "DialBegin": _dial_begin,
         "DialEnd": _dial_end,
         "Hangup": _hangup,
+        "SoftHangupRequest": _soft_hangup_request,
         "UserEvent:" + cv.ATTEMPT_EVENT: _attempt_event,
         "UserEvent:" + cv.FALLBACK_EVENT: _fallback_event,
     }
@@ -361,7 +374,7 @@ class CallTracker:
             answered_at=answered.answered_at if answered else None,
             connected_ms=connected_ms,
             hangup_cause=call.hangup_cause,
-            hangup_cause_text=call.hangup_cause_text,
+            hangup_cause_text=call.cut_reason or call.hangup_cause_text,
             reject_reason=reject_reason,
             billable=verdict.billable,
             billing_reasons=reasons,
@@ -371,6 +384,34 @@ class CallTracker:
             revenue_override_cents=getattr(bid, "revenue_cents", None),
             min_duration_override=getattr(bid, "min_duration", None),
         )
+
+    def cut(self, linkedid: str, when: datetime, reason: str = CUT_BY_RESTART) -> bool:
+        """Finish a tracked call that Asterisk lost without a Hangup (it was killed or crashed and
+        came back without it): it ended at `when`, the moment the AMI link dropped, so a bridged
+        call keeps the connected time it really had. False if the call is not tracked."""
+        call = self.calls.get(linkedid)
+        if call is None:
+            return False
+        when = max(when, call.started_at)
+        for attempt in call.attempts.values():
+            if attempt.ended_at is None:
+                attempt.ended_at = max(when, attempt.answered_at or when)
+        if call.connection_end is None and any(a.answered_at for a in call.attempts.values()):
+            call.connection_end = when
+        call.ended_at = when
+        call.cut_reason = reason
+        self._finish(call)
+        return True
+
+    def drop(self, linkedid: str) -> None:
+        """Forget a tracked call whose record comes from elsewhere (Asterisk's CDR file); late
+        events for it are ignored, its buyer slots released, its route kept for its trace."""
+        if self.calls.pop(linkedid, None) is not None:
+            self._finished[linkedid] = None
+            if len(self._finished) > FINISHED_MEMORY:
+                del self._finished[next(iter(self._finished))]
+        self.live.release_call(linkedid)
+        self.routes.pop(linkedid)
 
     def sweep(self, max_age_seconds: float, now: datetime | None = None) -> int:
         """Finish calls whose end was never seen (AMI link lost mid-call)."""
