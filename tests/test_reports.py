@@ -43,7 +43,9 @@ def test_period_of_a_local_day(tz, day, start, end):
 
 @pytest.mark.parametrize("args, message", [(("2026-11-02", "2026-11-01"), "before it starts"),
                                            (("2026-13-01",), "expected a date"),
-                                           (("2026-11-01", None, "Mars/Base"), "unknown time zone")])
+                                           (("2026-11-01", None, "Mars/Base"), "unknown time zone"),
+                                           (("2026-11-01", "9999-12-31"), "outside the calendar"),
+                                           (("0001-01-01", None, "Asia/Tokyo"), "outside the calendar")])
 def test_bad_periods_are_refused(args, message):
     with pytest.raises(BillingError, match=message):
         reports.period(*args)

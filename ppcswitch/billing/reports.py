@@ -60,8 +60,11 @@ def period(first_day: date | str, last_day: date | str | None = None, tz: str = 
     last = _date(last_day, "to") if last_day is not None else first
     if last < first:
         raise BillingError("to", f"the period ends ({last}) before it starts ({first})")
-    start = datetime.combine(first, time(), zone).astimezone(timezone.utc)
-    end = datetime.combine(last + timedelta(days=1), time(), zone).astimezone(timezone.utc)
+    try:
+        start = datetime.combine(first, time(), zone).astimezone(timezone.utc)
+        end = datetime.combine(last + timedelta(days=1), time(), zone).astimezone(timezone.utc)
+    except OverflowError:  # e.g. 9999-12-31, or 0001-01-01 east of UTC
+        raise BillingError("to", f"{first}..{last} in {tz} is outside the calendar ppcswitch can count in") from None
     return Period(start, end, tz, f"{first}..{last} {tz}")
 
 
