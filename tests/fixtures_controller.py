@@ -35,6 +35,15 @@ def _free_tcp_port() -> int:
         return s.getsockname()[1]
 
 
+def die_with_parent() -> None:
+    """In the child: SIGTERM when the test process dies, even killed, so no controller is left
+    holding the AGI port for the next run."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+
+
 class ControllerProcess:
     def __init__(self, tmp_path: Path, ami, **env):
         self.db_url = f"sqlite+aiosqlite:///{tmp_path}/ppcswitch.db"
@@ -97,7 +106,8 @@ class ControllerProcess:
     # -- process ---------------------------------------------------------------
     def start(self, wait_ami: bool = True, timeout: float = 20) -> None:
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "ppcswitch", "serve"], env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen([sys.executable, "-m", "ppcswitch", "serve"], env=self.env, stdout=log,
+                                     stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
