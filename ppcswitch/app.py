@@ -18,6 +18,7 @@ from aiohttp import web
 from ppcswitch import channel_vars as cv
 from ppcswitch.agi import attribution as agi_attribution
 from ppcswitch.agi import code as agi_code
+from ppcswitch.agi import inbound as agi_inbound
 from ppcswitch.agi import next as agi_next
 from ppcswitch.agi import route as agi_route
 from ppcswitch.agi import zip as agi_zip
@@ -214,13 +215,16 @@ async def ami_ctx(app: web.Application):
 async def agi_ctx(app: web.Application):
     s = app[SETTINGS].agi
     router = app[ROUTER]
+    handlers = {
+        "route": agi_route.make_handler(router, app[attribution.ATTRIBUTION]),
+        "next": agi_next.make_handler(router), "zip": agi_zip.make_handler(router),
+        "code": agi_code.make_handler(router, app[attribution.ATTRIBUTION]),
+        "screen": agi_screen.make_handler(router, app[fraud_runtime.FRAUD], app[SETTINGS].recording.directory),
+        "attribution": agi_attribution.make_handler(app[attribution.ATTRIBUTION])}
+    # What the dialplan asks for a new call: the three above in one request (ppcswitch.agi.inbound).
+    handlers["inbound"] = agi_inbound.make_handler(handlers["attribution"], handlers["screen"], handlers["route"])
     server = FastAgiServer(
-        {"route": agi_route.make_handler(router, app[attribution.ATTRIBUTION]),
-         "next": agi_next.make_handler(router), "zip": agi_zip.make_handler(router),
-         "code": agi_code.make_handler(router, app[attribution.ATTRIBUTION]),
-         "screen": agi_screen.make_handler(router, app[fraud_runtime.FRAUD], app[SETTINGS].recording.directory),
-         "attribution": agi_attribution.make_handler(app[attribution.ATTRIBUTION])},
-        s.host, s.port, s.header_timeout, s.max_header_bytes, s.command_timeout, s.allowed_peers,
+        handlers, s.host, s.port, s.header_timeout, s.max_header_bytes, s.command_timeout, s.allowed_peers,
     )
     await server.start()
     app[AGI] = server
