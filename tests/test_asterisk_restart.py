@@ -34,7 +34,7 @@ from ppcswitch.routing.model import Buyer, Network
 from ppcswitch.tracker.tracker import CUT_BY_RESTART, CUT_BY_SHUTDOWN, CallTracker
 
 NUMBER = "+18005550100"
-CALLS, RATE, HOLD = 56, 4.0, 3.0  # 14 s of offers; Asterisk goes down 5 s in
+CALLS, RATE, HOLD = 60, 4.0, 3.0  # 15 s of offers; Asterisk goes down 5 s in
 STOP_AFTER, DOWN_FOR = 5.0, 1.5  # seconds; Asterisk's own start adds ~2 s to the gap
 
 
@@ -81,6 +81,7 @@ def test_asterisk_restart_under_load_keeps_every_call_once(controller, sipp, san
     load = sandbox.start_sipp_uac_load([(NUMBER, caller(i)) for i in range(CALLS)], RATE, HOLD,
                                        extra=("-max_retrans", "2", "-recv_timeout", "10000"))
     sipp.procs.append(load)  # stopped by PID at teardown
+    load_started = time.monotonic()  # SIPp offers call i at i / RATE seconds from here
     time.sleep(STOP_AFTER)
     stopped_at = datetime.now(UTC)
     with sandbox.stopped(hard=hard):
@@ -92,6 +93,7 @@ def test_asterisk_restart_under_load_keeps_every_call_once(controller, sipp, san
     deadline = time.monotonic() + 10  # back with the reconnect back-off (ami.reconnect_max 2 s here)
     while not (controller.health() or {}).get("ami_connected") and time.monotonic() < deadline:
         time.sleep(0.1)
+    back_after = time.monotonic() - load_started
     load.wait(60)
 
     # What SIPp saw, from its own files.
@@ -116,7 +118,12 @@ def test_asterisk_restart_under_load_keeps_every_call_once(controller, sipp, san
         assert all(seen[c][-1] in ("FINAL 200", "END 481") for c in cut), seen
     else:  # Asterisk hung them up as it stopped
         assert all(seen[c][-1] == "END remote" for c in cut), seen
-    assert offered[-8:] == [c for c in clean if c in offered[-8:]], "calls after the restart failed"
+    after = [caller(i) for i in range(CALLS) if i / RATE > back_after + 0.5]  # offered once AMI was back
+    assert len(after) >= 4 and set(after) <= set(clean), ("calls after the restart failed", back_after, seen)
+    print(f"{'SIGKILL' if hard else 'SIGTERM'}: {CALLS} offered, {len(clean)} answered and ended by the caller, "
+          f"{len(cut)} cut while bridged, {len(refused)} refused ({sorted({e for c in refused for e in seen[c]})}), "
+          f"{len(unreached)} unanswered (Asterisk down), {len(setup_cut)} cut while ringing; "
+          f"controller back on AMI {back_after:.1f} s into the load")
 
     # The call log: every call that reached a channel exactly once, nothing else.
     deadline = time.monotonic() + 20
@@ -145,10 +152,11 @@ def test_asterisk_restart_under_load_keeps_every_call_once(controller, sipp, san
     for who in cut:  # connected from the buyer's answer until Asterisk went down, and said so
         c = by_caller[who]
         had = (stopped_at - when(c["answered_at"])).total_seconds() * 1000
-        assert 0 < c["connected_ms"] <= HOLD * 1000 and abs(c["connected_ms"] - had) <= 700, (c, had)
+        # (a call whose hold was just running out can outlast HOLD by the few ms the stop took)
+        assert 0 < c["connected_ms"] <= HOLD * 1000 + 500 and abs(c["connected_ms"] - had) <= 700, (c, had)
         assert c["hangup_cause_text"] == (CUT_BY_RESTART if hard else CUT_BY_SHUTDOWN), c
         assert when(c["ended_at"]) - stopped_at < timedelta(seconds=1), c
-    for who in offered[-8:]:  # after the restart: routed and tracked live, not rebuilt from the CDR
+    for who in after:  # after the restart: routed and tracked live, not rebuilt from the CDR
         assert by_caller[who]["hangup_cause"] == 16, by_caller[who]
     assert len(buyer.invites()) - len(answered) in range(len(setup_cut) + 1)
 
