@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import phonenumbers
 
@@ -34,6 +35,13 @@ def to_e164(raw: str | None, region: str) -> str | None:
         return None
     if any(ch not in "+0123456789-(). " for ch in text):
         return None
+    return _parse_e164(text, region)
+
+
+# A call's numbers are read by several steps (attribution, screen, route), and tracking numbers
+# repeat on every call: phonenumbers' parse is the costly part, so its answers are kept (bounded).
+@lru_cache(maxsize=8192)
+def _parse_e164(text: str, region: str) -> str | None:
     try:
         number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException:

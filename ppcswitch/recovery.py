@@ -78,7 +78,10 @@ def _when(text: str) -> datetime | None:
     text = text.strip()
     if not text:
         return None
-    return datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)  # usegmtime = yes
+    # "YYYY-MM-DD HH:MM:SS" only (strptime's format, at a tenth of its cost: read on every call).
+    if len(text) != 19 or text[10] != " " or not text[:4].isdigit():
+        raise ValueError(f"not a CDR time: {text!r}")
+    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)  # usegmtime = yes
 
 
 def parse_cdr_line(line: str) -> CdrRow | None:
