@@ -222,7 +222,9 @@ async def agi_ctx(app: web.Application):
         "screen": agi_screen.make_handler(router, app[fraud_runtime.FRAUD], app[SETTINGS].recording.directory),
         "attribution": agi_attribution.make_handler(app[attribution.ATTRIBUTION])}
     # What the dialplan asks for a new call: the three above in one request (ppcswitch.agi.inbound).
-    handlers["inbound"] = agi_inbound.make_handler(handlers["attribution"], handlers["screen"], handlers["route"])
+    handlers["inbound"] = agi_inbound.make_handler(
+        handlers["attribution"], handlers["screen"], handlers["route"],
+        [*agi_attribution.header_expressions(app[attribution.ATTRIBUTION]), *agi_screen.HEADER_EXPRESSIONS])
     server = FastAgiServer(
         handlers, s.host, s.port, s.header_timeout, s.max_header_bytes, s.command_timeout, s.allowed_peers,
     )

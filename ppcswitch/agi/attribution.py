@@ -18,6 +18,10 @@ def header_expression(header: str) -> str:
     return "${FILTER(%s,${PJSIP_HEADER(read,%s):0:%d})}" % (ASTERISK_FILTER, header, READ_CHARS)
 
 
+def header_expressions(attribution: Attribution) -> list[str]:
+    return [header_expression(header) for header, _ in attribution.sip_headers]
+
+
 def make_handler(attribution: Attribution):
     async def attribution_handler(request: AgiRequest) -> None:
         h = request.headers

@@ -20,14 +20,26 @@ from ppcswitch.routing.live import CallRoute
 from ppcswitch.routing.service import Router
 
 
+# Headers read, with the characters let through and the length kept.
+IDENTITY = ("Identity", "-A-Za-z0-9._", 4096)  # STIR/SHAKEN PASSporT: base64url and dots
+ATTESTATION = ("X-Attestation", "ABCabc", 8)  # a carrier's own A / B / C
+
+
+def header_expression(name: str, chars: str, length: int) -> str:
+    return "${FILTER(%s,${PJSIP_HEADER(read,%s):0:%d})}" % (chars, name, length)
+
+
+HEADER_EXPRESSIONS = (header_expression(*IDENTITY), header_expression(*ATTESTATION))
+
+
 def make_handler(router: Router, fraud: FraudService, recording_directory: str):
     async def screen(request: AgiRequest) -> None:
         h, args = request.headers, request.args
         linkedid = (args[0] if args else "") or h.get("agi_uniqueid", "")
         identity = header = ""
         if h.get("agi_type", "PJSIP") == "PJSIP":
-            identity = await _header(request, "Identity", "-A-Za-z0-9._", 4096)
-            header = await _header(request, "X-Attestation", "ABCabc", 8)
+            identity = await _header(request, *IDENTITY)
+            header = await _header(request, *ATTESTATION)
         level = signals.attestation(identity, header)
         facts = router.facts(h.get("agi_extension", ""), h.get("agi_callerid", ""))
         number = router.network.numbers.get(facts.tracking_number) if facts.tracking_number else None
@@ -49,6 +61,5 @@ def make_handler(router: Router, fraud: FraudService, recording_directory: str):
 
 
 async def _header(request: AgiRequest, name: str, chars: str, length: int) -> str:
-    expr = "${FILTER(%s,${PJSIP_HEADER(read,%s):0:%d})}" % (chars, name, length)
-    _, result, text = await request.command(f"GET FULL VARIABLE {quote_arg(expr)}")
+    _, result, text = await request.command(f"GET FULL VARIABLE {quote_arg(header_expression(name, chars, length))}")
     return text[1:-1] if result == 1 and text.startswith("(") and text.endswith(")") else ""
