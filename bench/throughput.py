@@ -144,15 +144,18 @@ async def count_calls(url: str) -> int:
         await engine.dispose()
 
 
-def wait_stored(url: str, want: int, timeout: float = 60) -> int:
-    """Call records in the database once they stop growing (or reach want)."""
-    deadline, last = time.monotonic() + timeout, -1
+def wait_stored(url: str, want: int, timeout: float = 180, quiet: float = 10) -> int:
+    """Call records in the database once they reach want, or stop growing for `quiet` seconds
+    (a controller behind on its AMI events is still storing calls after the load ends)."""
+    deadline, last, since = time.monotonic() + timeout, -1, time.monotonic()
     while True:
         n = asyncio.run(count_calls(url))
-        if n >= want or n == last or time.monotonic() > deadline:
+        now = time.monotonic()
+        if n != last:
+            last, since = n, now
+        if n >= want or now - since >= quiet or now > deadline:
             return n
-        last = n
-        time.sleep(2)
+        time.sleep(1)
 
 
 # -- SIPp load -----------------------------------------------------------------
