@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -162,10 +162,11 @@ async def settle(session: AsyncSession, record: CallRecord, *, now: datetime | N
         rejected_reason=rejected, revision=1, disputed=False, **_decision_columns(decision)))
     await session.flush()
     await _roll(session, record.started_at, campaign_id, buyer_id, publisher_id, calls=1,
-                connected=int(facts.answered), connected_ms=record.connected_ms if facts.answered else 0)
+                connected=int(facts.answered), connected_ms=record.connected_ms if facts.answered else 0,
+                billable=int(decision.revenue.billable), paid=int(decision.payout.billable))
     await _book_decision(session, "call", call_id, record.linkedid, record.started_at, now,
                          campaign_id, buyer_id, publisher_id, decision.revenue.billable, decision.revenue.cents,
-                         decision.payout.billable, decision.payout.cents, reason="call", counts=True)
+                         decision.payout.billable, decision.payout.cents, reason="call")
     return Settled(call_id, decision)
 
 
@@ -244,14 +245,30 @@ async def _roll(session: AsyncSession, when: datetime, campaign_id: int, buyer_i
     if not deltas:
         return
     values = {c: deltas.get(c, 0) for c in _ROLL_COLUMNS}
+    dialect = session.get_bind().dialect.name
     for table, time_column, start in ((b.BillingRollup.__table__, "bucket_start", bucket_of(when)),
                                       (b.BillingDaily.__table__, "day_start", day_of(when))):
-        stmt = _insert(session)(table).values({time_column: start, "campaign_id": campaign_id,
-                                               "buyer_id": buyer_id, "publisher_id": publisher_id, **values})
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[time_column, "campaign_id", "buyer_id", "publisher_id"],
-            set_={c: table.c[c] + stmt.excluded[c] for c in deltas})
-        await session.execute(stmt)
+        stmt = _roll_statement(dialect, table, time_column, tuple(sorted(deltas)))
+        await session.execute(stmt, {time_column: start, "campaign_id": campaign_id, "buyer_id": buyer_id,
+                                     "publisher_id": publisher_id, **values})
+
+
+_ROLL_STATEMENTS: dict[tuple, Any] = {}
+
+
+def _roll_statement(dialect: str, table, time_column: str, changed: tuple[str, ...]):
+    """The upsert that adds to one rollup row, built once per shape: every settled call runs
+    several, and building and compiling them anew each time was the writer's largest cost."""
+    key = (dialect, table.name, changed)
+    stmt = _ROLL_STATEMENTS.get(key)
+    if stmt is None:
+        columns = (time_column, "campaign_id", "buyer_id", "publisher_id", *_ROLL_COLUMNS)
+        insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[dialect]
+        stmt = insert(table).values({c: bindparam(c) for c in columns})
+        stmt = stmt.on_conflict_do_update(index_elements=[time_column, "campaign_id", "buyer_id", "publisher_id"],
+                                          set_={c: table.c[c] + stmt.excluded[c] for c in changed})
+        _ROLL_STATEMENTS[key] = stmt
+    return stmt
 
 
 async def dispute(session: AsyncSession, linkedid: str, *, user: str, reason: str, window_days: int,
