@@ -190,7 +190,7 @@ async def _book_decision(session, kind, call_id, linkedid, when, now, campaign_i
             await book(session, key=f"{kind}:{linkedid}:{account}{key_suffix}", kind=kind, account=account,
                        amount_cents=cents, call_id=call_id, campaign_id=campaign_id, buyer_id=buyer_id,
                        publisher_id=publisher_id, booked_at=when, now=now, reason=reason, user=user,
-                       late_ok=True)
+                       late_ok=True, fetch=False)
 
 
 # --- the ledger ------------------------------------------------------------
@@ -202,8 +202,10 @@ async def closed_period_at(session: AsyncSession, when: datetime) -> b.ClosedPer
 
 async def book(session: AsyncSession, *, key: str, kind: str, account: str, amount_cents: int, booked_at: datetime,
                now: datetime | None = None, call_id: int | None = None, campaign_id: int = 0, buyer_id: int = 0,
-               publisher_id: int = 0, reason: str = "", user: str = "", late_ok: bool = False) -> b.LedgerEntry | None:
-    """Append one entry (and its rollup); None if `key` is already booked.
+               publisher_id: int = 0, reason: str = "", user: str = "", late_ok: bool = False,
+               fetch: bool = True) -> b.LedgerEntry | int | None:
+    """Append one entry (and its rollup); None if `key` is already booked. Returns the entry, or
+    only its id when not `fetch` (settling a call needs no more, and saves a query).
 
     A time in a closed period is refused (PeriodClosedError), except with
     `late_ok`, used for calls: a call that ends up in a closed period (replayed
@@ -225,15 +227,32 @@ async def book(session: AsyncSession, *, key: str, kind: str, account: str, amou
         booked_at = now
         if await closed_period_at(session, booked_at) is not None:
             raise PeriodClosedError("period", f"now ({now:%Y-%m-%d %H:%M}Z) is in a closed period")
-    entry_id = await session.scalar(_insert(session)(b.LedgerEntry).values(
-        key=key, kind=kind, account=account, call_id=call_id, campaign_id=campaign_id, buyer_id=buyer_id,
-        publisher_id=publisher_id, amount_cents=amount_cents, booked_at=booked_at, created_at=now,
-        reason=reason, user=user).on_conflict_do_nothing(index_elements=["key"]).returning(b.LedgerEntry.id))
+    values = dict(key=key, kind=kind, account=account, call_id=call_id, campaign_id=campaign_id, buyer_id=buyer_id,
+                  publisher_id=publisher_id, amount_cents=amount_cents, booked_at=booked_at, created_at=now,
+                  reason=reason, user=user)
+    entry_id = await session.scalar(_entry_statement(session.get_bind().dialect.name),
+                                    {f"p_{k}": v for k, v in values.items()})
     if entry_id is None:
         return None
     money = {"receivable_cents" if account == RECEIVABLE else "payable_cents": amount_cents}
     await _roll(session, booked_at, campaign_id, buyer_id, publisher_id, **money)
-    return await session.get(b.LedgerEntry, entry_id)
+    return await session.get(b.LedgerEntry, entry_id) if fetch else entry_id
+
+
+_ENTRY_COLUMNS = ("key", "kind", "account", "call_id", "campaign_id", "buyer_id", "publisher_id", "amount_cents",
+                  "booked_at", "created_at", "reason", "user")
+_ENTRY_STATEMENTS: dict[str, Any] = {}
+
+
+def _entry_statement(dialect: str):
+    """INSERT ... ON CONFLICT (key) DO NOTHING RETURNING id, built once (see _roll_statement)."""
+    stmt = _ENTRY_STATEMENTS.get(dialect)
+    if stmt is None:
+        insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[dialect]
+        stmt = insert(b.LedgerEntry).values({c: bindparam(f"p_{c}") for c in _ENTRY_COLUMNS})
+        stmt = stmt.on_conflict_do_nothing(index_elements=["key"]).returning(b.LedgerEntry.id)
+        _ENTRY_STATEMENTS[dialect] = stmt
+    return stmt
 
 
 _ROLL_COLUMNS = ("calls", "connected", "billable", "paid", "connected_ms", "receivable_cents", "payable_cents")
