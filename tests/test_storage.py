@@ -568,3 +568,23 @@ async def test_stop_with_timeout_fails_leftover_jobs(sessionmaker):
         with pytest.raises(WriterStopped):
             fut.result()
     assert await count(sessionmaker, t.Campaign) == 0
+
+
+async def test_waiting_jobs_share_a_transaction_and_a_failing_one_fails_alone(writer, sessionmaker):
+    """Group commit: jobs queued together commit together, but one that fails rolls back only
+    itself; the others are stored, in order, and their callers get their results."""
+    from sqlalchemy import select
+
+    async def fails(session):
+        await repo.create_publisher(session, "Doomed", payout="1.00")
+        raise ValueError("bad form")
+
+    futures = [writer.submit(lambda s: repo.create_publisher(s, "First", payout="1.00")),
+               writer.submit(fails),
+               writer.submit(lambda s: repo.create_publisher(s, "Third", payout="3.00"))]
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    assert isinstance(results[1], ValueError) and not isinstance(results[0], Exception)
+    async with sessionmaker() as s:
+        names = list(await s.scalars(select(t.Publisher.name).order_by(t.Publisher.id)))
+    assert names == ["First", "Third"]
+    assert writer.depth == 0
