@@ -11,10 +11,12 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
+from operator import attrgetter, neg, sub
 from typing import Callable
 
 from ppcswitch.routing.counters import Counters, local
 from ppcswitch.routing.model import Buyer, Campaign, Network
+from ppcswitch.routing.plan import BIG, campaign_plan, geo_reason
 from ppcswitch.routing.rules import NO_RULES, Rules
 
 # Q.850 causes given to the dialplan. Carriers map them to SIP responses:
@@ -71,6 +73,22 @@ class NoCounts(Counters):
 
 _NO_COUNTS = NoCounts()
 _rng = random.Random()
+_tier, _priority, _bid = attrgetter("tier"), attrgetter("priority"), attrgetter("bid")
+
+
+def _order(eligible: list, drawn: list[float], float_keys: bool) -> list[int]:
+    """Buyer ids by (priority, -drawn key, buyer id).
+
+    Sorted as the floats 2 * priority - key when the plan allows it (small priorities: a tier's keys
+    then stay within (2p - 1, 2p], apart from the next tier's) and no two are equal after rounding:
+    then the float order is that order, and floats sort several times faster than tuples."""
+    if float_keys:
+        keys = list(map(sub, map(_tier, eligible), drawn))
+        by_key = dict(zip(keys, eligible))
+        if len(by_key) == len(keys):
+            return list(map(_bid, map(by_key.__getitem__, sorted(keys))))
+    ranked = sorted(zip(map(_priority, eligible), map(neg, drawn), map(_bid, eligible)))
+    return [bid for _, _, bid in ranked]
 
 
 def route(
@@ -104,22 +122,69 @@ def route(
     rng = rng or _rng
     now = facts.at or time.time()
     # One sort gives tier order and, inside a tier, a weighted random order: each buyer is keyed by
-    # u ** (1 / weight) (Efraimidis-Spirakis weighted sampling without replacement).
-    ranked: list[tuple[int, float, int]] = []
+    # u ** (1 / weight) (Efraimidis-Spirakis weighted sampling without replacement), largest first.
+    eligible: list = []  # plan links, in plan order
+    take = eligible.append
+    drawn: list[float] = []  # their keys
+    draw = drawn.append
     rand = rng.random
-    buyers = network.buyers
-    trace = decision.trace
-    for link in campaign.buyers:
-        bid = link.buyer_id
-        buyer = buyers.get(bid)
-        reason = skip_reason(buyer, link.rules, facts, now, live_count, counters) if buyer else "buyer_missing"
-        if reason:
-            trace.append((bid, reason))
+    skip = decision.trace.append
+    # The rules of skip_reason(), in its order and with its reasons, over the snapshot's plan: what is
+    # the same for every buyer of this call is read once here (local periods per zone, the caller's
+    # past deliveries), what is the same for every call was resolved in the plan (routing.plan).
+    plan = campaign_plan(network, campaign)
+    periods, closed = plan.at(now)
+    where = (facts.state, facts.area_code)
+    seen = counters.delivered.get(facts.caller) if facts.caller_valid else None
+    dups = plan.duplicates(seen, now) if seen and plan.dup_links else ()
+    hours = counters.hours
+    memos = [hours.get(lt.hour) or counters.hour(lt) for lt in periods]
+    last_offer = counters.last_offer
+    for k, shut in zip(plan.links, closed):
+        bid = k.bid
+        if shut is not None:  # skipped whatever the call (missing, paused), closed date, weekly hours
+            if shut is k.skip:
+                skip(shut)
+            elif k.cap < BIG and live_count(bid) >= k.cap:  # the concurrency cap comes before the schedule
+                skip(k.cap_skip)
+            else:
+                skip(shut)
             continue
-        w = link.rules.weight
-        ranked.append((link.priority, -(rand() if w == 1 else rand() ** (1.0 / w)), bid))
-    ranked.sort()
-    candidates = [bid for _, _, bid in ranked]
+        live = live_count(bid) if k.live else 0
+        if live >= k.cap:  # (no cap: a number never reached)
+            skip(k.cap_skip)
+            continue
+        if k.ruled:
+            if k.geo:
+                reason = k.where.get(where)
+                if reason is None:
+                    reason = geo_reason(k.where, k.rules, where)
+                if reason:
+                    skip((bid, reason))
+                    continue
+            gap = k.gap
+            if gap:
+                last = last_offer.get(bid)
+                if last is not None and now - last < gap:
+                    skip(k.gap_skip)
+                    continue
+            if dups and k in dups:
+                skip(k.dup_skip)
+                continue
+            if k.counted:
+                # Legs ringing or connected now may still connect: they count against the caps too.
+                room = memos[k.zone].get(k)
+                if room is None:
+                    room = k.room(counters, periods[k.zone])
+                if live >= room[0]:  # a count cap: which one, in order
+                    skip(k.cap_reached(live, room))
+                    continue
+                if room[1] is not None:  # one more call would pass the daily or monthly budget
+                    skip(room[1])
+                    continue
+        take(k)
+        draw(rand() if k.weight == 1 else rand() ** k.inv_weight)
+    candidates = _order(eligible, drawn, plan.float_keys)
     if campaign.repeat_caller and facts.caller_valid:
         last = counters.last_buyer(facts.caller)
         if last is not None and last in candidates and candidates[0] != last:
@@ -150,7 +215,9 @@ def skip_reason(
 ) -> str:
     """Why this buyer cannot take this call right now ('' when it can).
 
-    On every call for every buyer of the campaign: written for speed (see bench/routing.py)."""
+    The rules read one by one: next_candidate() asks it again at dial time. route() reads the same
+    rules from the snapshot's plan (routing.plan); tests/test_routing_plan.py holds the two to the
+    same answers."""
     if buyer.paused:
         return "paused"
     if rules.paused:
