@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import random
 from datetime import datetime
-from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 from hypothesis import HealthCheck, given, settings
@@ -18,9 +17,9 @@ from hypothesis import strategies as st
 
 from ppcswitch.routing import geo
 from ppcswitch.routing.counters import Counters
-from ppcswitch.routing.engine import CallFacts, _order, route, skip_reason
+from ppcswitch.routing.engine import CallFacts, route, skip_reason
 from ppcswitch.routing.model import Buyer, Campaign, CampaignBuyer, Network, Publisher, TrackingNumber
-from ppcswitch.routing.plan import FLOAT_PRIORITY, WEEK_MINUTES, CampaignPlan, week_bits
+from ppcswitch.routing.plan import WEEK_MINUTES, CampaignPlan, week_bits
 from ppcswitch.routing.rules import DAYS, parse_hours, parse_rules
 from ppcswitch.routing.service import Router
 
@@ -160,20 +159,6 @@ def test_route_decides_what_the_rules_read_one_by_one_decide(specs, now, caller,
         # Counts move between calls: the plan must not answer from stale counts.
         if d.candidates:
             counters.delivered_call(d.candidates[0], ZONES[k % len(ZONES)], at, caller, 4000)
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from([0, 1, 2, 7, 1000, 2**40, 2**40 + 1, 2**60, -3]),
-                          st.sampled_from([0.0, 0.5, 0.5 + 2**-52, 1 - 2**-53, 2**-60]) | st.floats(0, 1, exclude_max=True),
-                          st.integers(1, 50)), max_size=12, unique_by=lambda t: t[2]))
-def test_float_keys_sort_as_the_tuples_do(ranked):
-    """engine._order: floats 2 * priority - key when exact, the (priority, -key, id) tuples otherwise."""
-    links = [SimpleNamespace(priority=p, tier=2.0 * p, bid=bid) for p, _, bid in ranked]
-    drawn = [u for _, u, _ in ranked]
-    want = [bid for _, _, bid in sorted((p, -u, bid) for p, u, bid in ranked)]
-    small = all(abs(p) <= FLOAT_PRIORITY for p, _, _ in ranked)
-    assert _order(links, drawn, small) == want
-    assert _order(links, drawn, False) == want
 
 
 def test_a_delivery_between_two_calls_reaches_the_next_decision():

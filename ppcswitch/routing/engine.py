@@ -11,12 +11,12 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
-from operator import attrgetter, neg, sub
+from operator import itemgetter
 from typing import Callable
 
 from ppcswitch.routing.counters import Counters, local
 from ppcswitch.routing.model import Buyer, Campaign, Network
-from ppcswitch.routing.plan import BIG, campaign_plan, geo_reason
+from ppcswitch.routing.plan import BIG, campaign_plan, geo_reason, where_key
 from ppcswitch.routing.rules import NO_RULES, Rules
 
 # Q.850 causes given to the dialplan. Carriers map them to SIP responses:
@@ -73,22 +73,7 @@ class NoCounts(Counters):
 
 _NO_COUNTS = NoCounts()
 _rng = random.Random()
-_tier, _priority, _bid = attrgetter("tier"), attrgetter("priority"), attrgetter("bid")
-
-
-def _order(eligible: list, drawn: list[float], float_keys: bool) -> list[int]:
-    """Buyer ids by (priority, -drawn key, buyer id).
-
-    Sorted as the floats 2 * priority - key when the plan allows it (small priorities: a tier's keys
-    then stay within (2p - 1, 2p], apart from the next tier's) and no two are equal after rounding:
-    then the float order is that order, and floats sort several times faster than tuples."""
-    if float_keys:
-        keys = list(map(sub, map(_tier, eligible), drawn))
-        by_key = dict(zip(keys, eligible))
-        if len(by_key) == len(keys):
-            return list(map(_bid, map(by_key.__getitem__, sorted(keys))))
-    ranked = sorted(zip(map(_priority, eligible), map(neg, drawn), map(_bid, eligible)))
-    return [bid for _, _, bid in ranked]
+_third = itemgetter(2)  # the buyer id of a ranked (priority, -key, buyer id)
 
 
 def route(
@@ -123,10 +108,8 @@ def route(
     now = facts.at or time.time()
     # One sort gives tier order and, inside a tier, a weighted random order: each buyer is keyed by
     # u ** (1 / weight) (Efraimidis-Spirakis weighted sampling without replacement), largest first.
-    eligible: list = []  # plan links, in plan order
-    take = eligible.append
-    drawn: list[float] = []  # their keys
-    draw = drawn.append
+    ranked: list[tuple[int, float, int]] = []
+    rank = ranked.append
     rand = rng.random
     skip = decision.trace.append
     # The rules of skip_reason(), in its order and with its reasons, over the snapshot's plan: what is
@@ -134,7 +117,8 @@ def route(
     # past deliveries), what is the same for every call was resolved in the plan (routing.plan).
     plan = campaign_plan(network, campaign)
     periods, closed = plan.at(now)
-    where = (facts.state, facts.area_code)
+    state, npa = facts.state, facts.area_code
+    where = where_key(state, npa)
     seen = counters.delivered.get(facts.caller) if facts.caller_valid else None
     dups = plan.duplicates(seen, now) if seen and plan.dup_links else ()
     hours = counters.hours
@@ -158,7 +142,7 @@ def route(
             if k.geo:
                 reason = k.where.get(where)
                 if reason is None:
-                    reason = geo_reason(k.where, k.rules, where)
+                    reason = geo_reason(k.where, k.rules, where, state, npa)
                 if reason:
                     skip((bid, reason))
                     continue
@@ -176,15 +160,12 @@ def route(
                 room = memos[k.zone].get(k)
                 if room is None:
                     room = k.room(counters, periods[k.zone])
-                if live >= room[0]:  # a count cap: which one, in order
-                    skip(k.cap_reached(live, room))
+                if live >= room[0]:  # a count cap reached, or the budget spent: which, in order
+                    skip(k.over(live, room))
                     continue
-                if room[1] is not None:  # one more call would pass the daily or monthly budget
-                    skip(room[1])
-                    continue
-        take(k)
-        draw(rand() if k.weight == 1 else rand() ** k.inv_weight)
-    candidates = _order(eligible, drawn, plan.float_keys)
+        rank((k.priority, -(rand() if k.weight == 1 else rand() ** k.inv_weight), bid))
+    ranked.sort()
+    candidates = list(map(_third, ranked))
     if campaign.repeat_caller and facts.caller_valid:
         last = counters.last_buyer(facts.caller)
         if last is not None and last in candidates and candidates[0] != last:

@@ -63,8 +63,8 @@ def area_code_reason(rules: Rules, npa: str) -> str:
 
 @lru_cache(maxsize=4096)
 def _reasons(states_allowed: frozenset[str], states_denied: frozenset[str], area_codes_allowed: frozenset[str],
-             area_codes_denied: frozenset[str]) -> dict[tuple[str, str], str]:
-    """(state, area code) -> geography reason ('' passes) for one set of geography rules.
+             area_codes_denied: frozenset[str]) -> dict[str, str]:
+    """where_key(state, area code) -> geography reason ('' passes) for one set of geography rules.
 
     Shared by every link with the same geography rules; filled by geo_reason() as callers come."""
     return {}
@@ -73,11 +73,16 @@ def _reasons(states_allowed: frozenset[str], states_denied: frozenset[str], area
 TABLE_MAX = 4096  # (state, area code) pairs remembered per table: there are about 50 x 400 at most
 
 
-def geo_reason(table: dict[tuple[str, str], str], rules: Rules, where: tuple[str, str]) -> str:
-    """The geography reason for a (state, area code) not in `table` yet; remembered there."""
-    reason = state_reason(rules, where[0]) or area_code_reason(rules, where[1])
+def where_key(state: str, npa: str) -> str:
+    """One string for a (state, area code) pair: hashed once per call, not once per buyer as a tuple."""
+    return f"{len(state)}:{state}{npa}"
+
+
+def geo_reason(table: dict[str, str], rules: Rules, key: str, state: str, npa: str) -> str:
+    """The geography reason for a (state, area code) not in `table` yet; remembered there by `key`."""
+    reason = state_reason(rules, state) or area_code_reason(rules, npa)
     if len(table) < TABLE_MAX:
-        table[where] = reason
+        table[key] = reason
     return reason
 
 
@@ -94,7 +99,7 @@ class Link:
     The trace entries (buyer id, reason) are built here once; a call appends the one that applies."""
 
     __slots__ = (
-        "bid", "buyer", "rules", "priority", "tier", "weight", "inv_weight", "skip", "live", "cap", "cap_skip", "ruled",
+        "bid", "buyer", "rules", "priority", "weight", "inv_weight", "skip", "live", "cap", "cap_skip", "ruled",
         "zone", "closed_days", "closed_skip", "week", "week_skip", "geo", "where", "gap", "gap_skip",
         "dup_seconds", "dup_skip", "counted", "cap_hourly", "cap_daily", "cap_monthly", "cap_total",
         "budget_daily_left", "budget_monthly_left", "hourly_skip", "daily_skip", "monthly_skip", "total_skip",
@@ -108,7 +113,6 @@ class Link:
         self.buyer = buyer
         self.rules = rules
         self.priority = link.priority
-        self.tier = 2.0 * link.priority  # engine._order's float key: 2 * priority - drawn key
         self.weight = w = rules.weight
         self.inv_weight = 1.0 / w
         # A buyer skipped whatever the call: its trace entry (None: checked per call).
@@ -161,22 +165,26 @@ class Link:
 
     def room(self, counters: Counters, lt: Local) -> tuple:
         """How far this buyer is from its caps at local periods `lt`, remembered in `counters` until its
-        counts change: (live legs that reach the first count cap: hourly, daily, monthly or total; the
-        budget's trace entry when one more call would pass it, else None; calls this hour, today, this
-        month, ever)."""
+        counts change: (live legs at which to look closer: those that reach the first count cap, or 0
+        when the budget is spent; that count cap's room; the budget's trace entry or None; calls this
+        hour, today, this month). Count caps: hourly, daily, monthly, total; budgets: daily, monthly."""
         h, d, mo, spent_d, spent_m = counters.periods(self.bid, lt)
         total = counters.total.get(self.bid, 0) if self.cap_total is not None else 0
         room = min(self.cap_hourly - h, self.cap_daily - d, self.cap_monthly - mo,
                    BIG if self.cap_total is None else self.cap_total - total)
         budget = (self.budget_daily_skip if spent_d > self.budget_daily_left
                   else self.budget_monthly_skip if spent_m > self.budget_monthly_left else None)
-        got = (room, budget, h, d, mo, total)
+        # One comparison per call in the usual case: no budget spent and the caps still far.
+        got = (room if budget is None else 0, room, budget, h, d, mo)
         counters.remember(lt, self.bid, self, got)
         return got
 
-    def cap_reached(self, live: int, room: tuple) -> tuple[int, str]:
-        """The trace entry of the first cap `live` legs reach (room[0] <= live), in skip_reason's order."""
-        _, _, h, d, mo, _ = room
+    def over(self, live: int, room: tuple) -> tuple[int, str]:
+        """The trace entry when `live` legs reach room[0]: the first count cap reached (skip_reason's
+        order: hourly, daily, monthly, total), else the budget."""
+        _, caps, budget, h, d, mo = room
+        if live < caps:
+            return budget
         if h + live >= self.cap_hourly:
             return self.hourly_skip
         if d + live >= self.cap_daily:
@@ -186,7 +194,6 @@ class Link:
         return self.total_skip
 
 
-FLOAT_PRIORITY = 2**40
 MINUTES_KEPT = 256  # minutes of closed/open answers kept per campaign (calls come in at about now)
 
 
@@ -200,15 +207,13 @@ def _closed(lt: Local, days: frozenset[int], week: bytes | None) -> int:
 
 
 class CampaignPlan:
-    __slots__ = ("links", "zones", "minutes", "dup_links", "schedules", "schedule_of", "entries", "float_keys")
+    __slots__ = ("links", "zones", "minutes", "dup_links", "schedules", "schedule_of", "entries")
 
     def __init__(self, campaign: Campaign, network: Network) -> None:
         zones: list[str] = []
         buyers = network.buyers
         self.links = tuple(Link(link, buyers.get(link.buyer_id), zones) for link in campaign.buyers)
         self.zones = tuple(zones)  # the local zones the campaign's rules read
-        # engine._order may sort float keys 2 * priority - key while they keep 11 bits below 1.
-        self.float_keys = all(abs(k.priority) <= FLOAT_PRIORITY for k in self.links)
         self.minutes: dict[int, tuple[list[Local], tuple]] = {}
         # The distinct schedules (zone, closed day ordinals, week bits): buyers share them, so a minute
         # is read once per schedule. Per link: its schedule's index (-1: none) and its trace entries by
@@ -249,15 +254,15 @@ class CampaignPlan:
             self.minutes[minute] = got
         return got
 
-    def duplicates(self, seen: dict[int, float], now: float) -> set[Link]:
+    def duplicates(self, seen: dict[int, float], now: float) -> set[Link] | tuple:
         """The links whose duplicate rule refuses a caller delivered to `seen` {buyer id: epoch} before.
 
         Once per call from the caller's few past buyers, not once per link."""
         dup = self.dup_links
-        if len(seen) <= len(dup):
-            return {k for bid, last in seen.items() for k, window in dup.get(bid, ()) if now - last < window}
-        return {k for bid, links in dup.items() if (last := seen.get(bid)) is not None
-                for k, window in links if now - last < window}
+        both = seen.keys() & dup.keys()  # usually none
+        if not both:
+            return ()
+        return {k for bid in both for k, window in dup[bid] if now - seen[bid] < window}
 
 
 def campaign_plan(network: Network, campaign: Campaign) -> CampaignPlan:
