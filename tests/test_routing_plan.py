@@ -174,6 +174,23 @@ def test_a_delivery_between_two_calls_reaches_the_next_decision():
     assert route(network, f, lambda b: 0, counters=c).trace == [(1, "cap_hourly:1")]
 
 
+def test_totals_read_back_at_start_reach_the_next_decision():
+    """storage.repo_routing.load_history updates counters.total in place: remembered room is dropped."""
+    rules = parse_rules({"cap_total": 3})
+    network = Network(buyers={1: Buyer(1, "B", "PJSIP/x", rules=rules)}, publishers={7: Publisher(7, "P")},
+                      campaigns={5: Campaign(5, "C", buyers=(CampaignBuyer(1, 1, rules),))},
+                      numbers={NUMBER: TrackingNumber(NUMBER, 5, 7)})
+    f = CallFacts(NUMBER, NUMBER, "+14155550123", caller_valid=True,
+                  at=datetime.fromisoformat("2026-11-23T15:10:00+00:00").timestamp())
+    c = Counters()
+    assert route(network, f, lambda b: 0, counters=c).candidates == (1,)
+    c.total.update({1: 3})
+    assert route(network, f, lambda b: 0, counters=c).trace == [(1, "cap_total:3")]
+    c.total = {1: 1}
+    assert route(network, f, lambda b: 0, counters=c).candidates == (1,)
+    assert route(network, f, lambda b: 2, counters=c).trace == [(1, "cap_total:3")]  # live legs count too
+
+
 def test_a_new_snapshot_gets_its_own_plan():
     rules = parse_rules({"states_allowed": ["CA"]})
     network = Network(buyers={1: Buyer(1, "B", "PJSIP/x", rules=rules), 2: Buyer(2, "C", "PJSIP/y")},

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import time
+from sys import intern
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Callable
@@ -118,7 +119,7 @@ def route(
     plan = campaign_plan(network, campaign)
     periods, closed = plan.at(now)
     state, npa = facts.state, facts.area_code
-    where = where_key(state, npa)
+    where = intern(where_key(state, npa))  # the tables' own key object: found without comparing text
     seen = counters.delivered.get(facts.caller) if facts.caller_valid else None
     dups = plan.duplicates(seen, now) if seen and plan.dup_links else ()
     hours = counters.hours

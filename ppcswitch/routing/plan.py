@@ -24,7 +24,7 @@ from ppcswitch.routing.rules import NO_RULES, Rules
 WEEK_MINUTES = 7 * 1440
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=1024)
 def week_bits(weekly: tuple[tuple[tuple[int, int], ...], ...]) -> bytes:
     """Rules.weekly as one byte per local minute of the week (Monday 00:00 first): 1 open, 0 closed.
 

@@ -54,6 +54,7 @@ class Router:
     def swap(self, network: Network) -> None:
         """Take a new configuration snapshot; the next decision uses it."""
         self.network = network
+        self.counters.forget()  # what was worked out for the old snapshot's links (and keeps them alive)
 
     def facts(self, dialled: str, caller_id: str, sub_id: str = "", click_id: str = "") -> CallFacts:
         """A new call's facts; sub_id / click_id: its attribution so far (lease, SIP headers), for RTB."""
