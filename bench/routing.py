@@ -7,6 +7,8 @@
 with closed dates, state and area-code geography, concurrency / hourly / daily
 / monthly / total caps, daily and monthly budgets, the duplicate rule, a
 minimum gap, repeat callers; counters hold 200,000 past deliveries. No RTB.
+The calls are decided three times: cold (caches filling), timed one by one
+(latency), then untimed (decisions per second).
 Runs on one core (one thread, no I/O), as the controller's event loop does.
 """
 
@@ -101,17 +103,25 @@ def main() -> None:
         table.get(f.tracking_number)
         lookup_times.append(perf() - t0)
 
+    # Pass 1 (cold): every cache the plan keeps (minutes, places, cap room) is filled as calls come.
+    # Pass 2: latency of each decision, timed one by one. Pass 3: decisions per second with no timer
+    # in the loop. Passes 2 and 3 see what a running controller sees: the plan already worked out.
     decision_rng = random.Random(args.seed)
-    get_live = live.get
-    times = []
-    routed = skipped = 0
     start = time.perf_counter()
     for f in calls:
+        route(network, f, live, False, counters, decision_rng)
+    cold = time.perf_counter() - start
+    times = []
+    routed = skipped = 0
+    for f in calls:
         t0 = perf()
-        d = route(network, f, lambda b: get_live(b, 0), False, counters, decision_rng)
+        d = route(network, f, live, False, counters, decision_rng)
         times.append(perf() - t0)
         routed += bool(d.candidates)
         skipped += len(d.trace)
+    start = time.perf_counter()
+    for f in calls:
+        route(network, f, live, False, counters, decision_rng)
     wall = time.perf_counter() - start
 
     def pct(xs, p):
@@ -123,7 +133,7 @@ def main() -> None:
     print(f"  dict lookup of the number : p50 {pct(lookup_times, .5):7.2f} us   p99 {pct(lookup_times, .99):7.2f} us")
     print(f"  routing decision          : p50 {pct(times, .5):7.2f} us   p99 {pct(times, .99):7.2f} us   "
           f"mean {statistics.fmean(times) / 1000:.2f} us")
-    print(f"  decisions per second      : {len(calls) / wall:,.0f}  (loop incl. timing overhead)")
+    print(f"  decisions per second      : {len(calls) / wall:,.0f}  (first pass, caches cold: {len(calls) / cold:,.0f})")
     print(f"  calls with a buyer        : {routed / len(calls):.1%}; buyers skipped per call: {skipped / len(calls):.1f}")
 
 

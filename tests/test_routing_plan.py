@@ -153,7 +153,7 @@ def test_route_decides_what_the_rules_read_one_by_one_decide(specs, now, caller,
     for k, at in enumerate(times):
         f = CallFacts(NUMBER, NUMBER, caller, caller_valid=valid, at=at, area_code=npa,
                       state=zip_state or geo.state_of_area_code(npa))
-        d = route(network, f, lambda b: live.get(b, 0), counters=counters, rng=random.Random(seed))
+        d = route(network, f, live, counters=counters, rng=random.Random(seed))
         assert (d.candidates, d.trace, d.sticky_buyer) == reference(network, f, lambda b: live.get(b, 0), counters,
                                                                     random.Random(seed))
         # Counts move between calls: the plan must not answer from stale counts.
@@ -169,9 +169,9 @@ def test_a_delivery_between_two_calls_reaches_the_next_decision():
     now = datetime.fromisoformat("2026-11-23T15:10:00+00:00").timestamp()
     f = CallFacts(NUMBER, NUMBER, "+14155550123", caller_valid=True, at=now)
     c = Counters()
-    assert route(network, f, lambda b: 0, counters=c).candidates == (1,)
+    assert route(network, f, {}, counters=c).candidates == (1,)
     c.delivered_call(1, "America/New_York", now - 60)
-    assert route(network, f, lambda b: 0, counters=c).trace == [(1, "cap_hourly:1")]
+    assert route(network, f, {}, counters=c).trace == [(1, "cap_hourly:1")]
 
 
 def test_totals_read_back_at_start_reach_the_next_decision():
@@ -183,12 +183,12 @@ def test_totals_read_back_at_start_reach_the_next_decision():
     f = CallFacts(NUMBER, NUMBER, "+14155550123", caller_valid=True,
                   at=datetime.fromisoformat("2026-11-23T15:10:00+00:00").timestamp())
     c = Counters()
-    assert route(network, f, lambda b: 0, counters=c).candidates == (1,)
+    assert route(network, f, {}, counters=c).candidates == (1,)
     c.total.update({1: 3})
-    assert route(network, f, lambda b: 0, counters=c).trace == [(1, "cap_total:3")]
+    assert route(network, f, {}, counters=c).trace == [(1, "cap_total:3")]
     c.total = {1: 1}
-    assert route(network, f, lambda b: 0, counters=c).candidates == (1,)
-    assert route(network, f, lambda b: 2, counters=c).trace == [(1, "cap_total:3")]  # live legs count too
+    assert route(network, f, {}, counters=c).candidates == (1,)
+    assert route(network, f, {1: 2}, counters=c).trace == [(1, "cap_total:3")]  # live legs count too
 
 
 def test_a_new_snapshot_gets_its_own_plan():
@@ -204,3 +204,42 @@ def test_a_new_snapshot_gets_its_own_plan():
                                                                                           paused=True)}))
     r.first("L2", r.facts(NUMBER, "+14155550123"))
     assert r.routes.get("L2").decision.candidates == (2,) and r.routes.get("L2").decision.trace == [(1, "paused")]
+
+
+def test_tiers_never_mix_even_at_the_highest_priorities():
+    """The sort key is priority + 0.5 - u/2 (a float): neighbouring tiers stay apart up to priority 1000."""
+    links = [CampaignBuyer(i, 999 + i % 2, parse_rules({"weight": 1 + i % 7})) for i in range(1, 21)]
+    network = Network(buyers={i: Buyer(i, f"B{i}", "PJSIP/x") for i in range(1, 21)},
+                      publishers={7: Publisher(7, "P")}, campaigns={5: Campaign(5, "C", buyers=tuple(links))},
+                      numbers={NUMBER: TrackingNumber(NUMBER, 5, 7)})
+    rng = random.Random(3)
+    f = CallFacts(NUMBER, NUMBER, "+14155550123", caller_valid=True,
+                  at=datetime.fromisoformat("2026-11-23T15:10:00+00:00").timestamp())
+    firsts = set()
+    for _ in range(2000):
+        got = route(network, f, {}, rng=rng).candidates
+        assert [1000 if b % 2 else 999 for b in got] == [999] * 10 + [1000] * 10
+        assert sorted(got) == list(range(1, 21))
+        firsts.add(got[0])
+    assert firsts == {2, 4, 6, 8, 10, 12, 14, 16, 18, 20}  # inside the tier, any buyer can come first
+
+
+def test_geography_answers_kept_per_place_follow_the_caller():
+    """plan.places() keeps one answer per (state, area code): a second caller from elsewhere gets its own."""
+    rules = parse_rules({"states_allowed": ["CA"], "area_codes_denied": ["310"]})
+    network = Network(buyers={1: Buyer(1, "B", "PJSIP/x", rules=rules), 2: Buyer(2, "C", "PJSIP/y")},
+                      publishers={7: Publisher(7, "P")},
+                      campaigns={5: Campaign(5, "C", buyers=(CampaignBuyer(1, 1, rules), CampaignBuyer(2, 2)))},
+                      numbers={NUMBER: TrackingNumber(NUMBER, 5, 7)})
+    at = datetime.fromisoformat("2026-11-23T15:10:00+00:00").timestamp()
+
+    def call(state, npa):
+        d = route(network, CallFacts(NUMBER, NUMBER, f"+1{npa}5550123", caller_valid=True, at=at,
+                                     area_code=npa, state=state), {})
+        return d.candidates, d.trace
+
+    for _ in range(2):  # the second round answers from what the first worked out
+        assert call("CA", "415") == ((1, 2), [])
+        assert call("TX", "512") == ((2,), [(1, "state_not_allowed:TX")])
+        assert call("CA", "310") == ((2,), [(1, "area_code_denied:310")])
+        assert call("", "") == ((2,), [(1, "state_unknown")])

@@ -48,7 +48,7 @@ def facts(when: float, caller="+14155550123", state=None, **kw) -> CallFacts:
 
 def decide(network, f, live=None, counters=None, rng=None):
     live = live or {}
-    return route(network, f, lambda b: live.get(b, 0), counters=counters, rng=rng or random.Random(1))
+    return route(network, f, live, counters=counters, rng=rng or random.Random(1))
 
 
 # --- schedules -----------------------------------------------------------------

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import random
 import time
-from sys import intern
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import Callable
+from typing import Callable, Mapping
 
 from ppcswitch.routing.counters import Counters, local
 from ppcswitch.routing.model import Buyer, Campaign, Network
-from ppcswitch.routing.plan import BIG, campaign_plan, geo_reason, where_key
+from ppcswitch.routing.plan import BIG, campaign_plan
 from ppcswitch.routing.rules import NO_RULES, Rules
 
 # Q.850 causes given to the dialplan. Carriers map them to SIP responses:
@@ -74,17 +73,21 @@ class NoCounts(Counters):
 
 _NO_COUNTS = NoCounts()
 _rng = random.Random()
-_third = itemgetter(2)  # the buyer id of a ranked (priority, -key, buyer id)
+_second = itemgetter(1)  # the buyer id of a ranked (sort key, buyer id)
 
 
 def route(
     network: Network,
     facts: CallFacts,
-    live_count: Callable[[int], int],
+    live: Mapping[int, int],
     allow_anonymous: bool = False,
     counters: Counters | None = None,
     rng: random.Random | None = None,
 ) -> Decision:
+    """The ordered buyers for this call and why every other one was passed over.
+
+    `live` holds the buyer legs ringing or connected now per buyer id (absent: none); it is read
+    with .get, not through a function, because it is read once per buyer on every call."""
     tn = network.numbers.get(facts.tracking_number) if facts.tracking_number else None
     if tn is None:
         return Decision(Status.REJECT, reject_reason="unknown_tracking_number", hangup_cause=CAUSE_UNALLOCATED)
@@ -109,7 +112,7 @@ def route(
     now = facts.at or time.time()
     # One sort gives tier order and, inside a tier, a weighted random order: each buyer is keyed by
     # u ** (1 / weight) (Efraimidis-Spirakis weighted sampling without replacement), largest first.
-    ranked: list[tuple[int, float, int]] = []
+    ranked: list[tuple[float, int]] = []
     rank = ranked.append
     rand = rng.random
     skip = decision.trace.append
@@ -119,54 +122,53 @@ def route(
     plan = campaign_plan(network, campaign)
     periods, closed = plan.at(now)
     state, npa = facts.state, facts.area_code
-    where = intern(where_key(state, npa))  # the tables' own key object: found without comparing text
+    places = plan.places(state, npa)  # per link: its geography trace entry for this caller, or None
     seen = counters.delivered.get(facts.caller) if facts.caller_valid else None
     dups = plan.duplicates(seen, now) if seen and plan.dup_links else ()
     hours = counters.hours
     memos = [hours.get(lt.hour) or counters.hour(lt) for lt in periods]
     last_offer = counters.last_offer
-    for k, shut in zip(plan.links, closed):
+    live_get = live.get
+    for k, shut, place in zip(plan.links, closed, places):
         bid = k.bid
         if shut is not None:  # skipped whatever the call (missing, paused), closed date, weekly hours
             if shut is k.skip:
                 skip(shut)
-            elif k.cap < BIG and live_count(bid) >= k.cap:  # the concurrency cap comes before the schedule
+            elif k.cap < BIG and live_get(bid, 0) >= k.cap:  # the concurrency cap comes before the schedule
                 skip(k.cap_skip)
             else:
                 skip(shut)
             continue
-        live = live_count(bid) if k.live else 0
+        live = live_get(bid, 0) if k.live else 0
         if live >= k.cap:  # (no cap: a number never reached)
             skip(k.cap_skip)
             continue
-        if k.ruled:
-            if k.geo:
-                reason = k.where.get(where)
-                if reason is None:
-                    reason = geo_reason(k.where, k.rules, where, state, npa)
-                if reason:
-                    skip((bid, reason))
-                    continue
-            gap = k.gap
-            if gap:
-                last = last_offer.get(bid)
-                if last is not None and now - last < gap:
-                    skip(k.gap_skip)
-                    continue
-            if dups and k in dups:
-                skip(k.dup_skip)
+        if place is not None:
+            skip(place)
+            continue
+        gap = k.gap
+        if gap:
+            last = last_offer.get(bid)
+            if last is not None and now - last < gap:
+                skip(k.gap_skip)
                 continue
-            if k.counted:
-                # Legs ringing or connected now may still connect: they count against the caps too.
-                room = memos[k.zone].get(k)
-                if room is None:
-                    room = k.room(counters, periods[k.zone])
-                if live >= room[0]:  # a count cap reached, or the budget spent: which, in order
-                    skip(k.over(live, room))
-                    continue
-        rank((k.priority, -(rand() if k.weight == 1 else rand() ** k.inv_weight), bid))
+        if dups and k in dups:
+            skip(k.dup_skip)
+            continue
+        if k.counted:
+            # Legs ringing or connected now may still connect: they count against the caps too.
+            zone = k.zone
+            room = memos[zone].get(k)
+            if room is None:
+                room = k.room(counters, periods[zone])
+            if live >= room[0]:  # a count cap reached, or the budget spent: which, in order
+                skip(k.over(live, room))
+                continue
+        # tier + 0.5 - key / 2 (priority at most 1000): tiers in order, larger keys first; a float to
+        # compare, not a (priority, key) pair.
+        rank(((k.tier_top - rand() * 0.5) if k.weight == 1 else (k.tier_top - rand() ** k.inv_weight * 0.5), bid))
     ranked.sort()
-    candidates = list(map(_third, ranked))
+    candidates = list(map(_second, ranked))
     if campaign.repeat_caller and facts.caller_valid:
         last = counters.last_buyer(facts.caller)
         if last is not None and last in candidates and candidates[0] != last:

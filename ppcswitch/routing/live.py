@@ -21,6 +21,11 @@ class LiveCalls:
         self._slots: dict[tuple[str, int], int] = {}  # (linkedid, attempt) -> buyer id
         self._counts: Counter[int] = Counter()
 
+    @property
+    def counts(self) -> Counter[int]:
+        """Legs per buyer id, read by routing.engine.route (absent: none). Not to be changed."""
+        return self._counts
+
     def count(self, buyer_id: int) -> int:
         return self._counts.get(buyer_id, 0)
 

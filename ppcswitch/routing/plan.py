@@ -99,7 +99,7 @@ class Link:
     The trace entries (buyer id, reason) are built here once; a call appends the one that applies."""
 
     __slots__ = (
-        "bid", "buyer", "rules", "priority", "weight", "inv_weight", "skip", "live", "cap", "cap_skip", "ruled",
+        "bid", "buyer", "rules", "priority", "tier_top", "weight", "inv_weight", "skip", "live", "cap", "cap_skip", "ruled",
         "zone", "closed_days", "closed_skip", "week", "week_skip", "geo", "where", "gap", "gap_skip",
         "dup_seconds", "dup_skip", "counted", "cap_hourly", "cap_daily", "cap_monthly", "cap_total",
         "budget_daily_left", "budget_monthly_left", "hourly_skip", "daily_skip", "monthly_skip", "total_skip",
@@ -113,6 +113,9 @@ class Link:
         self.buyer = buyer
         self.rules = rules
         self.priority = link.priority
+        # Sort key of the link's tier: priority + 0.5 - u/2 with u in [0, 1) stays inside (priority,
+        # priority + 0.5], so tiers never mix (priorities are whole numbers of at most 1000).
+        self.tier_top = link.priority + 0.5
         self.weight = w = rules.weight
         self.inv_weight = 1.0 / w
         # A buyer skipped whatever the call: its trace entry (None: checked per call).
@@ -144,7 +147,7 @@ class Link:
         self.geo = ruled and rules.geo
         self.where = _reasons(rules.states_allowed, rules.states_denied, rules.area_codes_allowed,
                               rules.area_codes_denied)
-        self.gap = rules.min_gap_seconds
+        self.gap = rules.min_gap_seconds if ruled else 0
         self.gap_skip = (bid, f"min_gap:{self.gap}s")
         days = rules.duplicate_days
         self.dup_seconds = days * 86400
@@ -194,6 +197,17 @@ class Link:
         return self.total_skip
 
 
+def _place(k: Link, key: str, state: str, npa: str) -> tuple[int, str] | None:
+    if not k.geo:
+        return None
+    reason = k.where.get(key)
+    if reason is None:
+        reason = geo_reason(k.where, k.rules, key, state, npa)
+    return (k.bid, reason) if reason else None
+
+
+NO_PLACES = tuple((None,) * n for n in range(64))  # campaigns without geography rules: one shared tuple per size
+
 MINUTES_KEPT = 256  # minutes of closed/open answers kept per campaign (calls come in at about now)
 
 
@@ -207,7 +221,8 @@ def _closed(lt: Local, days: frozenset[int], week: bytes | None) -> int:
 
 
 class CampaignPlan:
-    __slots__ = ("links", "zones", "minutes", "dup_links", "schedules", "schedule_of", "entries")
+    __slots__ = ("links", "zones", "minutes", "dup_links", "schedules", "schedule_of", "entries", "geo_links",
+                 "_places")
 
     def __init__(self, campaign: Campaign, network: Network) -> None:
         zones: list[str] = []
@@ -235,6 +250,22 @@ class CampaignPlan:
             if k.ruled and k.dup_seconds:
                 dup.setdefault(k.bid, []).append((k, k.dup_seconds))
         self.dup_links = {bid: tuple(v) for bid, v in dup.items()}
+        self.geo_links = any(k.geo for k in self.links)
+        self._places: dict[str, tuple] = {}
+
+    def places(self, state: str, npa: str) -> tuple:
+        """Per link, in order: the trace entry its geography rules give a caller from (state, area code),
+        or None when they let the caller through. Worked out once per place, not on every call."""
+        if not self.geo_links:
+            return NO_PLACES[len(self.links)] if len(self.links) < len(NO_PLACES) else (None,) * len(self.links)
+        key = where_key(state, npa)
+        got = self._places.get(key)
+        if got is None:
+            got = tuple(_place(k, key, state, npa) for k in self.links)
+            if len(self._places) >= TABLE_MAX:
+                self._places.clear()
+            self._places[key] = got
+        return got
 
     def at(self, now: float) -> tuple[list[Local], tuple]:
         """At epoch `now`: the local periods per zone, and per link the trace entry that skips it whatever
@@ -259,10 +290,16 @@ class CampaignPlan:
 
         Once per call from the caller's few past buyers, not once per link."""
         dup = self.dup_links
-        both = seen.keys() & dup.keys()  # usually none
-        if not both:
-            return ()
-        return {k for bid in both for k, window in dup[bid] if now - seen[bid] < window}
+        out: set[Link] | tuple = ()
+        for bid, when in seen.items():  # the caller's few past buyers
+            links = dup.get(bid)
+            if links is not None:
+                for k, window in links:
+                    if now - when < window:
+                        if not out:
+                            out = set()
+                        out.add(k)
+        return out
 
 
 def campaign_plan(network: Network, campaign: Campaign) -> CampaignPlan:

@@ -97,7 +97,7 @@ class Router:
         return trace_of(call, record.buyer_id)
 
     def decide(self, facts: CallFacts) -> Decision:
-        return route(self.network, facts, self.live.count, self.allow_anonymous, self.counters, self.rng)
+        return route(self.network, facts, self.live.counts, self.allow_anonymous, self.counters, self.rng)
 
     def first(self, linkedid: str, facts: CallFacts) -> dict[str, str]:
         """Decide a new call; returns the channel variables for the dialplan."""
