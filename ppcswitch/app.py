@@ -36,7 +36,7 @@ from ppcswitch.recovery import Recovery
 from ppcswitch.routing.service import Router
 from ppcswitch.rtb.auction import Auctioneer
 from ppcswitch.storage import db, repo, repo_routing
-from ppcswitch.storage.writer import Writer
+from ppcswitch.storage.writer import SyncJob, Writer
 from ppcswitch.tracker.tracker import CallTracker
 from ppcswitch import web as web_panel
 
@@ -65,11 +65,15 @@ async def database_ctx(app: web.Application):
     engine = db.make_engine(settings.database.url)
     app[ENGINE] = engine
     app[SESSIONS] = db.make_sessionmaker(engine)
-    writer = Writer(app[SESSIONS], max_queue=settings.database.write_queue_max)
+    writer_engine = db.make_writer_engine(settings.database.url)  # SQLite: the writer's own thread
+    writer = Writer(app[SESSIONS], max_queue=settings.database.write_queue_max,
+                    sync_sessionmaker=db.make_sync_sessionmaker(writer_engine) if writer_engine else None)
     await writer.start()
     app[WRITER] = writer
     yield
     await writer.stop()
+    if writer_engine is not None:
+        writer_engine.dispose()
     await engine.dispose()
 
 
@@ -153,17 +157,19 @@ async def ami_ctx(app: web.Application):
         trace = router.finished(record)  # counts the delivery for caps, budgets and duplicates
         if trace is not None:
             try:
-                writer.submit(lambda s: repo_routing.save_trace(s, record.linkedid, trace))
+                writer.submit(SyncJob(lambda s: repo_routing.save_trace_sync(s, record.linkedid, trace)))
             except asyncio.QueueFull:
                 log.warning("routing trace of %s not stored: database writer is behind", record.linkedid)
 
-        async def save(session):
+        def settle(session):
             with metrics.write_time.time():
                 # The record, its billing decision, ledger entries and rollups: one transaction.
-                settled = await ledger.settle(session, record)
+                settled = ledger.settle_sync(session, record)
                 if settled is not None:  # postbacks/webhooks go out through the outbox, same transaction
-                    await attribution_store.enqueue_for_call(session, record)
+                    attribution_store.enqueue_for_call_sync(session, record)
                 return settled
+
+        save = SyncJob(settle)
 
         def done(f: asyncio.Future) -> None:
             if not f.cancelled() and f.exception() is not None:

@@ -18,7 +18,7 @@ import os
 import asyncpg
 import pytest
 
-from ppcswitch.storage.db import make_engine, make_sessionmaker, upgrade
+from ppcswitch.storage.db import make_engine, make_sessionmaker, make_sync_sessionmaker, make_writer_engine, upgrade
 from ppcswitch.storage.writer import Writer
 
 __all__ = ["pg_admin_dsn", "pg_database", "postgres_url", "sqlite_url", "db_url",
@@ -110,8 +110,13 @@ async def session(sessionmaker):
 
 
 @pytest.fixture
-async def writer(sessionmaker):
-    w = Writer(sessionmaker, max_queue=100, retry_min=0.01, retry_max=0.2)
+async def writer(sessionmaker, db_url):
+    """As the controller has it: with SQLite, SyncJobs run on the writer's own thread and connection."""
+    sync_engine = make_writer_engine(db_url)
+    w = Writer(sessionmaker, max_queue=100, retry_min=0.01, retry_max=0.2,
+               sync_sessionmaker=make_sync_sessionmaker(sync_engine) if sync_engine else None)
     await w.start()
     yield w
     await w.stop(timeout=30)
+    if sync_engine is not None:
+        sync_engine.dispose()

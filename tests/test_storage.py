@@ -588,3 +588,78 @@ async def test_waiting_jobs_share_a_transaction_and_a_failing_one_fails_alone(wr
         names = list(await s.scalars(select(t.Publisher.name).order_by(t.Publisher.id)))
     assert names == ["First", "Third"]
     assert writer.depth == 0
+
+
+# --- SyncJobs: with SQLite, on the writer's own thread ---------------------------------------
+
+async def test_sync_jobs_run_on_the_writer_thread_in_order_with_async_jobs(writer, sessionmaker, db_url):
+    """Calls are stored by SyncJobs (a plain Session). With SQLite they run on the writer's thread;
+    with PostgreSQL through run_sync. Either way they keep submission order with ordinary jobs,
+    share group commits, and a failing one fails alone."""
+    import threading as th
+
+    from sqlalchemy import select
+
+    from ppcswitch.storage.writer import SyncJob
+
+    threads = []
+
+    def create(name):
+        def job(session):
+            threads.append(th.current_thread().name)
+            session.add(t.Publisher(name=name, payout_cents=100))
+            session.flush()
+            return name
+        return SyncJob(job)
+
+    def fails(session):
+        session.add(t.Publisher(name="Doomed", payout_cents=100))
+        session.flush()
+        raise ValueError("bad row")
+
+    futures = [writer.submit(create("S1")), writer.submit(lambda s: repo.create_publisher(s, "A1", payout="1.00")),
+               writer.submit(create("S2")), writer.submit(SyncJob(fails)), writer.submit(create("S3")),
+               writer.submit(lambda s: repo.create_publisher(s, "A2", payout="1.00"))]
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    assert isinstance(results[3], ValueError)
+    assert [results[i] for i in (0, 2, 4)] == ["S1", "S2", "S3"]
+    async with sessionmaker() as s:
+        names = list(await s.scalars(select(t.Publisher.name).order_by(t.Publisher.id)))
+    assert names == ["S1", "A1", "S2", "S3", "A2"]
+    on_thread = [name.startswith("ppcswitch-db-writer") for name in threads]
+    assert all(on_thread) if db_url.startswith("sqlite") else not any(on_thread)
+    assert writer.depth == 0
+
+
+async def test_sync_jobs_wait_out_a_locked_sqlite_database(sqlite_url):
+    """The writer's thread meets "database is locked" like the async path: retried until it succeeds."""
+    from ppcswitch.storage.db import make_sync_sessionmaker, make_writer_engine
+    from ppcswitch.storage.writer import SyncJob
+
+    await upgrade(sqlite_url)
+    engine = make_engine(sqlite_url, sqlite_busy_timeout_ms=50)
+    sync_engine = make_writer_engine(sqlite_url, sqlite_busy_timeout_ms=50)
+    sessionmaker = make_sessionmaker(engine)
+    writer = Writer(sessionmaker, retry_min=0.02, retry_max=0.1, sync_sessionmaker=make_sync_sessionmaker(sync_engine))
+    await writer.start()
+    try:
+        locked = threading.Event()
+        holder = threading.Thread(target=_hold_sqlite_lock, args=(sqlite_url.split("///", 1)[1], 1.0, locked))
+        holder.start()
+        await asyncio.to_thread(locked.wait, 5)
+        started = time.monotonic()
+
+        def job(session):
+            session.add(t.Publisher(name="Patient", payout_cents=100))
+            session.flush()
+            return "stored"
+
+        assert await writer.run(SyncJob(job)) == "stored"
+        assert time.monotonic() - started >= 0.5
+        await asyncio.to_thread(holder.join)
+        assert writer.retries >= 1
+        assert await count(sessionmaker, t.Publisher) == 1
+    finally:
+        await writer.stop()
+        sync_engine.dispose()
+        await engine.dispose()

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import and_, case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import Session, aliased
 
 from ppcswitch.attribution.pools import Pool
 from ppcswitch.money import format_cents
@@ -112,7 +112,7 @@ async def set_target(session: AsyncSession, kind: str, owner, url: str, secret: 
     return secret
 
 
-async def enqueue_for_call(session: AsyncSession, record, event: str = "billed") -> int:
+def enqueue_for_call_sync(session: Session, record, event: str = "billed") -> int:
     """Outbox rows for a call's publisher postback and buyer webhook, in the caller's transaction."""
     from ppcswitch.attribution.postback import payload, render_url
 
@@ -120,15 +120,15 @@ async def enqueue_for_call(session: AsyncSession, record, event: str = "billed")
     owners = [(k, i) for k, i in owners if i]
     if not owners:
         return 0
-    targets = (await session.scalars(select(m.PostbackTarget).where(
+    targets = session.scalars(select(m.PostbackTarget).where(
         m.PostbackTarget.kind.in_([k for k, _ in owners]),
-        m.PostbackTarget.owner_id.in_([i for _, i in owners])))).all()
+        m.PostbackTarget.owner_id.in_([i for _, i in owners]))).all()
     now, n = _now(), 0
     for target in targets:
         if (target.kind, target.owner_id) not in owners:
             continue
         body = payload(record, event, target.kind)
-        exists = await session.scalar(select(m.PostbackOutbox.id).where(
+        exists = session.scalar(select(m.PostbackOutbox.id).where(
             m.PostbackOutbox.linkedid == record.linkedid, m.PostbackOutbox.event == event,
             m.PostbackOutbox.kind == target.kind, m.PostbackOutbox.owner_id == target.owner_id))
         if exists is not None:
@@ -137,8 +137,13 @@ async def enqueue_for_call(session: AsyncSession, record, event: str = "billed")
                                      url=render_url(target.url, body), body=json.dumps(body, sort_keys=True),
                                      status="pending", attempts=0, next_attempt_at=now, created_at=now))
         n += 1
-    await session.flush()
+    if n:
+        session.flush()
     return n
+
+
+async def enqueue_for_call(session: AsyncSession, record, event: str = "billed") -> int:
+    return await session.run_sync(enqueue_for_call_sync, record, event)
 
 
 async def enqueue_reversal(session: AsyncSession, linkedid: str, revenue_cents: int, payout_cents: int) -> int:

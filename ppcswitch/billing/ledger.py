@@ -1,9 +1,13 @@
 """Settling calls into the immutable ledger, disputes, adjustments, closed periods.
 
-Every function takes an AsyncSession inside a Writer job and never commits:
+Every function takes a session inside a Writer job and never commits:
 `settle` stores the call record, its billing decision, its ledger entries and
 the rollups in the caller's one transaction, so a crash leaves all or nothing,
 and a replayed call (same linkedid) changes nothing.
+
+Settling a call is written for a sync Session (settle_sync, run on the writer's
+thread: storage.writer.SyncJob); the async functions of the same name run it
+on an AsyncSession (run_sync) for everything else.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from ppcswitch.billing import rules as r
 from ppcswitch.calls import CallRecord, Outcome
@@ -58,23 +63,29 @@ def _insert(session: AsyncSession):
 _RULE_FIELDS = r.OVERRIDABLE
 
 
-def _override(row: b.BillingRule) -> dict[str, Any]:
+def _override(row) -> dict[str, Any]:  # a BillingRule, or a row of its table
     out = {f: getattr(row, f) for f in _RULE_FIELDS}
     if out["tiers"] is not None:
         out["tiers"] = r.parse_tiers(json.loads(out["tiers"]))
     return out
 
 
-async def rules_for(session: AsyncSession, campaign_id: int | None, buyer_id: int | None,
-                    publisher_id: int | None) -> tuple[r.SideRule, r.SideRule]:
+_BUYER_RULE = select(t.Buyer.min_duration, t.Buyer.revenue_cents).where(t.Buyer.id == bindparam("id"))
+_PUBLISHER_RULE = select(t.Publisher.payout_cents).where(t.Publisher.id == bindparam("id"))
+_RULE_ROWS = select(b.BillingRule.__table__).where(b.BillingRule.campaign_id.in_(bindparam("campaigns",
+                                                                                              expanding=True)))
+
+
+def rules_for_sync(session: Session, campaign_id: int | None, buyer_id: int | None,
+                   publisher_id: int | None) -> tuple[r.SideRule, r.SideRule]:
     """(revenue rule, payout rule) of a call, after every override applies."""
-    buyer = await session.get(t.Buyer, buyer_id) if buyer_id else None
-    publisher = await session.get(t.Publisher, publisher_id) if publisher_id else None
+    buyer = session.execute(_BUYER_RULE, {"id": buyer_id}).first() if buyer_id else None
+    publisher = session.execute(_PUBLISHER_RULE, {"id": publisher_id}).first() if publisher_id else None
     revenue = r.SideRule(min_duration=buyer.min_duration if buyer else 60,
                          flat_cents=buyer.revenue_cents if buyer else 0)
     payout = r.SideRule(flat_cents=publisher.payout_cents if publisher else 0)
     c, rows = campaign_id or 0, {}
-    for row in await session.scalars(select(b.BillingRule).where(b.BillingRule.campaign_id.in_((0, c)))):
+    for row in session.execute(_RULE_ROWS, {"campaigns": [0, c]}):
         rows[(row.side, row.campaign_id, row.party_id)] = row
     out = []
     for side, base, party in ((r.REVENUE, revenue, buyer_id or 0), (r.PAYOUT, payout, publisher_id or 0)):
@@ -82,6 +93,11 @@ async def rules_for(session: AsyncSession, campaign_id: int | None, buyer_id: in
                   rows.get((side, c, party)) if c and party else None]
         out.append(r.merge(base, *(_override(x) for x in layers if x is not None)))
     return out[0], out[1]
+
+
+async def rules_for(session: AsyncSession, campaign_id: int | None, buyer_id: int | None,
+                    publisher_id: int | None) -> tuple[r.SideRule, r.SideRule]:
+    return await session.run_sync(rules_for_sync, campaign_id, buyer_id, publisher_id)
 
 
 async def set_rule(session: AsyncSession, side: str, *, campaign_id: int = 0, party_id: int = 0,
@@ -114,24 +130,24 @@ def facts_of(record: CallRecord | b.BillingDecision, rejected_reason: str = "") 
                      min_duration_override=record.min_duration_override, rejected_reason=rejected_reason)
 
 
-async def _prior(session: AsyncSession, column, party_id: int, caller: str, started_at: datetime,
-                 days: int, billable_column) -> list[PriorCall]:
+def _prior(session: Session, column, party_id: int, caller: str, started_at: datetime,
+           days: int, billable_column) -> list[PriorCall]:
     if not days or not party_id or not caller or caller == "anonymous":
         return []
-    rows = await session.execute(select(b.BillingDecision.started_at, billable_column).where(
+    rows = session.execute(select(b.BillingDecision.started_at, billable_column).where(
         b.BillingDecision.caller == caller, column == party_id,
         b.BillingDecision.started_at > started_at - timedelta(days=days),
         b.BillingDecision.started_at < started_at))
     return [PriorCall(s, bool(x)) for s, x in rows]
 
 
-async def decide_call(session: AsyncSession, facts: CallFacts, caller: str, campaign_id: int, buyer_id: int,
-                      publisher_id: int) -> Decision:
-    revenue_rule, payout_rule = await rules_for(session, campaign_id, buyer_id, publisher_id)
-    prior_b = await _prior(session, b.BillingDecision.buyer_id, buyer_id, caller, facts.started_at,
-                           revenue_rule.unique_days, b.BillingDecision.revenue_billable)
-    prior_p = await _prior(session, b.BillingDecision.publisher_id, publisher_id, caller, facts.started_at,
-                           payout_rule.unique_days, b.BillingDecision.payout_billable)
+def decide_call(session: Session, facts: CallFacts, caller: str, campaign_id: int, buyer_id: int,
+                publisher_id: int) -> Decision:
+    revenue_rule, payout_rule = rules_for_sync(session, campaign_id, buyer_id, publisher_id)
+    prior_b = _prior(session, b.BillingDecision.buyer_id, buyer_id, caller, facts.started_at,
+                     revenue_rule.unique_days, b.BillingDecision.revenue_billable)
+    prior_p = _prior(session, b.BillingDecision.publisher_id, publisher_id, caller, facts.started_at,
+                     payout_rule.unique_days, b.BillingDecision.payout_billable)
     return decide(facts, revenue_rule, payout_rule, prior_b, prior_p)
 
 
@@ -141,33 +157,39 @@ class Settled:
     decision: Decision
 
 
-async def settle(session: AsyncSession, record: CallRecord, *, now: datetime | None = None) -> Settled | None:
+_DECISION_INSERT = b.BillingDecision.__table__.insert()
+
+
+def settle_sync(session: Session, record: CallRecord, *, now: datetime | None = None) -> Settled | None:
     """Decide, store the call, its decision, its ledger entries and rollups; None if already stored."""
     now = now or datetime.now(timezone.utc)
     rejected = (record.reject_reason or "invalid_number") if record.outcome == Outcome.REJECTED else ""
     facts = facts_of(record, rejected)
     campaign_id, buyer_id, publisher_id = record.campaign_id or 0, record.buyer_id or 0, record.publisher_id or 0
-    decision = await decide_call(session, facts, record.caller, campaign_id, buyer_id, publisher_id)
+    decision = decide_call(session, facts, record.caller, campaign_id, buyer_id, publisher_id)
     record.billable = decision.revenue.billable
     record.billing_reasons = decision.reasons
     record.revenue_cents, record.payout_cents = decision.revenue.cents, decision.payout.cents
-    if not await repo.save_call(session, record):
+    call_id = repo.insert_call(session, record)
+    if call_id is None:
         return None
-    call_id = await session.scalar(select(t.Call.id).where(t.Call.linkedid == record.linkedid))
-    session.add(b.BillingDecision(
+    session.execute(_DECISION_INSERT, dict(
         call_id=call_id, linkedid=record.linkedid, started_at=record.started_at, caller=record.caller,
         campaign_id=campaign_id, buyer_id=buyer_id, publisher_id=publisher_id, answered=facts.answered,
         connected_ms=record.connected_ms, geo_match=record.geo_match, quality_score=record.quality_score,
         revenue_override_cents=record.revenue_override_cents, min_duration_override=record.min_duration_override,
         rejected_reason=rejected, revision=1, disputed=False, **_decision_columns(decision)))
-    await session.flush()
-    await _roll(session, record.started_at, campaign_id, buyer_id, publisher_id, calls=1,
-                connected=int(facts.answered), connected_ms=record.connected_ms if facts.answered else 0,
-                billable=int(decision.revenue.billable), paid=int(decision.payout.billable))
-    await _book_decision(session, "call", call_id, record.linkedid, record.started_at, now,
-                         campaign_id, buyer_id, publisher_id, decision.revenue.billable, decision.revenue.cents,
-                         decision.payout.billable, decision.payout.cents, reason="call")
+    roll_sync(session, record.started_at, campaign_id, buyer_id, publisher_id, calls=1,
+              connected=int(facts.answered), connected_ms=record.connected_ms if facts.answered else 0,
+              billable=int(decision.revenue.billable), paid=int(decision.payout.billable))
+    book_decision_sync(session, "call", call_id, record.linkedid, record.started_at, now,
+                       campaign_id, buyer_id, publisher_id, decision.revenue.billable, decision.revenue.cents,
+                       decision.payout.billable, decision.payout.cents, reason="call")
     return Settled(call_id, decision)
+
+
+async def settle(session: AsyncSession, record: CallRecord, *, now: datetime | None = None) -> Settled | None:
+    return await session.run_sync(settle_sync, record, now=now)
 
 
 def _decision_columns(d: Decision) -> dict[str, Any]:
@@ -177,33 +199,44 @@ def _decision_columns(d: Decision) -> dict[str, Any]:
                 payout_depends_on_buyer=d.payout_depends_on_buyer)
 
 
-async def _book_decision(session, kind, call_id, linkedid, when, now, campaign_id, buyer_id, publisher_id,
-                         revenue_billable, revenue_cents, payout_billable, payout_cents, *, reason, user="",
-                         counts=False, key_suffix=""):
+def book_decision_sync(session: Session, kind, call_id, linkedid, when, now, campaign_id, buyer_id, publisher_id,
+                       revenue_billable, revenue_cents, payout_billable, payout_cents, *, reason, user="",
+                       counts=False, key_suffix=""):
     """Ledger entries for one call's (changed) decision; `counts` also moves the billable/paid counters."""
     if counts:
-        await _roll(session, when, campaign_id, buyer_id, publisher_id,
-                    billable=int(revenue_billable), paid=int(payout_billable))
+        roll_sync(session, when, campaign_id, buyer_id, publisher_id,
+                  billable=int(revenue_billable), paid=int(payout_billable))
     for account, billable, cents in ((RECEIVABLE, revenue_billable, revenue_cents),
                                      (PAYABLE, payout_billable, payout_cents)):
         if billable or cents:
-            await book(session, key=f"{kind}:{linkedid}:{account}{key_suffix}", kind=kind, account=account,
-                       amount_cents=cents, call_id=call_id, campaign_id=campaign_id, buyer_id=buyer_id,
-                       publisher_id=publisher_id, booked_at=when, now=now, reason=reason, user=user,
-                       late_ok=True, fetch=False)
+            book_sync(session, key=f"{kind}:{linkedid}:{account}{key_suffix}", kind=kind, account=account,
+                      amount_cents=cents, call_id=call_id, campaign_id=campaign_id, buyer_id=buyer_id,
+                      publisher_id=publisher_id, booked_at=when, now=now, reason=reason, user=user,
+                      late_ok=True, fetch=False)
+
+
+async def _book_decision(session: AsyncSession, *args, **kwargs) -> None:
+    await session.run_sync(book_decision_sync, *args, **kwargs)
 
 
 # --- the ledger ------------------------------------------------------------
 
+_CLOSED_AT = select(b.ClosedPeriod).where(b.ClosedPeriod.start_at <= bindparam("when"),
+                                          b.ClosedPeriod.end_at > bindparam("when")).limit(1)
+
+
+def closed_period_at_sync(session: Session, when: datetime) -> b.ClosedPeriod | None:
+    return session.scalar(_CLOSED_AT, {"when": when})
+
+
 async def closed_period_at(session: AsyncSession, when: datetime) -> b.ClosedPeriod | None:
-    return await session.scalar(select(b.ClosedPeriod).where(
-        b.ClosedPeriod.start_at <= when, b.ClosedPeriod.end_at > when).limit(1))
+    return await session.run_sync(closed_period_at_sync, when)
 
 
-async def book(session: AsyncSession, *, key: str, kind: str, account: str, amount_cents: int, booked_at: datetime,
-               now: datetime | None = None, call_id: int | None = None, campaign_id: int = 0, buyer_id: int = 0,
-               publisher_id: int = 0, reason: str = "", user: str = "", late_ok: bool = False,
-               fetch: bool = True) -> b.LedgerEntry | int | None:
+def book_sync(session: Session, *, key: str, kind: str, account: str, amount_cents: int, booked_at: datetime,
+              now: datetime | None = None, call_id: int | None = None, campaign_id: int = 0, buyer_id: int = 0,
+              publisher_id: int = 0, reason: str = "", user: str = "", late_ok: bool = False,
+              fetch: bool = True) -> b.LedgerEntry | int | None:
     """Append one entry (and its rollup); None if `key` is already booked. Returns the entry, or
     only its id when not `fetch` (settling a call needs no more, and saves a query).
 
@@ -216,7 +249,7 @@ async def book(session: AsyncSession, *, key: str, kind: str, account: str, amou
     if isinstance(amount_cents, bool) or not isinstance(amount_cents, int):
         raise BillingError("amount", f"must be integer cents, got {amount_cents!r}")
     now = now or datetime.now(timezone.utc)
-    closed = await closed_period_at(session, booked_at)
+    closed = closed_period_at_sync(session, booked_at)
     if closed is not None:
         if not late_ok:
             raise PeriodClosedError("period", (
@@ -225,18 +258,22 @@ async def book(session: AsyncSession, *, key: str, kind: str, account: str, amou
                 f"period"))
         reason = f"{reason} (booked late: {booked_at:%Y-%m-%d %H:%M:%S}Z is in a closed period)".strip()
         booked_at = now
-        if await closed_period_at(session, booked_at) is not None:
+        if closed_period_at_sync(session, booked_at) is not None:
             raise PeriodClosedError("period", f"now ({now:%Y-%m-%d %H:%M}Z) is in a closed period")
     values = dict(key=key, kind=kind, account=account, call_id=call_id, campaign_id=campaign_id, buyer_id=buyer_id,
                   publisher_id=publisher_id, amount_cents=amount_cents, booked_at=booked_at, created_at=now,
                   reason=reason, user=user)
-    entry_id = await session.scalar(_entry_statement(session.get_bind().dialect.name),
-                                    {f"p_{k}": v for k, v in values.items()})
+    entry_id = session.scalar(_entry_statement(session.get_bind().dialect.name),
+                              {f"p_{k}": v for k, v in values.items()})
     if entry_id is None:
         return None
     money = {"receivable_cents" if account == RECEIVABLE else "payable_cents": amount_cents}
-    await _roll(session, booked_at, campaign_id, buyer_id, publisher_id, **money)
-    return await session.get(b.LedgerEntry, entry_id) if fetch else entry_id
+    roll_sync(session, booked_at, campaign_id, buyer_id, publisher_id, **money)
+    return session.get(b.LedgerEntry, entry_id) if fetch else entry_id
+
+
+async def book(session: AsyncSession, **kwargs) -> b.LedgerEntry | int | None:
+    return await session.run_sync(lambda s: book_sync(s, **kwargs))
 
 
 _ENTRY_COLUMNS = ("key", "kind", "account", "call_id", "campaign_id", "buyer_id", "publisher_id", "amount_cents",
@@ -258,8 +295,8 @@ def _entry_statement(dialect: str):
 _ROLL_COLUMNS = ("calls", "connected", "billable", "paid", "connected_ms", "receivable_cents", "payable_cents")
 
 
-async def _roll(session: AsyncSession, when: datetime, campaign_id: int, buyer_id: int, publisher_id: int,
-                **deltas: int) -> None:
+def roll_sync(session: Session, when: datetime, campaign_id: int, buyer_id: int, publisher_id: int,
+              **deltas: int) -> None:
     deltas = {k: v for k, v in deltas.items() if v}
     if not deltas:
         return
@@ -268,8 +305,12 @@ async def _roll(session: AsyncSession, when: datetime, campaign_id: int, buyer_i
     for table, time_column, start in ((b.BillingRollup.__table__, "bucket_start", bucket_of(when)),
                                       (b.BillingDaily.__table__, "day_start", day_of(when))):
         stmt = _roll_statement(dialect, table, time_column, tuple(sorted(deltas)))
-        await session.execute(stmt, {time_column: start, "campaign_id": campaign_id, "buyer_id": buyer_id,
-                                     "publisher_id": publisher_id, **values})
+        session.execute(stmt, {time_column: start, "campaign_id": campaign_id, "buyer_id": buyer_id,
+                               "publisher_id": publisher_id, **values})
+
+
+async def _roll(session: AsyncSession, *args, **deltas: int) -> None:
+    await session.run_sync(roll_sync, *args, **deltas)
 
 
 _ROLL_STATEMENTS: dict[tuple, Any] = {}

@@ -22,6 +22,7 @@ from ppcswitch.fraud import store
 from ppcswitch.fraud.alerts import Alert
 from ppcswitch.fraud.score import with_external
 from ppcswitch.fraud.service import FraudService
+from ppcswitch.storage.writer import SyncJob
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ def wrap(app: web.Application, on_record: Callable[[CallRecord], None], tracker:
             row = dict(assessment.row, score=assessment.score.value, flags=assessment.score.flags,
                        explanation=assessment.score.explanation,
                        flagged=assessment.score.value >= app[settings_key].fraud.flag_score)
-            _submit(writer, lambda s: store.save_signals(s, row))
+            _submit(writer, SyncJob(lambda s: store.save_signals_sync(s, row)))
             for alert in assessment.alerts:
                 raise_alert(app, alert, writer, metrics, router, app[settings_key])
 

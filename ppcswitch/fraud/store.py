@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import case, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from ppcswitch.fraud import lists
 from ppcswitch.fraud.alerts import Alert, BUYER_UNANSWERED
@@ -84,12 +85,15 @@ async def campaign_settings(session: AsyncSession) -> dict[int, CampaignFraud]:
 
 # --- per call --------------------------------------------------------------------
 
-async def save_signals(session: AsyncSession, row: dict) -> None:
-    if await session.scalar(select(f.CallSignals.id).where(f.CallSignals.linkedid == row["linkedid"])) is not None:
+def save_signals_sync(session: Session, row: dict) -> None:
+    if session.scalar(select(f.CallSignals.id).where(f.CallSignals.linkedid == row["linkedid"])) is not None:
         return  # replayed record: stored once
     values = dict(row, flags=json.dumps(row["flags"]), explanation=json.dumps(row["explanation"]))
-    session.add(f.CallSignals(**values))
-    await session.flush()
+    session.execute(f.CallSignals.__table__.insert(), values)
+
+
+async def save_signals(session: AsyncSession, row: dict) -> None:
+    await session.run_sync(save_signals_sync, row)
 
 
 def signals_dict(row: f.CallSignals | None) -> dict | None:

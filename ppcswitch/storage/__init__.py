@@ -7,7 +7,7 @@
 
 from ppcswitch.storage.db import make_engine, make_sessionmaker, upgrade
 from ppcswitch.storage.validate import ValidationError
-from ppcswitch.storage.writer import Writer, WriterStopped, is_transient
+from ppcswitch.storage.writer import SyncJob, Writer, WriterStopped, is_transient
 
-__all__ = ["make_engine", "make_sessionmaker", "upgrade", "ValidationError", "Writer", "WriterStopped",
+__all__ = ["SyncJob", "make_engine", "make_sessionmaker", "upgrade", "ValidationError", "Writer", "WriterStopped",
            "is_transient"]

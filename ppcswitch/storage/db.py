@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from sqlalchemy import event
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -28,16 +29,37 @@ def make_engine(url: str, *, sqlite_busy_timeout_ms: int = 5000, **kwargs) -> As
     if db and db != ":memory:" and not db.startswith("file:"):
         Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(url, **kwargs)
+    _sqlite_pragmas(engine.sync_engine, sqlite_busy_timeout_ms)
+    return engine
 
-    @event.listens_for(engine.sync_engine, "connect")
+
+def _sqlite_pragmas(engine: Engine, busy_timeout_ms: int) -> None:
+    @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn, _record):
         cur = dbapi_conn.cursor()
         for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON",
-                       f"busy_timeout={int(sqlite_busy_timeout_ms)}"):
+                       f"busy_timeout={int(busy_timeout_ms)}"):
             cur.execute(f"PRAGMA {pragma}")
         cur.close()
 
+
+def make_writer_engine(url: str, *, sqlite_busy_timeout_ms: int = 5000) -> Engine | None:
+    """For an SQLite file: a plain (pysqlite) engine on the same file, for the writer's own thread
+    (storage.writer); None for PostgreSQL and in-memory databases, whose writes stay on the async engine."""
+    parsed = make_url(url)
+    db = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or not db or db == ":memory:" or db.startswith("file:") \
+            or parsed.query.get("mode") == "memory":
+        return None
+    Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    # One connection, used only by the writer's thread (jobs run one group at a time).
+    engine = create_engine(parsed.set(drivername="sqlite+pysqlite"), pool_size=1, max_overflow=0)
+    _sqlite_pragmas(engine, sqlite_busy_timeout_ms)
     return engine
+
+
+def make_sync_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

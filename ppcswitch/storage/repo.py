@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import logging
 
-from sqlalchemy import func, select, update
+from typing import Any
+
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import Session, selectinload
 
 from ppcswitch import calls as c
 from ppcswitch.config import RoutingSettings
@@ -302,23 +304,42 @@ _CALL_FIELDS = ("linkedid", "tracking_number", "caller", "caller_valid", "starte
 _ATTEMPT_FIELDS = ("seq", "buyer_id", "dial_status", "started_at", "answered_at", "ended_at")
 
 
-async def save_call(session: AsyncSession, record: c.CallRecord) -> bool:
-    """Store a finished call and its attempts; False (and no change) if its linkedid is already stored."""
+_CALL_COLUMNS = _CALL_FIELDS + ("billing_reasons", "attribution")
+_CALL_INSERTS: dict[str, Any] = {}
+
+
+def _call_insert(dialect: str):
+    """INSERT ... ON CONFLICT (linkedid) DO NOTHING RETURNING id on the table (Core), built once: a
+    statement built per call, and the ORM's insert path, cost more than the write itself."""
+    stmt = _CALL_INSERTS.get(dialect)
+    if stmt is None:
+        table = t.Call.__table__
+        insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[dialect]
+        # ON CONFLICT DO NOTHING: two saves racing on one linkedid can't both insert or fail.
+        stmt = insert(table).values({f: bindparam(f) for f in _CALL_COLUMNS})
+        stmt = _CALL_INSERTS[dialect] = stmt.on_conflict_do_nothing(index_elements=["linkedid"]).returning(table.c.id)
+    return stmt
+
+
+def insert_call(session: Session, record: c.CallRecord) -> int | None:
+    """Store a finished call and its attempts (sync Session: a writer SyncJob); its id, or None (and
+    no change) if its linkedid is already stored."""
     values = {f: getattr(record, f) for f in _CALL_FIELDS}
     values["billing_reasons"] = json.dumps(list(record.billing_reasons))
     values["attribution"] = json.dumps(record.attribution or {}, sort_keys=True)
-    dialect = session.get_bind().dialect.name
-    insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[dialect]
-    # ON CONFLICT DO NOTHING: two saves racing on one linkedid can't both insert or fail.
-    call_id = await session.scalar(
-        insert(t.Call).values(**values).on_conflict_do_nothing(index_elements=["linkedid"]).returning(t.Call.id))
+    call_id = session.execute(_call_insert(session.get_bind().dialect.name), values).scalar()
     if call_id is None:
-        return False
+        return None
     if record.attempts:
-        session.add_all(t.CallAttempt(call_id=call_id, **{f: getattr(a, f) for f in _ATTEMPT_FIELDS})
-                        for a in sorted(record.attempts, key=lambda a: a.seq))
-        await session.flush()
-    return True
+        session.execute(t.CallAttempt.__table__.insert(),
+                        [dict({f: getattr(a, f) for f in _ATTEMPT_FIELDS}, call_id=call_id)
+                         for a in sorted(record.attempts, key=lambda a: a.seq)])
+    return call_id
+
+
+async def save_call(session: AsyncSession, record: c.CallRecord) -> bool:
+    """Store a finished call and its attempts; False (and no change) if its linkedid is already stored."""
+    return await session.run_sync(insert_call, record) is not None
 
 
 def _record(row: t.Call) -> c.CallRecord:

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import and_, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from ppcswitch.money import MoneyError, parse_cents
 from ppcswitch.routing import model as m
@@ -217,11 +218,16 @@ async def delivered_totals(session: AsyncSession) -> dict[int, int]:
 
 # --- traces ---------------------------------------------------------------------------
 
-async def save_trace(session: AsyncSession, linkedid: str, trace: Mapping[str, Any]) -> bool:
+def save_trace_sync(session: Session, linkedid: str, trace: Mapping[str, Any]) -> bool:
     insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[session.get_bind().dialect.name]
-    result = await session.execute(insert(r.CallRouting).values(linkedid=linkedid, trace=json.dumps(trace, default=str))
-                                   .on_conflict_do_nothing(index_elements=["linkedid"]))
+    result = session.execute(insert(r.CallRouting.__table__).values(linkedid=linkedid,
+                                                                    trace=json.dumps(trace, default=str))
+                             .on_conflict_do_nothing(index_elements=["linkedid"]))
     return bool(result.rowcount)
+
+
+async def save_trace(session: AsyncSession, linkedid: str, trace: Mapping[str, Any]) -> bool:
+    return await session.run_sync(save_trace_sync, linkedid, trace)
 
 
 async def get_trace(session: AsyncSession, linkedid: str) -> dict[str, Any] | None:

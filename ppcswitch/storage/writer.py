@@ -1,7 +1,13 @@
 """The single database writer.
 
 Every write (call records, configuration changes) is a job queued here and run
-one at a time, in submission order. Jobs already waiting when the writer is
+one at a time, in submission order. A job is an async function of an
+AsyncSession, or a SyncJob: a plain function of a (sync) Session. With SQLite,
+SyncJobs run on the writer's own thread and connection (pysqlite), a whole group
+in one hop: the writes of every finished call are SyncJobs, because through
+aiosqlite each statement was a round trip through the event loop, which cost
+the loop more than the routing of the call. With PostgreSQL (or an in-memory
+database) a SyncJob runs on the async session through run_sync. Jobs already waiting when the writer is
 free share one transaction (group commit, up to batch_max); if any of them
 fails, the transaction is rolled back and each job runs again alone, so a
 failing job fails only itself. One writer means SQLite never sees two of our
@@ -16,10 +22,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Awaitable, Callable, TypeVar
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Awaitable, Callable, Generic, TypeVar
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -28,6 +36,20 @@ Job = Callable[[AsyncSession], Awaitable[T]]
 # PostgreSQL SQLSTATEs worth retrying: connection exceptions (08xxx), serialization
 # failure, deadlock, shutdown / starting up, out of resources (53xxx).
 _PG_TRANSIENT = ("08", "40001", "40P01", "57P01", "57P02", "57P03", "53")
+
+
+class SyncJob(Generic[T]):
+    """A writer job written as a plain function of a sync Session (see the module's docstring).
+
+    Awaiting it on an AsyncSession runs it through run_sync, so it is also an ordinary job."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[Session], T]) -> None:
+        self.fn = fn
+
+    async def __call__(self, session: AsyncSession) -> T:
+        return await session.run_sync(self.fn)
 
 
 class WriterStopped(RuntimeError):
@@ -55,9 +77,13 @@ def is_transient(exc: BaseException) -> bool:
 class Writer:
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], max_queue: int = 10000,
                  *, retry_min: float = 0.05, retry_max: float = 5.0, give_up_after: float | None = None,
-                 batch_max: int = 32):
-        """give_up_after: seconds of transient failures after which a job fails (None: retry forever)."""
+                 batch_max: int = 32, sync_sessionmaker: sessionmaker[Session] | None = None):
+        """give_up_after: seconds of transient failures after which a job fails (None: retry forever).
+        sync_sessionmaker: sessions on the same database for SyncJobs, run on the writer's thread."""
         self._sessionmaker = sessionmaker
+        self._sync_sessionmaker = sync_sessionmaker
+        self._thread: ThreadPoolExecutor | None = None
+        self._held: tuple[Job[Any], asyncio.Future[Any]] | None = None  # taken from the queue for the next group
         self._queue: asyncio.Queue[tuple[Job[Any], asyncio.Future[Any]]] = asyncio.Queue(max_queue)
         self._retry_min, self._retry_max, self._give_up_after = retry_min, retry_max, give_up_after
         self._task: asyncio.Task[None] | None = None
@@ -70,11 +96,14 @@ class Writer:
     @property
     def depth(self) -> int:
         """Jobs waiting or running."""
-        return self._queue.qsize() + self._busy
+        return self._queue.qsize() + self._busy + (self._held is not None)
 
     async def start(self) -> None:
         if self._task is None:
             self._stopping = False
+            if self._sync_sessionmaker is not None and self._thread is None:
+                # One thread: the SQLite connection stays on it, and jobs stay in order.
+                self._thread = ThreadPoolExecutor(1, thread_name_prefix="ppcswitch-db-writer")
             self._task = asyncio.create_task(self._run(), name="ppcswitch-db-writer")
 
     def submit(self, job: Job[T]) -> asyncio.Future[T]:
@@ -116,25 +145,46 @@ class Writer:
         except asyncio.CancelledError:
             pass
         self._task = None
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+            self._thread = None
+        if self._held is not None:
+            _job, fut = self._held
+            self._held = None
+            if not fut.done():
+                fut.set_exception(WriterStopped("the database writer stopped before this job ran"))
+            self._queue.task_done()
         while not self._queue.empty():
             _job, fut = self._queue.get_nowait()
             if not fut.done():
                 fut.set_exception(WriterStopped("the database writer stopped before this job ran"))
             self._queue.task_done()
 
+    def _threaded(self, job: Job[Any]) -> bool:
+        return self._thread is not None and isinstance(job, SyncJob)
+
     async def _run(self) -> None:
         while True:
-            batch = [await self._queue.get()]
+            if self._held is not None:
+                batch, self._held = [self._held], None
+            else:
+                batch = [await self._queue.get()]
             # Group commit: jobs already waiting share one transaction (a backlog clears several
             # times faster: a session, BEGIN and COMMIT per job were a good part of each write).
+            # A group is all SyncJobs for the writer's thread or all other jobs, so order is kept.
+            threaded = self._threaded(batch[0][0])
             while len(batch) < self._batch_max and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+                item = self._queue.get_nowait()
+                if self._threaded(item[0]) != threaded:
+                    self._held = item
+                    break
+                batch.append(item)
             self._busy = len(batch)
             started = time.monotonic()
             try:
                 if len(batch) > 1:
                     try:
-                        results = await self._execute_many([job for job, _ in batch])
+                        results = await self._execute_many([job for job, _ in batch], threaded)
                     except asyncio.CancelledError:
                         raise
                     except BaseException:  # noqa: BLE001  one job failed: each alone, so only it fails
@@ -159,7 +209,10 @@ class Writer:
 
     async def _run_one(self, job: Job[Any], fut: asyncio.Future[Any]) -> None:
         try:
-            result = await self._execute(job)
+            if self._threaded(job):
+                result = (await self._execute_many([job], True))[0]
+            else:
+                result = await self._execute(job)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # a failing job fails only itself
@@ -171,19 +224,36 @@ class Writer:
             if not fut.done():
                 fut.set_result(result)
 
-    async def _execute_many(self, jobs: list[Job[Any]]) -> list[Any]:
+    async def _execute_many(self, jobs: list[Job[Any]], threaded: bool = False) -> list[Any]:
+        if threaded:
+            fns = [job.fn for job in jobs]  # type: ignore[union-attr]
+            loop = asyncio.get_running_loop()
+            return await self._retrying(lambda: loop.run_in_executor(self._thread, self._in_thread, fns))
+
         async def all_of(session: AsyncSession) -> list[Any]:
             return [await job(session) for job in jobs]
 
         return await self._execute(all_of)
 
+    def _in_thread(self, fns: list[Callable[[Session], Any]]) -> list[Any]:
+        """On the writer's thread: the jobs in one transaction (rolled back if one fails)."""
+        assert self._sync_sessionmaker is not None
+        with self._sync_sessionmaker() as session, session.begin():
+            return [fn(session) for fn in fns]
+
     async def _execute(self, job: Job[T]) -> T:
+        async def attempt() -> T:
+            async with self._sessionmaker() as session:
+                async with session.begin():
+                    return await job(session)
+
+        return await self._retrying(attempt)
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
         delay, first_failure = self._retry_min, None
         while True:
             try:
-                async with self._sessionmaker() as session:
-                    async with session.begin():
-                        return await job(session)
+                return await attempt()
             except Exception as exc:
                 if not is_transient(exc):
                     raise
