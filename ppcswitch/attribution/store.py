@@ -6,7 +6,7 @@ import json
 import secrets
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import and_, case, func, select, update
+from sqlalchemy import and_, bindparam, case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, aliased
 
@@ -112,6 +112,15 @@ async def set_target(session: AsyncSession, kind: str, owner, url: str, secret: 
     return secret
 
 
+_TARGETS = select(m.PostbackTarget.__table__).where(
+    m.PostbackTarget.kind.in_(bindparam("kinds", expanding=True)),
+    m.PostbackTarget.owner_id.in_(bindparam("owners", expanding=True)))
+_QUEUED = select(m.PostbackOutbox.id).where(
+    m.PostbackOutbox.linkedid == bindparam("linkedid"), m.PostbackOutbox.event == bindparam("event"),
+    m.PostbackOutbox.kind == bindparam("kind"), m.PostbackOutbox.owner_id == bindparam("owner_id"))
+_QUEUE = m.PostbackOutbox.__table__.insert()
+
+
 def enqueue_for_call_sync(session: Session, record, event: str = "billed") -> int:
     """Outbox rows for a call's publisher postback and buyer webhook, in the caller's transaction."""
     from ppcswitch.attribution.postback import payload, render_url
@@ -120,25 +129,19 @@ def enqueue_for_call_sync(session: Session, record, event: str = "billed") -> in
     owners = [(k, i) for k, i in owners if i]
     if not owners:
         return 0
-    targets = session.scalars(select(m.PostbackTarget).where(
-        m.PostbackTarget.kind.in_([k for k, _ in owners]),
-        m.PostbackTarget.owner_id.in_([i for _, i in owners]))).all()
+    conn = session.connection()  # Core statements built once: this runs for every finished call
+    targets = conn.execute(_TARGETS, {"kinds": [k for k, _ in owners], "owners": [i for _, i in owners]}).all()
     now, n = _now(), 0
     for target in targets:
         if (target.kind, target.owner_id) not in owners:
             continue
         body = payload(record, event, target.kind)
-        exists = session.scalar(select(m.PostbackOutbox.id).where(
-            m.PostbackOutbox.linkedid == record.linkedid, m.PostbackOutbox.event == event,
-            m.PostbackOutbox.kind == target.kind, m.PostbackOutbox.owner_id == target.owner_id))
-        if exists is not None:
+        key = dict(linkedid=record.linkedid, event=event, kind=target.kind, owner_id=target.owner_id)
+        if conn.execute(_QUEUED, key).first() is not None:
             continue
-        session.add(m.PostbackOutbox(linkedid=record.linkedid, event=event, kind=target.kind, owner_id=target.owner_id,
-                                     url=render_url(target.url, body), body=json.dumps(body, sort_keys=True),
-                                     status="pending", attempts=0, next_attempt_at=now, created_at=now))
+        conn.execute(_QUEUE, dict(key, url=render_url(target.url, body), body=json.dumps(body, sort_keys=True),
+                                  status="pending", attempts=0, next_attempt_at=now, created_at=now))
         n += 1
-    if n:
-        session.flush()
     return n
 
 

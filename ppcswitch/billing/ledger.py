@@ -79,13 +79,14 @@ _RULE_ROWS = select(b.BillingRule.__table__).where(b.BillingRule.campaign_id.in_
 def rules_for_sync(session: Session, campaign_id: int | None, buyer_id: int | None,
                    publisher_id: int | None) -> tuple[r.SideRule, r.SideRule]:
     """(revenue rule, payout rule) of a call, after every override applies."""
-    buyer = session.execute(_BUYER_RULE, {"id": buyer_id}).first() if buyer_id else None
-    publisher = session.execute(_PUBLISHER_RULE, {"id": publisher_id}).first() if publisher_id else None
+    conn = session.connection()  # Core on the connection: the ORM's execute path is not needed here
+    buyer = conn.execute(_BUYER_RULE, {"id": buyer_id}).first() if buyer_id else None
+    publisher = conn.execute(_PUBLISHER_RULE, {"id": publisher_id}).first() if publisher_id else None
     revenue = r.SideRule(min_duration=buyer.min_duration if buyer else 60,
                          flat_cents=buyer.revenue_cents if buyer else 0)
     payout = r.SideRule(flat_cents=publisher.payout_cents if publisher else 0)
     c, rows = campaign_id or 0, {}
-    for row in session.execute(_RULE_ROWS, {"campaigns": [0, c]}):
+    for row in conn.execute(_RULE_ROWS, {"campaigns": [0, c]}):
         rows[(row.side, row.campaign_id, row.party_id)] = row
     out = []
     for side, base, party in ((r.REVENUE, revenue, buyer_id or 0), (r.PAYOUT, payout, publisher_id or 0)):
@@ -130,24 +131,35 @@ def facts_of(record: CallRecord | b.BillingDecision, rejected_reason: str = "") 
                      min_duration_override=record.min_duration_override, rejected_reason=rejected_reason)
 
 
-def _prior(session: Session, column, party_id: int, caller: str, started_at: datetime,
-           days: int, billable_column) -> list[PriorCall]:
+_PRIOR: dict[str, Any] = {}
+
+
+def _prior_statement(side: str):
+    """Earlier calls of this caller to this buyer (side "buyer") or publisher, built once per side."""
+    stmt = _PRIOR.get(side)
+    if stmt is None:
+        d = b.BillingDecision.__table__.c
+        party, billable = (d.buyer_id, d.revenue_billable) if side == "buyer" else (d.publisher_id, d.payout_billable)
+        stmt = _PRIOR[side] = select(d.started_at, billable).where(
+            d.caller == bindparam("caller"), party == bindparam("party"), d.started_at > bindparam("since"),
+            d.started_at < bindparam("until"))
+    return stmt
+
+
+def _prior(session: Session, side: str, party_id: int, caller: str, started_at: datetime,
+           days: int) -> list[PriorCall]:
     if not days or not party_id or not caller or caller == "anonymous":
         return []
-    rows = session.execute(select(b.BillingDecision.started_at, billable_column).where(
-        b.BillingDecision.caller == caller, column == party_id,
-        b.BillingDecision.started_at > started_at - timedelta(days=days),
-        b.BillingDecision.started_at < started_at))
+    rows = session.connection().execute(_prior_statement(side), {
+        "caller": caller, "party": party_id, "since": started_at - timedelta(days=days), "until": started_at})
     return [PriorCall(s, bool(x)) for s, x in rows]
 
 
 def decide_call(session: Session, facts: CallFacts, caller: str, campaign_id: int, buyer_id: int,
                 publisher_id: int) -> Decision:
     revenue_rule, payout_rule = rules_for_sync(session, campaign_id, buyer_id, publisher_id)
-    prior_b = _prior(session, b.BillingDecision.buyer_id, buyer_id, caller, facts.started_at,
-                     revenue_rule.unique_days, b.BillingDecision.revenue_billable)
-    prior_p = _prior(session, b.BillingDecision.publisher_id, publisher_id, caller, facts.started_at,
-                     payout_rule.unique_days, b.BillingDecision.payout_billable)
+    prior_b = _prior(session, "buyer", buyer_id, caller, facts.started_at, revenue_rule.unique_days)
+    prior_p = _prior(session, "publisher", publisher_id, caller, facts.started_at, payout_rule.unique_days)
     return decide(facts, revenue_rule, payout_rule, prior_b, prior_p)
 
 
@@ -173,7 +185,7 @@ def settle_sync(session: Session, record: CallRecord, *, now: datetime | None = 
     call_id = repo.insert_call(session, record)
     if call_id is None:
         return None
-    session.execute(_DECISION_INSERT, dict(
+    session.connection().execute(_DECISION_INSERT, dict(
         call_id=call_id, linkedid=record.linkedid, started_at=record.started_at, caller=record.caller,
         campaign_id=campaign_id, buyer_id=buyer_id, publisher_id=publisher_id, answered=facts.answered,
         connected_ms=record.connected_ms, geo_match=record.geo_match, quality_score=record.quality_score,
@@ -221,16 +233,13 @@ async def _book_decision(session: AsyncSession, *args, **kwargs) -> None:
 
 # --- the ledger ------------------------------------------------------------
 
-_CLOSED_AT = select(b.ClosedPeriod).where(b.ClosedPeriod.start_at <= bindparam("when"),
-                                          b.ClosedPeriod.end_at > bindparam("when")).limit(1)
+_CLOSED_AT = select(b.ClosedPeriod.__table__).where(b.ClosedPeriod.start_at <= bindparam("when"),
+                                                    b.ClosedPeriod.end_at > bindparam("when")).limit(1)
 
 
-def closed_period_at_sync(session: Session, when: datetime) -> b.ClosedPeriod | None:
-    return session.scalar(_CLOSED_AT, {"when": when})
-
-
-async def closed_period_at(session: AsyncSession, when: datetime) -> b.ClosedPeriod | None:
-    return await session.run_sync(closed_period_at_sync, when)
+def closed_period_at_sync(session: Session, when: datetime):
+    """The closed period holding `when` (a row: start_at, end_at, closed_by ...), or None."""
+    return session.connection().execute(_CLOSED_AT, {"when": when}).first()
 
 
 def book_sync(session: Session, *, key: str, kind: str, account: str, amount_cents: int, booked_at: datetime,
@@ -263,8 +272,8 @@ def book_sync(session: Session, *, key: str, kind: str, account: str, amount_cen
     values = dict(key=key, kind=kind, account=account, call_id=call_id, campaign_id=campaign_id, buyer_id=buyer_id,
                   publisher_id=publisher_id, amount_cents=amount_cents, booked_at=booked_at, created_at=now,
                   reason=reason, user=user)
-    entry_id = session.scalar(_entry_statement(session.get_bind().dialect.name),
-                              {f"p_{k}": v for k, v in values.items()})
+    entry_id = session.connection().execute(_entry_statement(session.get_bind().dialect.name),
+                                            {f"p_{k}": v for k, v in values.items()}).scalar()
     if entry_id is None:
         return None
     money = {"receivable_cents" if account == RECEIVABLE else "payable_cents": amount_cents}
@@ -286,8 +295,9 @@ def _entry_statement(dialect: str):
     stmt = _ENTRY_STATEMENTS.get(dialect)
     if stmt is None:
         insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[dialect]
-        stmt = insert(b.LedgerEntry).values({c: bindparam(f"p_{c}") for c in _ENTRY_COLUMNS})
-        stmt = stmt.on_conflict_do_nothing(index_elements=["key"]).returning(b.LedgerEntry.id)
+        table = b.LedgerEntry.__table__  # Core: the ORM's insert path cost more than the insert
+        stmt = insert(table).values({c: bindparam(f"p_{c}") for c in _ENTRY_COLUMNS})
+        stmt = stmt.on_conflict_do_nothing(index_elements=["key"]).returning(table.c.id)
         _ENTRY_STATEMENTS[dialect] = stmt
     return stmt
 
@@ -302,10 +312,11 @@ def roll_sync(session: Session, when: datetime, campaign_id: int, buyer_id: int,
         return
     values = {c: deltas.get(c, 0) for c in _ROLL_COLUMNS}
     dialect = session.get_bind().dialect.name
+    conn = session.connection()
     for table, time_column, start in ((b.BillingRollup.__table__, "bucket_start", bucket_of(when)),
                                       (b.BillingDaily.__table__, "day_start", day_of(when))):
         stmt = _roll_statement(dialect, table, time_column, tuple(sorted(deltas)))
-        session.execute(stmt, {time_column: start, "campaign_id": campaign_id, "buyer_id": buyer_id,
+        conn.execute(stmt, {time_column: start, "campaign_id": campaign_id, "buyer_id": buyer_id,
                                "publisher_id": publisher_id, **values})
 
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from sqlalchemy import case, delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -85,11 +87,18 @@ async def campaign_settings(session: AsyncSession) -> dict[int, CampaignFraud]:
 
 # --- per call --------------------------------------------------------------------
 
+_SIGNALS_INSERTS: dict[str, Any] = {}
+
+
 def save_signals_sync(session: Session, row: dict) -> None:
-    if session.scalar(select(f.CallSignals.id).where(f.CallSignals.linkedid == row["linkedid"])) is not None:
-        return  # replayed record: stored once
-    values = dict(row, flags=json.dumps(row["flags"]), explanation=json.dumps(row["explanation"]))
-    session.execute(f.CallSignals.__table__.insert(), values)
+    dialect = session.get_bind().dialect.name
+    stmt = _SIGNALS_INSERTS.get(dialect)
+    if stmt is None:  # a replayed record is stored once (linkedid is unique)
+        insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[dialect]
+        stmt = _SIGNALS_INSERTS[dialect] = insert(f.CallSignals.__table__).on_conflict_do_nothing(
+            index_elements=["linkedid"])
+    session.connection().execute(stmt, dict(row, flags=json.dumps(row["flags"]),
+                                            explanation=json.dumps(row["explanation"])))
 
 
 async def save_signals(session: AsyncSession, row: dict) -> None:

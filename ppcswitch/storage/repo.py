@@ -305,6 +305,7 @@ _ATTEMPT_FIELDS = ("seq", "buyer_id", "dial_status", "started_at", "answered_at"
 
 
 _CALL_COLUMNS = _CALL_FIELDS + ("billing_reasons", "attribution")
+_ATTEMPT_INSERT = t.CallAttempt.__table__.insert()
 _CALL_INSERTS: dict[str, Any] = {}
 
 
@@ -327,11 +328,12 @@ def insert_call(session: Session, record: c.CallRecord) -> int | None:
     values = {f: getattr(record, f) for f in _CALL_FIELDS}
     values["billing_reasons"] = json.dumps(list(record.billing_reasons))
     values["attribution"] = json.dumps(record.attribution or {}, sort_keys=True)
-    call_id = session.execute(_call_insert(session.get_bind().dialect.name), values).scalar()
+    conn = session.connection()
+    call_id = conn.execute(_call_insert(session.get_bind().dialect.name), values).scalar()
     if call_id is None:
         return None
     if record.attempts:
-        session.execute(t.CallAttempt.__table__.insert(),
+        conn.execute(_ATTEMPT_INSERT,
                         [dict({f: getattr(a, f) for f in _ATTEMPT_FIELDS}, call_id=call_id)
                          for a in sorted(record.attempts, key=lambda a: a.seq)])
     return call_id

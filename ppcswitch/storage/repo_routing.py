@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -218,11 +218,17 @@ async def delivered_totals(session: AsyncSession) -> dict[int, int]:
 
 # --- traces ---------------------------------------------------------------------------
 
+_TRACE_INSERTS: dict[str, Any] = {}
+
+
 def save_trace_sync(session: Session, linkedid: str, trace: Mapping[str, Any]) -> bool:
-    insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[session.get_bind().dialect.name]
-    result = session.execute(insert(r.CallRouting.__table__).values(linkedid=linkedid,
-                                                                    trace=json.dumps(trace, default=str))
-                             .on_conflict_do_nothing(index_elements=["linkedid"]))
+    dialect = session.get_bind().dialect.name
+    stmt = _TRACE_INSERTS.get(dialect)
+    if stmt is None:  # built once: one per call was most of the cost of storing a trace
+        insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[dialect]
+        stmt = _TRACE_INSERTS[dialect] = insert(r.CallRouting.__table__).values(
+            linkedid=bindparam("linkedid"), trace=bindparam("trace")).on_conflict_do_nothing(index_elements=["linkedid"])
+    result = session.connection().execute(stmt, {"linkedid": linkedid, "trace": json.dumps(trace, default=str)})
     return bool(result.rowcount)
 
 
