@@ -267,6 +267,24 @@ def table(rows: list[LoadResult]) -> str:
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in [head, *body])
 
 
+def histogram(text: str, name: str, labels: str = "") -> list[tuple[float, float]]:
+    """(upper bound, cumulative count) of one Prometheus histogram in an exposition."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith(name + "_bucket{") and labels in line:
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            out.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
+    return sorted(out)
+
+
+def quantile(buckets: list[tuple[float, float]], q: float) -> float:
+    """The upper bound of the bucket holding quantile q (what a histogram can tell)."""
+    if not buckets or not buckets[-1][1]:
+        return float("nan")
+    want = q * buckets[-1][1]
+    return next(le for le, n in buckets if n >= want)
+
+
 def saturated(r: LoadResult, max_p99: float) -> bool:
     return r.failed > 0 or r.achieved < 0.97 * r.offered or r.pct(99) > max_p99
 
@@ -336,7 +354,9 @@ def run(box: Sandbox, args) -> int:
         tmp = Path(tempfile.mkdtemp(prefix="ppcswitch-bench-"))
         cdr_file = box.root / "var/log/asterisk/cdr-csv/Master.csv"
         # Production settings: missed calls recovered from Asterisk's CDR file.
-        ctl = ControllerProcess(tmp, box.ami_settings(), PPCSWITCH_RECOVERY_CDR_FILE=str(cdr_file))
+        # Production settings: the default reload interval (the tests' controller polls faster).
+        ctl = ControllerProcess(tmp, box.ami_settings(), PPCSWITCH_RECOVERY_CDR_FILE=str(cdr_file),
+                                PPCSWITCH_ROUTING_RELOAD_INTERVAL=str(load_settings(env={}).routing.reload_interval))
         t0 = time.monotonic()
         on = asyncio.run(seed_network(ctl.db_url, buyer.port, args.buyers, numbers))
         print(f"seeded {args.buyers} buyers, {len(numbers)} tracking numbers in {time.monotonic() - t0:.0f} s; on: {on}",
@@ -349,6 +369,7 @@ def run(box: Sandbox, args) -> int:
         time.sleep(3)  # the last calls' CDRs
         asterisk_calls = len({r.linkedid for r in read_new_rows(str(cdr_file), cdr_offset)[0]})
         stored = wait_stored(ctl.db_url, asterisk_calls)
+        scrape = ctl.metrics()
         ctl.stop()
         ctl = None
     finally:
@@ -368,6 +389,12 @@ def run(box: Sandbox, args) -> int:
     added = ppc.pct(99) - static.pct(99)
     print(f"throughput ratio ppcswitch/static: {ratio:.3f} (aim >= 0.97)")
     print(f"added PDD: p50 {ppc.pct(50) - static.pct(50):+.1f} ms, p99 {added:+.1f} ms (aim < 5 ms)")
+    agi = histogram(scrape, "ppcswitch_agi_request_seconds", 'script="inbound"')
+    pauses = histogram(scrape, "ppcswitch_gc_pause_seconds")
+    if agi:
+        print(f"controller's share (its /metrics): FastAGI inbound request p50 <= {quantile(agi, .5) * 1000:g} ms, "
+              f"p99 <= {quantile(agi, .99) * 1000:g} ms; garbage collector pauses: {int(pauses[-1][1]) if pauses else 0}, "
+              f"p99 <= {quantile(pauses, .99) * 1000:g} ms")
     print(f"call records stored by ppcswitch: {stored}; calls in Asterisk's own CDRs for that run: {asterisk_calls}; "
           f"SIPp placed {ppc.placed}")
     print(f"host: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} (a shared machine is noisy: "

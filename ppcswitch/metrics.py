@@ -20,6 +20,7 @@ import base64
 import binascii
 import bisect
 import contextlib
+import gc
 import hmac
 import time
 from typing import Any, Callable, Iterator
@@ -50,6 +51,9 @@ DECISION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 
 RING_BUCKETS = (1, 2, 3, 5, 8, 13, 20, 30, 45, 60)
 RTB_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0)
 WRITE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+# A FastAGI request is part of the caller's post-dial delay: the buckets read in milliseconds.
+AGI_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
+GC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 
 
 class Metrics:
@@ -81,6 +85,8 @@ class Metrics:
         self.rtb = f(_Counter("ppcswitch_rtb_pings", "RTB pings by outcome (bid, no_bid, timeout, error)", ("buyer", "outcome")))
         self.flags = f(_Counter("ppcswitch_fraud_flags", "Calls flagged as suspect, by publisher and reason", ("publisher", "reason")))
         self.write_time = f(_Histogram("ppcswitch_db_write_seconds", "Time to store one call record", WRITE_BUCKETS))
+        self.agi_time = f(_Histogram("ppcswitch_agi_request_seconds", "FastAGI requests from connect to close, by script (Asterisk waits this long)", AGI_BUCKETS, ("script",)))
+        self.gc_pause = f(_Histogram("ppcswitch_gc_pause_seconds", "Pauses of Python's garbage collector (every call waits them out)", GC_BUCKETS))
         self.records_failed = f(_Counter("ppcswitch_call_record_failures", "Call records the database refused"))
         self.pool_shortages = f(_Counter("ppcswitch_pool_shortages", "Number leases that reused a live lease: the pool is too small (attribution)", ("pool",)))
         self.postbacks = f(_Counter("ppcswitch_postbacks", "Postback/webhook delivery attempts by target kind and result (delivered, retry, failed)", ("kind", "result")))
@@ -96,6 +102,19 @@ class Metrics:
         """Read component health at scrape time from `components()`:
         ami, agi, writer, tracker, router (any may be missing while starting)."""
         self._components = components
+
+    def time_gc(self) -> Callable[[], None]:
+        """Observe every collection's pause (gc.callbacks); returns the function that stops it."""
+        observe, started = self.gc_pause.observe, [0.0]
+
+        def callback(phase: str, _info: dict) -> None:
+            if phase == "start":
+                started[0] = time.perf_counter()
+            elif started[0]:
+                observe(time.perf_counter() - started[0])
+
+        gc.callbacks.append(callback)
+        return lambda: gc.callbacks.remove(callback) if callback in gc.callbacks else None
 
     def time_router(self, router) -> None:
         """Measure the router's decisions without the router knowing about metrics:

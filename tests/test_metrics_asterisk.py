@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import time
+
 from metrics_scrape import asterisk_metrics, promtool, samples, value
 
 
 def test_sandbox_asterisk_serves_its_metrics_on_loopback(sandbox):
-    text = asterisk_metrics(sandbox)
-    scrape = samples(text)  # parses as Prometheus text
-    assert value(scrape, "asterisk_core_uptime_seconds_total", eid=_eid(scrape)) > 0  # the parser adds _total
+    deadline = time.monotonic() + 5
+    while True:  # uptime counts whole seconds: 0 right after the sandbox started
+        text = asterisk_metrics(sandbox)
+        scrape = samples(text)  # parses as Prometheus text
+        uptime = value(scrape, "asterisk_core_uptime_seconds_total", eid=_eid(scrape))  # the parser adds _total
+        if uptime > 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
+    assert uptime > 0
     assert {name for name, _ in scrape} >= {"asterisk_channels_count", "asterisk_endpoints_count",
                                              "asterisk_calls_count", "asterisk_bridges_count"}
     status = sandbox.cli("http show status")

@@ -13,6 +13,7 @@ import asyncio
 import ipaddress
 import logging
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
@@ -131,8 +132,11 @@ class FastAgiServer:
         max_header_bytes: int = 16384,
         command_timeout: float = 5.0,
         allowed_peers: str = "",
+        observe: Callable[[str, float], None] | None = None,
     ) -> None:
+        """observe(script, seconds): called once per request served, connect to close."""
         self.handlers = handlers
+        self.observe = observe
         self.allowed = parse_peers(allowed_peers)
         self.host, self.port = host, port
         self.header_timeout = header_timeout
@@ -174,6 +178,8 @@ class FastAgiServer:
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         self._tasks.add(task)
+        started = time.perf_counter()
+        script = ""
         peer = writer.get_extra_info("peername")
         try:
             if not peer_allowed(peer, self.allowed):
@@ -195,6 +201,7 @@ class FastAgiServer:
                 log.warning("FastAGI client %s asked for unknown script %r", peer, request.script[:50])
                 return
             self.stats["requests"] += 1
+            script = request.script
             try:
                 await handler(request)
             except AgiHangup as exc:
@@ -205,6 +212,8 @@ class FastAgiServer:
         finally:
             self._tasks.discard(task)
             writer.close()
+            if script and self.observe is not None:
+                self.observe(script, time.perf_counter() - started)
             try:
                 await asyncio.wait_for(writer.wait_closed(), 1)
             except Exception:
