@@ -43,7 +43,7 @@ STRANGER_IP = "127.0.0.3"  # matches no endpoint
 BUYER_IP = "127.0.0.1"
 SECRET_INCLUDE = "manager_ppcswitch.conf"  # #included by asterisk/manager.conf
 SIPP_DIR_IN_ROOT = "/tmp/ppcswitch-sipp"  # scenarios and SIPp logs, as seen in the chroot
-BUYER_KINDS = ("answer", "busy", "noanswer")
+BUYER_KINDS = ("answer", "busy", "noanswer", "talk")
 
 
 class SandboxError(RuntimeError):
@@ -513,7 +513,7 @@ class Sandbox:
 
     def start_sipp_uas(self, kind: str = "answer", port: int | None = None, ip: str = BUYER_IP,
                        max_calls: int | None = None, timeout: float = 5.0) -> SippProcess:
-        """Start a buyer (answer | busy | noanswer) on ip:port; returns once it listens.
+        """Start a buyer (answer | busy | noanswer | talk: answers and speaks) on ip:port; returns once it listens.
 
         Dial it as PJSIP/ppcswitch-buyer/sip:buyer@ip:port (see `proc.dest`)."""
         if kind not in BUYER_KINDS:

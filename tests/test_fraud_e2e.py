@@ -145,6 +145,25 @@ def test_caller_sending_no_audio_is_flagged_no_conversation_and_not_billable(con
     assert talking["billable"] is True, talking
 
 
+def test_buyer_talk_time_is_measured_from_its_answer(controller, sipp, fraud_dialplan):
+    """The buyer's leg gets talk detection when it answers (Dial's U()): a buyer who speaks
+    (uas_talk.xml plays g711a.pcap) is measured, one who does not is 0."""
+    talker, mute = sipp.buyer("talk"), sipp.buyer("answer")
+    controller.seed([buyer("Talker", talker), buyer("Mute", mute)])
+    controller.start()
+    assert sipp.call(NUMBER, caller=CALLER, seconds=4).answered  # Talker (priority 1)
+    [first] = controller.wait_calls(1)
+    controller.cli("buyer", "pause", "Talker")
+    time.sleep(3)  # the paused buyer leaves the routing snapshot
+    assert sipp.call(NUMBER, caller="+12125550199", seconds=3).answered  # Mute
+    second = [c for c in controller.wait_calls(2) if c["linkedid"] != first["linkedid"]][0]
+    ids = controller.ids()
+    assert (first["buyer_id"], second["buyer_id"]) == (ids["Talker"], ids["Mute"])
+    s1, s2 = signals(controller, first["linkedid"]), signals(controller, second["linkedid"])
+    assert s1["buyer_talk_ms"] > 1000, s1
+    assert s2["buyer_talk_ms"] == 0, s2
+
+
 def test_press_1_challenge_failed_ends_the_call_and_passed_reaches_the_buyer(controller, sipp, fraud_dialplan):
     a = sipp.buyer("answer")
     controller.seed([buyer("A", a)])
