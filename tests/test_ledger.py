@@ -156,6 +156,14 @@ async def test_closed_period_rejects_new_entries_clearly_and_late_calls_book_now
         rows = list(await s.scalars(select(b.LedgerEntry)))
         assert {e.booked_at for e in rows} == {now} and "closed period" in rows[0].reason
         assert await ledger.ledger_totals(s, start, end) == (0, 0)
+        # Its counts stay with the call's time, its money rolls up where it was booked.
+        ups = {r.bucket_start: r for r in await s.scalars(select(b.BillingRollup))}
+        assert set(ups) == {ledger.bucket_of(T), ledger.bucket_of(now)}
+        then, today = ups[ledger.bucket_of(T)], ups[ledger.bucket_of(now)]
+        assert (then.calls, then.billable, then.receivable_cents, then.payable_cents) == (1, 1, 0, 0)
+        assert (today.calls, today.receivable_cents, today.payable_cents) == (0, *[
+            sum(e.amount_cents for e in rows if e.account == a) for a in ("receivable", "payable")])
+        assert today.receivable_cents > 0
     with pytest.raises(BillingError, match="not ended yet"):
         await writer.run(lambda s: ledger.close_period(s, end, now + timedelta(days=1), user="c", now=now))
 

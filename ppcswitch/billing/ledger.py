@@ -191,12 +191,21 @@ def settle_sync(session: Session, record: CallRecord, *, now: datetime | None = 
         connected_ms=record.connected_ms, geo_match=record.geo_match, quality_score=record.quality_score,
         revenue_override_cents=record.revenue_override_cents, min_duration_override=record.min_duration_override,
         rejected_reason=rejected, revision=1, disputed=False, **_decision_columns(decision)))
-    roll_sync(session, record.started_at, campaign_id, buyer_id, publisher_id, calls=1,
-              connected=int(facts.answered), connected_ms=record.connected_ms if facts.answered else 0,
-              billable=int(decision.revenue.billable), paid=int(decision.payout.billable))
+    # The call's counts and its entries' money move the same rollup rows (the call's time) unless an
+    # entry was booked late: one upsert per rollup table per call, not one per entry.
+    rolls: list[tuple[datetime, dict[str, int]]] = [(record.started_at, dict(
+        calls=1, connected=int(facts.answered), connected_ms=record.connected_ms if facts.answered else 0,
+        billable=int(decision.revenue.billable), paid=int(decision.payout.billable)))]
     book_decision_sync(session, "call", call_id, record.linkedid, record.started_at, now,
                        campaign_id, buyer_id, publisher_id, decision.revenue.billable, decision.revenue.cents,
-                       decision.payout.billable, decision.payout.cents, reason="call")
+                       decision.payout.billable, decision.payout.cents, reason="call", rolls=rolls)
+    merged: dict[datetime, dict[str, int]] = {}
+    for when, deltas in rolls:
+        into = merged.setdefault(when, {})
+        for column, delta in deltas.items():
+            into[column] = into.get(column, 0) + delta
+    for when, deltas in merged.items():
+        roll_sync(session, when, campaign_id, buyer_id, publisher_id, **deltas)
     return Settled(call_id, decision)
 
 
@@ -213,8 +222,9 @@ def _decision_columns(d: Decision) -> dict[str, Any]:
 
 def book_decision_sync(session: Session, kind, call_id, linkedid, when, now, campaign_id, buyer_id, publisher_id,
                        revenue_billable, revenue_cents, payout_billable, payout_cents, *, reason, user="",
-                       counts=False, key_suffix=""):
-    """Ledger entries for one call's (changed) decision; `counts` also moves the billable/paid counters."""
+                       counts=False, key_suffix="", rolls: list | None = None):
+    """Ledger entries for one call's (changed) decision; `counts` also moves the billable/paid counters.
+    `rolls`: see book_sync."""
     if counts:
         roll_sync(session, when, campaign_id, buyer_id, publisher_id,
                   billable=int(revenue_billable), paid=int(payout_billable))
@@ -224,7 +234,7 @@ def book_decision_sync(session: Session, kind, call_id, linkedid, when, now, cam
             book_sync(session, key=f"{kind}:{linkedid}:{account}{key_suffix}", kind=kind, account=account,
                       amount_cents=cents, call_id=call_id, campaign_id=campaign_id, buyer_id=buyer_id,
                       publisher_id=publisher_id, booked_at=when, now=now, reason=reason, user=user,
-                      late_ok=True, fetch=False)
+                      late_ok=True, fetch=False, rolls=rolls)
 
 
 async def _book_decision(session: AsyncSession, *args, **kwargs) -> None:
@@ -245,13 +255,16 @@ def closed_period_at_sync(session: Session, when: datetime):
 def book_sync(session: Session, *, key: str, kind: str, account: str, amount_cents: int, booked_at: datetime,
               now: datetime | None = None, call_id: int | None = None, campaign_id: int = 0, buyer_id: int = 0,
               publisher_id: int = 0, reason: str = "", user: str = "", late_ok: bool = False,
-              fetch: bool = True) -> b.LedgerEntry | int | None:
+              fetch: bool = True, rolls: list | None = None) -> b.LedgerEntry | int | None:
     """Append one entry (and its rollup); None if `key` is already booked. Returns the entry, or
     only its id when not `fetch` (settling a call needs no more, and saves a query).
 
     A time in a closed period is refused (PeriodClosedError), except with
     `late_ok`, used for calls: a call that ends up in a closed period (replayed
     late) is booked now, in the open period, saying so, rather than lost.
+
+    With `rolls` (a list), the rollup change is appended there as (booked at, {column: delta})
+    for the caller to apply with its own (settle_sync: one upsert per rollup table per call).
     """
     if account not in (RECEIVABLE, PAYABLE):
         raise BillingError("account", f"must be {RECEIVABLE} or {PAYABLE}, got {account!r}")
@@ -277,7 +290,10 @@ def book_sync(session: Session, *, key: str, kind: str, account: str, amount_cen
     if entry_id is None:
         return None
     money = {"receivable_cents" if account == RECEIVABLE else "payable_cents": amount_cents}
-    roll_sync(session, booked_at, campaign_id, buyer_id, publisher_id, **money)
+    if rolls is not None:
+        rolls.append((booked_at, money))
+    else:
+        roll_sync(session, booked_at, campaign_id, buyer_id, publisher_id, **money)
     return session.get(b.LedgerEntry, entry_id) if fetch else entry_id
 
 
