@@ -66,27 +66,29 @@ class AgiRequest:
     async def command(self, line: str) -> tuple[int, int | None, str]:
         self.writer.write(line.encode("utf-8", "replace") + b"\n")
         try:
-            await asyncio.wait_for(self.writer.drain(), self.command_timeout)
-            while True:
-                raw = await asyncio.wait_for(self.reader.readline(), self.command_timeout)
-                if not raw:
-                    raise AgiHangup("connection closed by Asterisk")
-                text = raw.decode("utf-8", "replace").strip()
-                if text == "HANGUP":  # async hangup notice; the answer still follows
-                    continue
-                m = _RESULT.match(text)
-                if not m:
-                    raise AgiError(f"unexpected AGI reply {text[:100]!r}")
-                code = int(m.group(1))
-                if code == 520 and text.startswith("520-"):  # multi-line usage text
-                    while not (await asyncio.wait_for(self.reader.readline(), self.command_timeout)).startswith(b"520 "):
-                        pass
-                if code == 511:
-                    raise AgiHangup("channel is dead")
-                if code != 200:
-                    raise AgiError(f"AGI command failed: {text[:100]!r}")
-                return code, int(m.group(2)) if m.group(2) else None, m.group(3) or ""
-        except asyncio.TimeoutError:
+            # asyncio.timeout, not wait_for: no task per await (several per call on the hot path).
+            async with asyncio.timeout(self.command_timeout):
+                await self.writer.drain()
+                while True:
+                    raw = await self.reader.readline()
+                    if not raw:
+                        raise AgiHangup("connection closed by Asterisk")
+                    text = raw.decode("utf-8", "replace").strip()
+                    if text == "HANGUP":  # async hangup notice; the answer still follows
+                        continue
+                    m = _RESULT.match(text)
+                    if not m:
+                        raise AgiError(f"unexpected AGI reply {text[:100]!r}")
+                    code = int(m.group(1))
+                    if code == 520 and text.startswith("520-"):  # multi-line usage text
+                        while not (await self.reader.readline()).startswith(b"520 "):
+                            pass
+                    if code == 511:
+                        raise AgiHangup("channel is dead")
+                    if code != 200:
+                        raise AgiError(f"AGI command failed: {text[:100]!r}")
+                    return code, int(m.group(2)) if m.group(2) else None, m.group(3) or ""
+        except TimeoutError:
             raise AgiError(f"no answer to {line.split(' ', 1)[0]} within {self.command_timeout}s") from None
         except (ConnectionError, asyncio.LimitOverrunError, ValueError) as exc:
             raise AgiHangup(str(exc)) from None
@@ -187,8 +189,9 @@ class FastAgiServer:
                 log.warning("FastAGI client %s refused: not in agi.allowed_peers", peer)
                 return
             try:
-                block = await asyncio.wait_for(self._read_headers(reader), self.header_timeout)
-            except (asyncio.TimeoutError, AgiError, ValueError, asyncio.LimitOverrunError, ConnectionError) as exc:
+                async with asyncio.timeout(self.header_timeout):
+                    block = await self._read_headers(reader)
+            except (TimeoutError, AgiError, ValueError, asyncio.LimitOverrunError, ConnectionError) as exc:
                 self.stats["dropped"] += 1
                 log.warning("FastAGI client %s dropped: %s", peer, exc or "header timeout")
                 return
@@ -215,6 +218,7 @@ class FastAgiServer:
             if script and self.observe is not None:
                 self.observe(script, time.perf_counter() - started)
             try:
-                await asyncio.wait_for(writer.wait_closed(), 1)
+                async with asyncio.timeout(1):
+                    await writer.wait_closed()
             except Exception:
                 pass
