@@ -4,7 +4,9 @@
 
 Needs root and the sandbox; holds the telephony lock. Starts a real `ppcswitch serve`
 (fresh SQLite database, the same network as bench/throughput.py, smaller by default),
-one SIPp buyer, and a SIPp caller at --rate calls/s for --minutes. Every --sample seconds
+one SIPp buyer, and a SIPp caller at --rate calls/s for --minutes, from a population of
+--callers distinct callers (repeat callers get the duplicate rule, repeat-caller routing
+and fraud checks, as on a real network). Every --sample seconds
 it prints the controller's RSS (MiB), open file descriptors, live calls and write queue
 depth; at the end: failed calls, the growth of RSS and fds between the first and the last
 third of the run, and stored records against Asterisk's own CDRs.
@@ -51,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sample", type=float, default=10, help="seconds between samples")
     ap.add_argument("--buyers", type=int, default=1000)
     ap.add_argument("--numbers", type=int, default=10000)
+    ap.add_argument("--callers", type=int, default=5000,
+                    help="distinct callers, called in turn (0: every call a new caller). The controller keeps "
+                         "state per caller (duplicate rule, repeat callers, fraud velocity), so memory is flat "
+                         "once the population has been seen, and grows with it when every call is new")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("bench/soak.py needs root (the sandbox runs in a chroot)", file=sys.stderr)
@@ -70,7 +76,9 @@ def soak(box: Sandbox, args) -> int:
     seconds = args.minutes * 60
     bench = Bench(box, args.hold)
     numbers = tracking_numbers(args.numbers)
-    bench.write_calls(numbers, callers(int(args.rate * seconds * 1.1) + 100))
+    total = int(args.rate * seconds * 1.1) + 100
+    pool = callers(args.callers or total)
+    bench.write_calls(numbers, [pool[i % len(pool)] for i in range(total)])
     buyer = box.start_sipp_uas("answer")
     cdr_file = box.root / "var/log/asterisk/cdr-csv/Master.csv"
     ctl = ControllerProcess(Path(tempfile.mkdtemp(prefix="ppcswitch-soak-")), box.ami_settings(),
@@ -108,9 +116,10 @@ def soak(box: Sandbox, args) -> int:
     print()
     print(f"{args.minutes:g} min at {args.rate:g} calls/s: placed {res.placed}, successful {res.successful}, "
           f"failed {res.failed}, PDD p50 {res.pct(50):.1f} ms p99 {res.pct(99):.1f} ms")
-    print(f"controller RSS: first third {avg(first, 1):.1f} MiB, last third {avg(last, 1):.1f} MiB, "
-          f"max {max(s[1] for s in samples):.1f} MiB")
-    print(f"controller open fds: first third {avg(first, 2):.1f}, last third {avg(last, 2):.1f}, "
+    middle = samples[third:-third] or samples
+    print(f"controller RSS: thirds {avg(first, 1):.1f} / {avg(middle, 1):.1f} / {avg(last, 1):.1f} MiB, "
+          f"max {max(s[1] for s in samples):.1f} MiB ({args.callers or 'every call a new'} callers)")
+    print(f"controller open fds: thirds {avg(first, 2):.1f} / {avg(middle, 2):.1f} / {avg(last, 2):.1f}, "
           f"max {max(s[2] for s in samples)}")
     print(f"records stored {stored}, calls in Asterisk's CDRs {in_cdr}")
     return 0 if res.failed == 0 and stored == in_cdr else 1
