@@ -112,8 +112,10 @@ def test_asterisk_restart_under_load_keeps_every_call_once(controller, sipp, san
     assert int(stats["SuccessfulCall(C)"]) == len(ended_cleanly), stats
     assert int(stats["FailedCall(C)"]) == CALLS - len(ended_cleanly), stats
     assert int(stats["FailedMaxUDPRetrans(C)"]) >= len(unreached), stats
-    # The fault really hit the load: bridged calls were cut, calls came while Asterisk was down.
-    assert len(cut) >= 3 and len(unreached) >= 2, seen
+    # The fault really hit the load: bridged calls were cut, calls came while Asterisk was stopping or
+    # down (refused with a 503 while it stops, unanswered while it is gone: how many of each depends on
+    # how fast this machine stops and starts Asterisk).
+    assert len(cut) >= 3 and len(unreached) + len(refused) + len(setup_cut) >= 2, seen
     if hard:  # nobody hung the cut calls up: the caller's BYE went unanswered or met a 481
         assert all(seen[c][-1] in ("FINAL 200", "END 481") for c in cut), seen
     else:  # Asterisk hung them up as it stopped
