@@ -16,7 +16,7 @@ from typing import Callable, Mapping
 
 from ppcswitch.routing.counters import Counters, local
 from ppcswitch.routing.model import Buyer, Campaign, Network
-from ppcswitch.routing.plan import BIG, campaign_plan
+from ppcswitch.routing.plan import BIG, area_code_reason, campaign_plan, state_reason
 from ppcswitch.routing.rules import NO_RULES, Rules
 
 # Q.850 causes given to the dialplan. Carriers map them to SIP responses:
@@ -267,22 +267,8 @@ def skip_reason(
 
 
 def _geo_reason(rules: Rules, facts: CallFacts) -> str:
-    state, npa = facts.state, facts.area_code
-    if rules.states_allowed:
-        if not state:
-            return "state_unknown"
-        if state not in rules.states_allowed:
-            return f"state_not_allowed:{state}"
-    if state and state in rules.states_denied:
-        return f"state_denied:{state}"
-    if rules.area_codes_allowed:
-        if not npa:
-            return "area_code_unknown"
-        if npa not in rules.area_codes_allowed:
-            return f"area_code_not_allowed:{npa}"
-    if npa and npa in rules.area_codes_denied:
-        return f"area_code_denied:{npa}"
-    return ""
+    # The same reading route() uses through the plan (routing.plan), so the two cannot drift apart.
+    return state_reason(rules, facts.state) or area_code_reason(rules, facts.area_code)
 
 
 def link_rules(network: Network, campaign_id: int | None, buyer_id: int) -> Rules:
