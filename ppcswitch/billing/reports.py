@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ppcswitch import timezones
 from ppcswitch.billing.ledger import BUCKET, PAYABLE, RECEIVABLE, BillingError
 from ppcswitch.money import format_cents
 from ppcswitch.storage import models as t
@@ -38,8 +39,9 @@ class Period:
 
 
 def _zone(tz: str) -> ZoneInfo:
+    name = timezones.canonical(tz)  # any case: "america/new_york" is America/New_York
     try:
-        return ZoneInfo(tz)
+        return ZoneInfo(name or tz)
     except (ZoneInfoNotFoundError, ValueError):
         raise BillingError("tz", f"unknown time zone {tz!r} (use a name such as UTC or America/New_York)") from None
 
@@ -56,6 +58,7 @@ def _date(value: date | str, what: str) -> date:
 def period(first_day: date | str, last_day: date | str | None = None, tz: str = "UTC") -> Period:
     """Local days `first_day`..`last_day` (both included) in time zone `tz`, e.g. a month."""
     zone = _zone(tz)
+    tz = zone.key
     first = _date(first_day, "from")
     last = _date(last_day, "to") if last_day is not None else first
     if last < first:

@@ -25,6 +25,8 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16))  # one of ROLES
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The user's own time zone for the panel (IANA name); None: the account's.
+    timezone: Mapped[str | None] = mapped_column(String(64), nullable=True, default=None)
 
 
 class ApiToken(Base):
@@ -60,3 +62,13 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(64))  # e.g. buyer.update
     target: Mapped[str] = mapped_column(String(200), default="")
     detail: Mapped[str] = mapped_column(Text, default="")  # JSON of the submitted values (no secrets)
+
+
+class Setting(Base):
+    """Account-wide settings the panel changes (e.g. `timezone`), one row per key."""
+
+    __tablename__ = "web_settings"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text, default="")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(64), default="")

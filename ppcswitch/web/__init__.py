@@ -93,7 +93,13 @@ def setup(app: web.Application) -> None:
     env.filters.update(panel.FILTERS)
     app[JINJA] = env
     app[THROTTLE] = security.LoginThrottle()
+    from ppcswitch.web import zones
+
+    app[zones.CACHE] = {}
     app.middlewares.append(auth_middleware)
+    from ppcswitch.web import account_views
+
+    app.middlewares.append(account_views.error_pages)  # inside the login check: error pages keep the menu
     app.on_response_prepare.append(_add_security_headers)
     app.router.add_static("/static/", HERE / "static", append_version=True)
     panel.add_routes(app)

@@ -18,7 +18,7 @@ from ppcswitch.attribution import codes
 from ppcswitch.billing import reports
 from ppcswitch.storage import models_routing, repo, repo_routing
 from ppcswitch.storage.validate import ValidationError, int_range
-from ppcswitch.web import Forbidden, need, numbers_import, openapi, panel, security, store
+from ppcswitch.web import Forbidden, need, numbers_import, openapi, panel, security, store, zones
 
 
 
@@ -40,6 +40,7 @@ async def guard(request: web.Request, handler):
     # A token never acts above its owner's current role (the owner may have been demoted since).
     role = token.role if security.role_within(token.role, user.role) else user.role
     request["user"], request["role"], request["token"] = user, role, token
+    request["zone"] = await zones.request_zone(request)
     try:
         return await handler(request)
     except Forbidden as exc:
@@ -393,7 +394,7 @@ async def numbers_import_(request: web.Request) -> web.Response:
 
 async def calls_list(request: web.Request) -> web.Response:
     need(request, "read")
-    flt, errors = panel.call_filter(request.query)
+    flt, errors = panel.call_filter(request.query, _zone_arg(request))
     if errors:
         field, message = next(iter(errors.items()))
         raise ValidationError(field, message)
@@ -430,17 +431,26 @@ async def live_hangup(request: web.Request) -> web.Response:
     return web.json_response({"result": message})
 
 
-async def summary(request: web.Request) -> web.Response:
-    need(request, "read")
-    from datetime import date, datetime, timezone
+def _zone_arg(request: web.Request) -> str:
+    """`tz` if given (any case), else the token owner's zone (their own, else the account's)."""
+    raw = request.query.get("tz")
+    return zones.check(raw, "tz") if raw is not None else request["zone"]
 
+
+async def summary(request: web.Request) -> web.Response:
+    """Today's totals (or `day`'s) in the time zone `tz` (default: the user's), with calls per local hour."""
+    need(request, "read")
+    from datetime import date
+
+    zone = _zone_arg(request)
     raw = request.query.get("day", "")
     try:
-        day = date.fromisoformat(raw) if raw else datetime.now(timezone.utc).date()
+        day = date.fromisoformat(raw) if raw else zones.today(zone)
     except ValueError:
         raise ValidationError("day", "use YYYY-MM-DD") from None
     async with request.app[core.SESSIONS]() as s:
-        out = await store.day_summary(s, day)
+        out = await store.day_summary(s, day, zone)
+    out["start"], out["end"] = out["start"].isoformat(), out["end"].isoformat()
     return web.json_response({"day": day.isoformat(), **out, "live_calls": len(panel._live_calls(request))})
 
 
@@ -537,12 +547,11 @@ def _line_json(x) -> dict:
 async def report(request: web.Request) -> web.Response:
     """The billing report of a period: per campaign, buyer (receivable), publisher (payable), total."""
     need(request, "reports")
-    from datetime import datetime, timezone
-
-    today = datetime.now(timezone.utc).date()
     q = request.query
+    zone = _zone_arg(request)
+    today = zones.today(zone)
     p = reports.period(q.get("from", today.replace(day=1).isoformat())[:10], q.get("to", today.isoformat())[:10],
-                       q.get("tz", "UTC")[:64])
+                       zone)
     async with request.app[core.SESSIONS]() as s:
         rep = await reports.period_report(s, p)
     return web.json_response({"period": rep.period.label, "start": rep.period.start.isoformat(),

@@ -79,7 +79,11 @@ SCHEMAS = {
                  required=["id", "linkedid", "started_at", "outcome", "billable", "billing_reasons"]),
     "LiveCall": _obj({"linkedid": {"type": "string"}, "started_at": TIME, "dialled": {"type": "string"},
                       "caller": {"type": "string"}, "attempts": {"type": "integer"}, "answered": {"type": "boolean"},
-                      "campaign": {"type": "string"}}),
+                      "campaign": {"type": "string"}, "publisher": {"type": "string"},
+                      "buyer": {"type": "string", "description": "the buyer connected, else the one being dialled"},
+                      "state": {"type": "string", "description": "the caller's US state, '' when not known"},
+                      "elapsed_s": {"type": "integer", "description": "seconds since the call came in"},
+                      "talking_s": {"type": "integer", "description": "seconds since a buyer answered (0: none yet)"}}),
     "CapUse": _obj({"name": {"type": "string"}, "live": {"type": "integer"},
                     "cap": {"type": "integer", "nullable": True}, "paused": {"type": "boolean"}}),
     "Rules": {"type": "object", "description": "a buyer's routing rules (ppcswitch.routing.rules): timezone, "
@@ -139,8 +143,12 @@ SCHEMAS = {
                      "billable": {"type": "integer"}, "billable_rate": {"type": "number"},
                      "revenue_cents": {"type": "integer"}, "payout_cents": {"type": "integer"},
                      "margin_cents": {"type": "integer"},
-                     "per_hour": {"type": "array", "items": {"type": "integer"}, "minItems": 24, "maxItems": 24},
-                     "live_calls": {"type": "integer"}}),
+                     "per_hour": {"type": "array", "items": {"type": "integer"}, "minItems": 23, "maxItems": 25,
+                                  "description": "calls per local hour (23 or 25 on a daylight-saving change)"},
+                     "hour_labels": {"type": "array", "items": {"type": "string"}, "minItems": 23, "maxItems": 25,
+                                     "description": "the local hour (00-23) of each per_hour entry"},
+                     "timezone": {"type": "string", "example": "America/New_York"},
+                     "start": TIME, "end": TIME, "live_calls": {"type": "integer"}}),
 }
 
 
@@ -177,6 +185,8 @@ Q = _param("q", "query", {"type": "string", "maxLength": 100}, description="name
 PATH_ID = _param("id", "path", ID)
 BUYER_ID = _param("buyer_id", "path", ID)
 NUMBER = _param("number", "path", {"type": "string", "example": "+18005550100"})
+TZ = _param("tz", "query", {"type": "string", "maxLength": 64, "example": "America/New_York"},
+            description="IANA time zone of the days, any case (default: the token owner's, else the account's)")
 
 
 def _body(name: str) -> dict:
@@ -230,7 +240,7 @@ def document() -> dict:
     paths["/reports"] = {"get": {
         "summary": "Billing report of a period (finance and admin)", "operationId": "report",
         "parameters": [_param("from", "query", date), _param("to", "query", date),
-                       _param("tz", "query", {"type": "string", "example": "America/New_York"})],
+                       TZ],
         "responses": {"200": _json(_ref("Report")), **_errors()}}}
     paths["/campaigns/{id}/buyers"] = {"get": {
         "summary": "The campaign's buyers and priorities", "operationId": "list_campaign_buyers",
@@ -287,7 +297,7 @@ def document() -> dict:
                        _param("campaign", "query", ID), _param("publisher", "query", ID), _param("buyer", "query", ID),
                        _param("billable", "query", {"type": "string", "enum": ["yes", "no"]}),
                        _param("caller", "query", {"type": "string", "maxLength": 64}, description="caller starts with"),
-                       _param("outcome", "query", {"type": "string", "maxLength": 32})],
+                       _param("outcome", "query", {"type": "string", "maxLength": 32}), TZ],
         "responses": {"200": _json(_obj({"items": {"type": "array", "items": _ref("Call")},
                                          "next_cursor": {"type": "string", "nullable": True}})), **_errors()}}}
     paths["/calls/{linkedid}"] = {"get": {
@@ -303,8 +313,8 @@ def document() -> dict:
         "parameters": [_param("linkedid", "path", {"type": "string"})],
         "responses": {"200": _json(_obj({"result": {"type": "string"}})), **_errors(503)}}}
     paths["/summary"] = {"get": {
-        "summary": "One UTC day: calls, billable rate, revenue, payout, margin, calls per hour",
-        "operationId": "summary", "parameters": [_param("day", "query", date)],
+        "summary": "One local day: calls, billable rate, revenue, payout, margin, calls per hour",
+        "operationId": "summary", "parameters": [_param("day", "query", date), TZ],
         "responses": {"200": _json(_ref("Summary")), **_errors()}}}
     paths["/calls/{linkedid}/postbacks"] = {"get": {
         "summary": "The call's postback/webhook delivery log: every notification and attempt",

@@ -12,8 +12,10 @@ import io
 import json
 import re
 from datetime import date, datetime, timezone
+from zoneinfo import ZoneInfo
 from urllib.parse import quote, urlencode
 
+import jinja2
 from aiohttp import web
 from sqlalchemy import select
 
@@ -25,7 +27,8 @@ from ppcswitch.storage import models_billing, models_routing, repo, repo_routing
 from ppcswitch.storage.validate import ValidationError, int_range
 from ppcswitch.storage.validate import money as v_money
 from ppcswitch.web import JINJA, LOGIN_CSRF_COOKIE, SESSION_COOKIE, THROTTLE, Forbidden, need, security, store
-from ppcswitch.web import numbers_import
+from ppcswitch.web import charts, numbers_import, zones
+from ppcswitch import timezones
 
 PAGE = 50
 
@@ -102,25 +105,70 @@ def rule_values(rules: dict) -> dict[str, str]:
             for k, v in rules.items() if k in RULE_KEYS}
 
 
-def _ts(value) -> str:
-    return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
+@jinja2.pass_context
+def _ts(ctx, value) -> str:
+    """A stored (UTC) time in the viewer's zone; the page names the zone (zone_name)."""
+    if value is None:
+        return ""
+    zone = ctx.get("zone")
+    return (value.astimezone(zone) if zone is not None else value).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _pct(value: float) -> str:
     return f"{value * 100:.1f}%"
 
 
-FILTERS = {"money": lambda c: format_cents(c or 0), "ts": _ts, "pct": _pct}
+CURRENCY_SYMBOLS = {"USD": "$", "CAD": "CA$", "AUD": "A$", "EUR": "€", "GBP": "£", "NZD": "NZ$", "MXN": "MX$"}
+
+
+def money_text(cents: int | None, currency: str = "USD") -> str:
+    """-1234567 -> "-$12,345.67": the currency's symbol (or its code) and thousands separators."""
+    cents = int(cents or 0)
+    whole, part = divmod(abs(cents), 100)
+    symbol = CURRENCY_SYMBOLS.get(currency, currency + " ")
+    return f"{'-' if cents < 0 else ''}{symbol}{whole:,}.{part:02d}"
+
+
+@jinja2.pass_context
+def _money(ctx, cents) -> str:
+    return money_text(cents, ctx.get("currency", "USD"))
+
+
+FILTERS = {"money": _money, "ts": _ts, "pct": _pct, "plain_money": lambda c: format_cents(c or 0)}
 
 
 # --- plumbing ---------------------------------------------------------------------
 
+NAV = [("/", "Dashboard"), ("/live", "Live calls"), ("/calls", "Call log"), ("/campaigns", "Campaigns"),
+       ("/buyers", "Buyers"), ("/publishers", "Publishers"), ("/numbers", "Numbers"), ("/pools", "Pools"),
+       ("/quality", "Quality")]
+FLASH = {"1": "Saved.", "added": "Buyer added to the campaign.", "removed": "Buyer removed from the campaign.",
+         "priority": "Priority saved.", "paused": "Paused: calls no longer go to it.", "resumed": "Resumed.",
+         "released": "Number released: calls to it are no longer routed.", "zone": "Time zone saved.",
+         "password": "Password changed.", "revoked": "Token revoked.", "disabled": "User disabled.",
+         "enabled": "User enabled.", "role": "Role changed."}
+
+
 def render(request: web.Request, template: str, status: int = 200, **ctx) -> web.Response:
+    return web.Response(text=render_text(request, template, **ctx), status=status, content_type="text/html")
+
+
+def render_text(request: web.Request, template: str, **ctx) -> str:
     user = request.get("user")
+    zone_name = request.get("zone") or "UTC"
+    ctx.setdefault("flash", FLASH.get(request.query.get("saved", ""), ""))
     html = request.app[JINJA].get_template(template).render(
         user=user, role=request.get("role"), csrf=request.get("csrf", ""), path=request.path,
+        zone=ZoneInfo(zone_name), zone_name=zone_name, nav=NAV, section=_section(request.path),
+        currency=request.app[core.SETTINGS].billing.currency,
         can=lambda perm: user is not None and security.role_allows(request["role"], perm), **ctx)
-    return web.Response(text=html, status=status, content_type="text/html")
+    return html
+
+
+def _section(path: str) -> str:
+    """The navigation entry of a page (for aria-current)."""
+    first = "/" + path.strip("/").split("/")[0] if path.strip("/") else "/"
+    return first
 
 
 def _error_page(request: web.Request, status: int, message: str) -> web.Response:
@@ -139,6 +187,7 @@ async def guard(request: web.Request, handler):
         return _error_page(request, 401, "Your session has ended. Log in again.")
     user, csrf = found
     request["user"], request["role"], request["csrf"], request["sid"] = user, user.role, csrf, sid
+    request["zone"] = await zones.request_zone(request)
     if request.method not in ("GET", "HEAD", "OPTIONS"):
         form = await request.post()
         sent = form.get("csrf") or request.headers.get("X-CSRF-Token") or ""
@@ -262,15 +311,26 @@ def _live_calls(request: web.Request) -> list[dict]:
         return []
     router = request.app.get(core.ROUTER)
     network = router.network if router else None
+    now = datetime.now(timezone.utc)
     out = []
     for call in sorted(tracker.calls.values(), key=lambda c: c.started_at):
         route = router.routes.get(call.linkedid) if router else None  # what routing decided for it
         number = network.numbers.get(route.facts.tracking_number or "") if route and network else None
+        attempts = sorted(call.attempts.values(), key=lambda a: a.seq)
+        answered = next((a for a in attempts if a.answered_at), None)
+        current = answered or (attempts[-1] if attempts else None)
+        buyer = network.buyers.get(current.buyer_id) if network and current and current.buyer_id else None
+        publisher_id = route.decision.publisher_id if route else None
+        publisher = network.publishers.get(publisher_id) if network and publisher_id else None
         out.append({"linkedid": call.linkedid, "started_at": call.started_at, "dialled": call.dialled,
                     "caller": call.caller_raw, "attempts": len(call.attempts),
-                    "answered": any(a.answered_at for a in call.attempts.values()),
+                    "answered": answered is not None,
                     "campaign": network.campaigns[number.campaign_id].name
-                    if number and number.campaign_id in network.campaigns else ""})
+                    if number and number.campaign_id in network.campaigns else "",
+                    "publisher": publisher.name if publisher else "", "buyer": buyer.name if buyer else "",
+                    "state": route.facts.state if route else "",
+                    "elapsed_s": max(0, int((now - call.started_at).total_seconds())),
+                    "talking_s": max(0, int((now - answered.answered_at).total_seconds())) if answered else 0})
     return out
 
 
@@ -285,11 +345,20 @@ def cap_use(request: web.Request) -> list[dict]:
 
 async def dashboard(request: web.Request) -> web.Response:
     need(request, "read")
-    today = datetime.now(timezone.utc).date()
-    summary = await _read(request, store.day_summary, today)
-    peak = max(summary["per_hour"]) or 1
+    zone = request["zone"]
+    today = zones.today(zone)
+    summary = await _read(request, store.day_summary, today, zone)
+    peak = max(summary["per_hour"] or [0]) or 1
+    chosen = (await zones.account_zone(request.app))[1]
+    day = today.isoformat()
+    calls_url = "/calls?" + urlencode({"date_from": day, "date_to": day})
+    links = [f"{calls_url}&hour={int(label)}" for label in summary["hour_labels"]]
+    chart = charts.bars(f"Calls per hour, {day} ({zone})", [f"{h}:00" if i % 3 == 0 else h for i, h in
+                                                            enumerate(summary["hour_labels"])],
+                        summary["per_hour"], fmt=lambda v: f"{v:g}", links=links, chart_id="calls-per-hour")
     return render(request, "dashboard.html", day=today, s=summary, peak=peak, live=len(_live_calls(request)),
-                  caps=cap_use(request))
+                  caps=cap_use(request), zone_unset=not chosen, server_zone=timezones.server_zone(),
+                  chart=chart, calls_url=calls_url)
 
 
 # --- buyers, publishers, campaigns -----------------------------------------------------
@@ -350,8 +419,8 @@ async def _extra_values(s, kind: str, ident: int) -> dict[str, str]:
     return out
 
 
-async def _form(request, kind, row, values, errors, status=200) -> web.Response:
-    extra = {}
+async def _form(request, kind, row, values, errors, status=200, link=None) -> web.Response:
+    extra = {"link": link or {}, "zone_names": timezones.names() if kind == "buyer" else ()}
     if kind == "campaign" and row is not None:
         extra["links"] = await _read(request, store.campaign_buyers, row.id)
         extra["all_buyers"] = sorted((await _read(request, store.names, "buyer")).items(), key=lambda x: x[1])
@@ -426,7 +495,7 @@ async def object_pause(request: web.Request) -> web.Response:
     paused = (await request.post()).get("paused") == "1"
     await _write(request, f"{kind}.{'pause' if paused else 'resume'}", f"{kind} {row.id}", {"paused": paused},
                  lambda s: UPDATE[kind](s, row.id, paused=paused))
-    raise web.HTTPFound(f"/{PLURAL[kind]}")
+    raise web.HTTPFound(f"/{PLURAL[kind]}?saved={'paused' if paused else 'resumed'}")
 
 
 # --- campaign routing: which buyers, in which order --------------------------------------
@@ -448,8 +517,21 @@ async def campaign_buyer_save(request: web.Request) -> web.Response:
                          f"campaign {row.id}", {"buyer_id": buyer_id, "priority": priority},
                          lambda s: fn(s, row.id, buyer_id, priority))
     except ValidationError as exc:
-        return await _form(request, "campaign", row, form_values("campaign", row), {"_": str(exc)}, status=400)
-    raise web.HTTPFound(f"/campaigns/{row.id}?saved=1")
+        # Shown on the campaign's page with its settings as stored and the refused link's values kept;
+        # every form there posts to its own address, so the next save goes where it should.
+        values = form_values("campaign", row)
+        async with request.app[core.SESSIONS]() as s:
+            values.update(await _extra_values(s, "campaign", row.id))
+        link = {"op": str(op), "buyer_id": str(form.get("buyer_id", "")), "priority": str(form.get("priority", "")),
+                "error": exc.message if exc.field != "_" else str(exc), "field": exc.field}
+        return await _form(request, "campaign", row, values, {"link": str(exc)}, status=400, link=link)
+    raise web.HTTPFound(f"/campaigns/{row.id}?saved={ {'remove': 'removed', 'add': 'added'}.get(op, 'priority')}")
+
+
+async def campaign_buyers_get(request: web.Request) -> web.Response:
+    """A reload (or bookmark) of a refused link form: the campaign's page."""
+    row = await _object(request, "campaign")
+    raise web.HTTPFound(f"/campaigns/{row.id}")
 
 
 # --- tracking numbers -------------------------------------------------------------------
@@ -523,7 +605,7 @@ async def number_release(request: web.Request) -> web.Response:
                      lambda s: repo.remove_tracking_number(s, number, region=region))
     except ValidationError as exc:
         return _error_page(request, 404, str(exc))
-    raise web.HTTPFound("/numbers")
+    raise web.HTTPFound("/numbers?saved=released")
 
 
 async def numbers_import_page(request: web.Request) -> web.Response:
@@ -560,8 +642,9 @@ async def numbers_import_submit(request: web.Request) -> web.Response:
 
 # --- calls ------------------------------------------------------------------------------
 
-def call_filter(query) -> tuple[store.CallFilter, dict[str, str]]:
-    """The call-log filter from query parameters; unreadable values are reported, not guessed."""
+def call_filter(query, zone: str = "UTC") -> tuple[store.CallFilter, dict[str, str]]:
+    """The call-log filter from query parameters (days are local days of `zone`); unreadable values
+    are reported, not guessed."""
     flt, errors = store.CallFilter(), {}
     for key in ("date_from", "date_to"):
         raw = query.get(key, "").strip()
@@ -577,6 +660,14 @@ def call_filter(query) -> tuple[store.CallFilter, dict[str, str]]:
                 setattr(flt, f"{key}_id", _int_arg(raw, key))
             except ValidationError as exc:
                 errors[key] = exc.message
+    raw = query.get("hour", "").strip()
+    if raw:
+        try:
+            flt.hour = int_range(raw, "hour", 0, 23)
+            if flt.date_from is None:
+                raise ValidationError("hour", "goes with a day (date_from)")
+        except ValidationError as exc:
+            errors["hour"] = exc.message
     billable = query.get("billable", "")
     if billable in ("yes", "true", "1"):
         flt.billable = True
@@ -584,6 +675,7 @@ def call_filter(query) -> tuple[store.CallFilter, dict[str, str]]:
         flt.billable = False
     elif billable:
         errors["billable"] = "use yes or no"
+    flt.zone = zone
     flt.caller = query.get("caller", "").strip()[:64]
     flt.outcome = query.get("outcome", "").strip()[:32]
     return flt, errors
@@ -591,7 +683,7 @@ def call_filter(query) -> tuple[store.CallFilter, dict[str, str]]:
 
 async def calls_page(request: web.Request) -> web.Response:
     need(request, "read")
-    flt, errors = call_filter(request.query)
+    flt, errors = call_filter(request.query, request["zone"])
     cursor = request.query.get("cursor", "")
     try:
         rows, next_cursor = await _read(request, store.list_calls, flt, PAGE, cursor)
@@ -612,7 +704,7 @@ CSV_COLUMNS = ("linkedid", "started_at", "ended_at", "tracking_number", "caller"
 
 async def calls_csv(request: web.Request) -> web.StreamResponse:
     need(request, "read")
-    flt, errors = call_filter(request.query)
+    flt, errors = call_filter(request.query, request["zone"])
     if errors:
         return _error_page(request, 400, "; ".join(f"{k}: {v}" for k, v in errors.items()))
     async with request.app[core.SESSIONS]() as s:
@@ -724,10 +816,17 @@ async def _noop(_session) -> None:
 
 async def users_page(request: web.Request, errors=None, values=None, new_token="", status=200) -> web.Response:
     need(request, "users")
+    from ppcswitch.web import account_views
+
     async with request.app[core.SESSIONS]() as s:
         users, tokens = await store.list_users(s), await store.list_tokens(s)
-    return render(request, "users.html", status=status, users=users, tokens=tokens, errors=errors or {},
+    cookie = request.cookies.get(account_views.NEW_TOKEN_COOKIE, "")
+    new_token = new_token or (cookie if cookie.startswith(security.TOKEN_PREFIX) else "")
+    resp = render(request, "users.html", status=status, users=users, tokens=tokens, errors=errors or {},
                   values=values or {}, new_token=new_token, roles=security.PERMISSIONS)
+    if cookie:
+        resp.del_cookie(account_views.NEW_TOKEN_COOKIE, path="/")
+    return resp
 
 
 async def user_add(request: web.Request) -> web.Response:
@@ -740,7 +839,7 @@ async def user_add(request: web.Request) -> web.Response:
                      lambda s: store.create_user(s, values["username"], password, values["role"]))
     except ValidationError as exc:
         return await users_page(request, {exc.field: exc.message}, values, status=400)
-    raise web.HTTPFound("/users")
+    raise web.HTTPFound("/users?saved=1")
 
 
 async def user_disable(request: web.Request) -> web.Response:
@@ -754,7 +853,7 @@ async def user_disable(request: web.Request) -> web.Response:
                      lambda s: store.set_user_disabled(s, user_id, disabled))
     except ValidationError as exc:
         return await users_page(request, {"user": exc.message}, status=400)
-    raise web.HTTPFound("/users")
+    raise web.HTTPFound("/users?saved=" + ("disabled" if disabled else "enabled"))
 
 
 async def token_add(request: web.Request) -> web.Response:
@@ -769,19 +868,32 @@ async def token_add(request: web.Request) -> web.Response:
         if request["role"] != "admin":
             return _error_page(request, 400, str(exc))
         return await users_page(request, {"token_" + exc.field: exc.message}, status=400)
-    if request["role"] != "admin":
-        return render(request, "token.html", token=secret)
-    return await users_page(request, new_token=secret)
+    # Post-redirect-get: reloading the page that shows the token does not make another one.
+    from ppcswitch.web import account_views
+
+    resp = web.HTTPFound("/users#new-token" if request["role"] == "admin" else "/account#new-token")
+    account_views.remember_new_token(resp, request, secret)
+    raise resp
 
 
 async def token_revoke(request: web.Request) -> web.Response:
-    need(request, "users")
+    """An admin revokes any token; everyone else their own."""
+    need(request, "read")
+    admin = security.role_allows(request["role"], "users")
+    user_id = request["user"].id
+
+    async def job(s):
+        row = await s.get(store.w.ApiToken, token_id)
+        if row is None or (not admin and row.user_id != user_id):
+            raise ValidationError("token", f"no token with id {token_id}")
+        return await store.revoke_token(s, token_id)
+
     try:
         token_id = _int_arg(request.match_info["id"], "id")
-        await _write(request, "token.revoke", f"token {token_id}", {}, lambda s: store.revoke_token(s, token_id))
+        await _write(request, "token.revoke", f"token {token_id}", {}, job)
     except ValidationError as exc:
         return _error_page(request, 404, str(exc))
-    raise web.HTTPFound("/users")
+    raise web.HTTPFound("/users?saved=revoked" if admin else "/account?saved=revoked")
 
 
 async def audit_page(request: web.Request) -> web.Response:
@@ -791,18 +903,13 @@ async def audit_page(request: web.Request) -> web.Response:
     return render(request, "audit.html", rows=rows, next_before=rows[-1].id if len(rows) == 100 else None)
 
 
-async def account_page(request: web.Request) -> web.Response:
-    need(request, "read")
-    return render(request, "token.html", token="")
-
-
 async def reports_page(request: web.Request) -> web.StreamResponse:
     """The billing reports (ppcswitch.billing.reports) for a period, as a table or CSV."""
     need(request, "reports")
-    today = datetime.now(timezone.utc).date()
+    today = zones.today(request["zone"])
     q = request.query
     values = {"from": q.get("from", today.replace(day=1).isoformat())[:10], "to": q.get("to", today.isoformat())[:10],
-              "tz": q.get("tz", "UTC")[:64]}
+              "tz": q.get("tz", request["zone"])[:64]}
     rep, error = None, ""
     try:
         p = reports.period(values["from"], values["to"], values["tz"])
@@ -891,7 +998,6 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/tokens", token_add)
     r.add_post("/tokens/{id}/revoke", token_revoke)
     r.add_get("/audit", audit_page)
-    r.add_get("/account", account_page)
     r.add_get("/reports", reports_page)
     r.add_post("/reports/adjust", adjust_submit)
     for kind, plural in PLURAL.items():
@@ -902,3 +1008,14 @@ def add_routes(app: web.Application) -> None:
         r.add_post(f"/{plural}/{{id}}", object_save)
         r.add_post(f"/{plural}/{{id}}/pause", object_pause)
     r.add_post("/campaigns/{id}/buyers", campaign_buyer_save)
+    r.add_get("/campaigns/{id}/buyers", campaign_buyers_get)
+    from ppcswitch.web import account_views
+
+    account_views.add_routes(app)
+    from ppcswitch.web import live_views
+
+    live_views.add_routes(app)
+    from ppcswitch.web import link_views
+
+    link_views.add_routes(app)
+    r.add_get("/account", account_views.account_page)

@@ -244,7 +244,7 @@ async def import_numbers_csv(session: AsyncSession, text: str, region: str) -> n
 
 @dataclass
 class CallFilter:
-    date_from: date | None = None  # UTC days, inclusive
+    date_from: date | None = None  # local days (zone below), inclusive
     date_to: date | None = None
     campaign_id: int | None = None
     publisher_id: int | None = None
@@ -252,13 +252,25 @@ class CallFilter:
     billable: bool | None = None
     caller: str = ""  # a prefix of the caller (E.164)
     outcome: str = ""
+    zone: str = "UTC"  # the days above are local days of this zone
+    hour: int | None = None  # a local hour (0-23) of date_from
 
     def conditions(self) -> list:
+        from ppcswitch.web import zones
+
         c = []
+        if self.date_from and self.hour is not None:  # one local hour of that day (a drill-down)
+            hours = zones.hour_bounds(self.date_from, self.zone)
+            found = [i for i, (_, label) in enumerate(hours) if int(label) == self.hour]
+            if not found:
+                return [t.Call.id < 0]  # that hour does not exist (the spring-forward gap)
+            first, last = found[0], found[-1]
+            end = hours[last + 1][0] if last + 1 < len(hours) else zones.day_bounds(self.date_from, self.zone)[1]
+            c += [t.Call.started_at >= hours[first][0], t.Call.started_at < end]
         if self.date_from:
-            c.append(t.Call.started_at >= _day_start(self.date_from))
+            c.append(t.Call.started_at >= zones.day_bounds(self.date_from, self.zone)[0])
         if self.date_to:
-            c.append(t.Call.started_at < _day_start(self.date_to) + timedelta(days=1))
+            c.append(t.Call.started_at < zones.day_bounds(self.date_to, self.zone)[1])
         for col, value in ((t.Call.campaign_id, self.campaign_id), (t.Call.publisher_id, self.publisher_id),
                            (t.Call.buyer_id, self.buyer_id)):
             if value is not None:
@@ -329,19 +341,24 @@ async def call_by_linkedid(session: AsyncSession, linkedid: str) -> t.Call | Non
                                 .options(selectinload(t.Call.attempts)))
 
 
-async def day_summary(session: AsyncSession, day: date) -> dict:
-    """Totals of one UTC day and calls per hour (one aggregate query, range on the started_at index)."""
-    start = _day_start(day)
-    hours = [start + timedelta(hours=h) for h in range(25)]
+async def day_summary(session: AsyncSession, day: date, zone: str = "UTC") -> dict:
+    """Totals of one local day in `zone` and calls per local hour (one aggregate query, range on the
+    started_at index). A daylight-saving day has 23 or 25 hours."""
+    from ppcswitch.web import zones
+
+    bounds = zones.hour_bounds(day, zone)
+    start, end = zones.day_bounds(day, zone)
+    edges = [b for b, _ in bounds[1:]] + [end]
     cols = [func.count().label("calls"),
             func.coalesce(func.sum(case((t.Call.billable.is_(True), 1), else_=0)), 0).label("billable"),
             func.coalesce(func.sum(t.Call.revenue_cents), 0).label("revenue"),
             func.coalesce(func.sum(t.Call.payout_cents), 0).label("payout")]
-    cols += [func.coalesce(func.sum(case((t.Call.started_at < hours[h + 1], 1), else_=0)), 0) for h in range(24)]
-    row = (await session.execute(select(*cols).where(t.Call.started_at >= start, t.Call.started_at < hours[24]))).one()
+    cols += [func.coalesce(func.sum(case((t.Call.started_at < edge, 1), else_=0)), 0) for edge in edges]
+    row = (await session.execute(select(*cols).where(t.Call.started_at >= start, t.Call.started_at < end))).one()
     cumulative = [int(x) for x in row[4:]]
-    per_hour = [cumulative[0]] + [cumulative[h] - cumulative[h - 1] for h in range(1, 24)]
+    per_hour = [cumulative[0]] + [cumulative[h] - cumulative[h - 1] for h in range(1, len(cumulative))]
     calls, billable, revenue, payout = (int(x) for x in row[:4])
     return {"calls": calls, "billable": billable, "billable_rate": (billable / calls if calls else 0.0),
             "revenue_cents": revenue, "payout_cents": payout, "margin_cents": revenue - payout,
-            "per_hour": per_hour}
+            "per_hour": per_hour, "hour_labels": [label for _, label in bounds], "timezone": zone,
+            "start": start, "end": end}
