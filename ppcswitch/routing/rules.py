@@ -13,9 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import lru_cache
 from typing import Any, Mapping
-from zoneinfo import ZoneInfo
-
-from ppcswitch import timezones
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ppcswitch.routing.geo import STATES
 
@@ -237,8 +235,6 @@ def normalize(data: Mapping[str, Any] | None) -> dict[str, Any]:
     for key in ("states_allowed", "states_denied", "area_codes_allowed", "area_codes_denied"):
         if key in clean:
             clean[key] = sorted(getattr(rules, key))
-    if "timezone" in clean:
-        clean["timezone"] = rules.timezone
     if "closed_dates" in clean:
         clean["closed_dates"] = sorted(d.isoformat() for d in rules.closed_dates)
     return clean
@@ -246,10 +242,11 @@ def normalize(data: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def parse_rules(data: Mapping[str, Any] | None) -> Rules:
     d = dict(data or {})
-    typed = str(d.get("timezone") or "UTC").strip()
-    tz = timezones.canonical(typed)  # "america/new_york" is America/New_York
-    if tz is None:
-        raise RulesError("timezone", f"unknown time zone {typed!r} (e.g. America/New_York)")
+    tz = str(d.get("timezone") or "UTC").strip()
+    try:
+        zone(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise RulesError("timezone", f"unknown time zone {tz!r} (e.g. America/New_York)") from None
     hours = str(d.get("hours") or "").strip()
     paused = d.get("paused", False)
     if not isinstance(paused, bool):

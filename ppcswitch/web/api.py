@@ -466,7 +466,7 @@ async def buyer_rules_put(request: web.Request) -> web.Response:
     """Replace a buyer's rules (schedule, caps, budgets, geography...) with the object sent."""
     need(request, "write")
     ident = _ident(request)
-    data = await _body(request)
+    data = zones.canonical_rules(await _body(request))
     rules = await _write(request, "buyer.rules", f"buyer {ident}", data,
                          lambda s: repo_routing.set_buyer_rules(s, ident, data, replace=True))
     return web.json_response(rules)

@@ -15,7 +15,7 @@ from ppcswitch import timezones
 from ppcswitch.routing import rules as routing_rules
 from ppcswitch.storage import repo, repo_routing
 from ppcswitch.storage.validate import ValidationError
-from ppcswitch.web import need, panel, store
+from ppcswitch.web import need, panel, store, zones
 
 LABELS = {f: (label, help) for f, label, help in panel.RULE_FIELDS}
 LIST_KEYS = set(panel._LIST_RULES)
@@ -87,7 +87,8 @@ async def link_save(request: web.Request) -> web.Response:
 
     async def save(s):
         await repo.set_campaign_buyer_priority(s, campaign.id, buyer.id, values["priority"] or "1")
-        return await repo_routing.set_buyer_rules(s, buyer.id, changes, campaign.id, replace=True)
+        return await repo_routing.set_buyer_rules(s, buyer.id, zones.canonical_rules(changes), campaign.id,
+                                                  replace=True)
 
     try:
         await panel._write(request, "campaign.link", f"campaign {campaign.id} buyer {buyer.id}", values, save)

@@ -485,7 +485,7 @@ def _rule_input(rules: dict[str, str]) -> dict:
             out[k] = [x.strip() for x in v.replace(";", ",").split(",") if x.strip()]
         else:
             out[k] = v
-    return out
+    return zones.canonical_rules(out)
 
 
 async def object_pause(request: web.Request) -> web.Response:

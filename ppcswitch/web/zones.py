@@ -33,6 +33,16 @@ def check(name: str, field: str = "timezone") -> str:
     return found
 
 
+def canonical_rules(data):
+    """A routing-rules object with its `timezone` spelled canonically ("america/new_york" ->
+    America/New_York); an unknown name is left for the rules module to refuse with its message."""
+    if isinstance(data, dict) and isinstance(data.get("timezone"), str) and data["timezone"].strip():
+        found = timezones.canonical(data["timezone"])
+        if found:
+            return {**data, "timezone": found}
+    return data
+
+
 async def stored_account_zone(session: AsyncSession) -> str | None:
     row = await session.get(w.Setting, KEY)
     return row.value if row is not None and row.value else None
