@@ -293,3 +293,63 @@ async def test_campaign_link_caps_weight_and_priority(sqlite_client):
         [(link, _b)] = await store.campaign_buyers(s, campaign_id)
         assert link.priority == 3
     assert (await client.get(f"/campaigns/{campaign_id}/buyers/999")).status == 404
+
+
+async def test_call_page_explains_routing_and_billing_in_words(sqlite_client):
+    client = sqlite_client
+    app = client.server.app
+
+    async def seed(s):
+        b1 = await repo.create_buyer(s, "Cool Air", "sip:b1@127.0.0.1:5071")
+        b2 = await repo.create_buyer(s, "West Coast HVAC", "sip:b2@127.0.0.1:5072")
+        b3 = await repo.create_buyer(s, "Night Owl", "sip:b3@127.0.0.1:5073")
+        record = call_record(1, billable=False, buyer_id=b1.id)
+        await repo.save_call(s, record)
+        await repo_routing.save_trace(s, record.linkedid, {
+            "status": "route", "caller_state": "CA", "area_code": "415", "zip": "", "candidates": [b1.id],
+            "skipped": [[b2.id, "state_not_allowed:CA"], [b3.id, "closed:schedule"]], "sticky_buyer": None,
+            "bids": [], "attempts": [b1.id], "winner": b1.id})
+        return b2.id
+
+    b2 = await app[core.WRITER].run(seed)
+    await login(client, "noc")
+    calls = await (await client.get("/calls")).text()
+    call_id = re.search(r'href="/calls/(\d+)"', calls).group(1)
+    html = await (await client.get(f"/calls/{call_id}")).text()
+    table = html[html.index('id="routing-table"'):html.index("</table>", html.index('id="routing-table"'))]
+    rows = re.findall(r"<tr class=\"[^\"]*\">(.*?)</tr>", table, re.S)
+    assert len(rows) == 3
+    assert "Cool Air" in rows[0] and "chosen" in rows[0]
+    assert f'href="/buyers/{b2}">West Coast HVAC' in rows[1]
+    assert "Caller&#39;s state CA is not in the buyer&#39;s allowed states" in rows[1]
+    assert "Closed: outside the buyer&#39;s open hours" in rows[2]
+    assert "Connected 47 s, under the 60 s minimum" in html  # the billing reason in words, code kept
+    assert "<code>duration_below_minimum:47&lt;60</code>" in html
+    assert '"skipped"' in html  # the stored JSON is still there, folded away
+
+
+async def test_search_ignores_number_formatting(sqlite_client):
+    client = sqlite_client
+    app = client.server.app
+
+    async def seed(s):
+        await repo.add_tracking_number(s, "+18005550801", "HVAC", "Acme")
+        await repo.add_tracking_number(s, "+14155550199", "HVAC", "Acme")
+        await repo.save_call(s, call_record(1, caller="+14155550199"))
+        await repo.save_call(s, call_record(2, caller="+12125550100"))
+
+    await app[core.WRITER].run(seed)
+    await login(client, "noc")
+    for typed, found in (("800-555-0801", ["+18005550801"]), ("(415) 555-0199", ["+14155550199"]),
+                         ("415", ["+14155550199"]), ("+1 800 555", ["+18005550801"])):
+        html = await (await client.get("/numbers", params={"q": typed})).text()
+        assert re.findall(r'<a href="/numbers/[^"]+">([^<]+)</a>', html) == found, typed
+    for typed, count in (("415", 1), ("(415) 555-0199", 1), ("1-415-555", 1), ("+1 212", 1), ("+1", 2), ("646", 0)):
+        html = await (await client.get("/calls", params={"caller": typed})).text()
+        assert html.count('href="/calls/') == count, typed
+    from web_helpers import token_for
+
+    secret = await token_for(client, "noc")
+    body = await (await client.get("/api/v1/numbers", params={"q": "(800) 555-0801"},
+                                   headers={"Authorization": f"Bearer {secret}"})).json()
+    assert [n["number"] for n in body["items"]] == ["+18005550801"]

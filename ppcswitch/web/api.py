@@ -257,7 +257,8 @@ async def numbers_list(request: web.Request) -> web.Response:
     campaign = _query_int(request, "campaign_id", 0, 0, 2 ** 31 - 1) or None
     publisher = _query_int(request, "publisher_id", 0, 0, 2 ** 31 - 1) or None
     async with request.app[core.SESSIONS]() as s:
-        rows, total = await store.list_numbers(s, request.query.get("q", "")[:32], campaign, publisher, limit, offset)
+        rows, total = await store.list_numbers(s, panel.number_digits(request.query.get("q", "")[:32]), campaign,
+                                               publisher, limit, offset)
     return web.json_response({"items": [number_json(r) for r in rows], "total": total, "limit": limit,
                               "offset": offset})
 

@@ -27,7 +27,7 @@ from ppcswitch.storage import models_billing, models_routing, repo, repo_routing
 from ppcswitch.storage.validate import ValidationError, int_range
 from ppcswitch.storage.validate import money as v_money
 from ppcswitch.web import JINJA, LOGIN_CSRF_COOKIE, SESSION_COOKIE, THROTTLE, Forbidden, need, security, store
-from ppcswitch.web import charts, numbers_import, zones
+from ppcswitch.web import charts, explain, numbers_import, zones
 from ppcswitch import timezones
 
 PAGE = 50
@@ -159,7 +159,7 @@ def render_text(request: web.Request, template: str, **ctx) -> str:
     ctx.setdefault("flash", FLASH.get(request.query.get("saved", ""), ""))
     html = request.app[JINJA].get_template(template).render(
         user=user, role=request.get("role"), csrf=request.get("csrf", ""), path=request.path,
-        zone=ZoneInfo(zone_name), zone_name=zone_name, nav=NAV, section=_section(request.path),
+        zone=ZoneInfo(zone_name), zone_name=zone_name, nav=NAV, explain=explain, section=_section(request.path),
         currency=request.app[core.SETTINGS].billing.currency,
         can=lambda perm: user is not None and security.role_allows(request["role"], perm), **ctx)
     return html
@@ -540,7 +540,8 @@ async def numbers_list(request: web.Request) -> web.Response:
     need(request, "read")
     q, page = request.query.get("q", "").strip()[:32], _page(request)
     campaign_id, publisher_id = _opt_int(request.query, "campaign"), _opt_int(request.query, "publisher")
-    rows, total = await _read(request, store.list_numbers, q, campaign_id, publisher_id, PAGE, (page - 1) * PAGE)
+    rows, total = await _read(request, store.list_numbers, number_digits(q), campaign_id, publisher_id, PAGE,
+                              (page - 1) * PAGE)
     return render(request, "numbers.html", rows=rows, total=total, q=q, page=page,
                   pages=max(1, -(-total // PAGE)), campaign_id=campaign_id, publisher_id=publisher_id,
                   **await _choices(request))
@@ -642,6 +643,33 @@ async def numbers_import_submit(request: web.Request) -> web.Response:
 
 # --- calls ------------------------------------------------------------------------------
 
+_PHONE_TYPED = re.compile(r"[\d\s().+-]+")
+
+
+def number_digits(text: str) -> str:
+    """A number as typed ("(415) 555-0199", "800-555-0801", "+1 415") as the digits to look for;
+    anything that is not a phone number is returned as it was."""
+    text = text.strip()
+    if text and _PHONE_TYPED.fullmatch(text) and any(ch.isdigit() for ch in text):
+        return "".join(ch for ch in text if ch.isdigit())
+    return text
+
+
+def caller_prefix(text: str, region: str = "US") -> str:
+    """The start of an E.164 caller from what was typed: "415" and "(415) 555-0199" are +1415...,
+    "1 415" is +1415, "+44 20" is +4420 (callers are stored in E.164)."""
+    digits = number_digits(text)
+    if not digits or not digits.isdigit():
+        return text.strip()
+    if text.strip().startswith("+"):
+        return "+" + digits
+    if region in ("US", "CA") and len(digits) <= 10 and digits[0] not in "01":
+        return "+1" + digits
+    if region in ("US", "CA") and digits.startswith("1") and len(digits) <= 11:
+        return "+" + digits
+    return "+" + digits
+
+
 def call_filter(query, zone: str = "UTC") -> tuple[store.CallFilter, dict[str, str]]:
     """The call-log filter from query parameters (days are local days of `zone`); unreadable values
     are reported, not guessed."""
@@ -676,7 +704,7 @@ def call_filter(query, zone: str = "UTC") -> tuple[store.CallFilter, dict[str, s
     elif billable:
         errors["billable"] = "use yes or no"
     flt.zone = zone
-    flt.caller = query.get("caller", "").strip()[:64]
+    flt.caller = caller_prefix(query.get("caller", "").strip()[:64])
     flt.outcome = query.get("outcome", "").strip()[:32]
     return flt, errors
 
@@ -694,6 +722,7 @@ async def calls_page(request: web.Request) -> web.Response:
     async with request.app[core.SESSIONS]() as s:
         names = {k: await store.names(s, k) for k in ("campaign", "publisher", "buyer")}
     return render(request, "calls.html", rows=rows, errors=errors, q=kept, names=names,
+                  whole_day_url="/calls?" + urlencode({k: v for k, v in kept.items() if k != "hour"}),
                   next_url=("/calls?" + urlencode({**kept, "cursor": next_cursor})) if next_cursor else "",
                   csv_url="/calls.csv?" + urlencode(kept), first_url="/calls?" + urlencode(kept) if cursor else "")
 
@@ -754,6 +783,7 @@ async def call_page(request: web.Request, status: int = 200, **more) -> web.Resp
         extras = await _call_extras(s, call)
     return render(request, "call.html", status=status, c=call, names=names,
                   reasons=json.loads(call.billing_reasons or "[]"), message=request.query.get("msg", "")[:300],
+                  routing_rows=explain.routing_table(extras["trace"], call.attempts, names["buyer"]),
                   **extras, **more)
 
 
