@@ -89,9 +89,30 @@ def fill_calls(path: str, count: int) -> float:
         con.executemany("INSERT INTO call_attempts (call_id, seq, buyer_id, dial_status, started_at, answered_at,"
                         " ended_at) VALUES (?,?,?,?,?,?,?)", attempts)
         con.commit()
+    fill_rollups(con)
     con.execute("ANALYZE")
     con.close()
     return time.monotonic() - started
+
+
+def fill_rollups(con: sqlite3.Connection) -> None:
+    """The billing rollups (15-minute and daily) of the calls, as settling them would have kept them:
+    the reports read these, so without them a report over the bench calls would be empty."""
+    con.execute("DELETE FROM billing_rollups")
+    con.execute("DELETE FROM billing_daily")
+    sums = ("count(*), sum(answered_at IS NOT NULL), sum(billable), sum(payout_cents > 0), sum(connected_ms), "
+            "sum(revenue_cents), sum(payout_cents)")
+    cols = "campaign_id, buyer_id, publisher_id, calls, connected, billable, paid, connected_ms, " \
+           "receivable_cents, payable_cents"
+    bucket = ("strftime('%Y-%m-%d %H:', started_at) || printf('%02d', (CAST(strftime('%M', started_at) AS INTEGER)"
+              " / 15) * 15) || ':00.000000'")
+    con.execute(f"INSERT INTO billing_rollups (bucket_start, {cols}) SELECT {bucket}, coalesce(campaign_id, 0), "
+                f"coalesce(buyer_id, 0), coalesce(publisher_id, 0), {sums} FROM calls GROUP BY 1, 2, 3, 4")
+    con.execute(f"INSERT INTO billing_daily (day_start, {cols}) SELECT substr(bucket_start, 1, 10) || "
+                f"' 00:00:00.000000', campaign_id, buyer_id, publisher_id, sum(calls), sum(connected), sum(billable), "
+                f"sum(paid), sum(connected_ms), sum(receivable_cents), sum(payable_cents) FROM billing_rollups "
+                f"GROUP BY 1, 2, 3, 4")
+    con.commit()
 
 
 def pages(mid_call_id: int) -> list[tuple[str, str]]:
@@ -110,6 +131,18 @@ def pages(mid_call_id: int) -> list[tuple[str, str]]:
         ("buyers", "/buyers"),
         ("numbers", "/numbers?campaign=1"),
         ("live calls", "/live"),
+        ("reports, month to date", "/reports"),
+        ("reports, last 30 days", "/reports?preset=30d"),
+        ("reports, 30 days New York", "/reports?preset=30d&tz=america/new_york"),
+        ("reports, today (hourly)", "/reports?preset=today"),
+        ("reports, 90 days", f"/reports?from={(today - timedelta(days=89)).isoformat()}&to={today.isoformat()}"),
+        ("reports CSV, days", "/reports?preset=30d&format=csv&view=days"),
+        ("call log, one hour", f"/calls?date_from={today.isoformat()}&date_to={today.isoformat()}&hour=1"),
+        ("call log, caller typed", "/calls?caller=(415)+555"),
+        ("campaign page", "/campaigns/1"),
+        ("campaign link", "/campaigns/1/buyers/1"),
+        ("settings", "/settings"),
+        ("account", "/account"),
         ("API calls", "/api/v1/calls?limit=100"),
         ("API summary", "/api/v1/summary"),
     ]
@@ -174,6 +207,9 @@ def main() -> None:
         print(f"  {fill_calls(args.db, args.calls):.1f} s")
     else:
         print(f"reusing {args.db} with {have:,} calls")
+        with sqlite3.connect(args.db) as con:
+            if not con.execute("SELECT COUNT(*) FROM billing_rollups").fetchone()[0]:
+                fill_rollups(con)
 
     baseline = asyncio.run(measure(f"sqlite+aiosqlite:///{base_path}", args.repeat, 1))
     full = asyncio.run(measure(f"sqlite+aiosqlite:///{args.db}", args.repeat, args.calls // 2))

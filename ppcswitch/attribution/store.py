@@ -264,14 +264,17 @@ async def sub_id_report(session: AsyncSession, publisher_id: int | None, start: 
     A disputed call is no longer a conversion, and a payout the dispute took back is subtracted
     (the dispute's ledger entries: at most one per call and account)."""
     rev, pay = aliased(b.LedgerEntry), aliased(b.LedgerEntry)
-    q = (select(t.Call.publisher_id, t.Call.sub_id, func.count(),
+    # Grouped by publisher_id + 0, not the column: SQLite would otherwise walk the whole
+    # (publisher_id, sub_id) index to save a sort, instead of reading the period's calls by started_at.
+    pub = (t.Call.publisher_id + 0).label("publisher_id")
+    q = (select(pub, t.Call.sub_id, func.count(),
                 func.sum(case((and_(t.Call.billable, rev.id.is_(None)), 1), else_=0)),
                 func.sum(t.Call.payout_cents), func.sum(func.coalesce(pay.amount_cents, 0)),
                 func.sum(case((rev.id.is_not(None), 1), else_=0)))
          .outerjoin(rev, and_(rev.call_id == t.Call.id, rev.kind == "dispute", rev.account == "receivable"))
          .outerjoin(pay, and_(pay.call_id == t.Call.id, pay.kind == "dispute", pay.account == "payable"))
          .where(t.Call.started_at >= start, t.Call.started_at < end)
-         .group_by(t.Call.publisher_id, t.Call.sub_id).order_by(t.Call.publisher_id, t.Call.sub_id))
+         .group_by(pub, t.Call.sub_id).order_by(pub, t.Call.sub_id))
     if publisher_id is not None:
         q = q.where(t.Call.publisher_id == publisher_id)
     out = []

@@ -73,3 +73,32 @@ def bars(title: str, labels: Sequence[str], values: Sequence[float], fmt: Callab
     out.append(f'<line class="axis-line" x1="{left}" x2="{width - right}" y1="{top + plot_h}" y2="{top + plot_h}"/>')
     out.append("</svg>")
     return Markup("".join(out))
+
+
+def hbars(title: str, labels: Sequence[str], values: Sequence[float], fmt: Callable[[float], str] = str,
+          links: Sequence[str] | None = None, chart_id: str = "", width: int = 520, row: int = 22) -> Markup:
+    """Horizontal bars for named things (buyers, publishers...): name, bar, value; longest first."""
+    n = len(values)
+    label_w, value_w, top = 150, 84, 6
+    height = top * 2 + max(1, n) * row
+    plot_w = width - label_w - value_w
+    peak = max(values, default=0) or 1
+    out = [f'<svg class="chart hchart" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}"'
+           + (f' id="{escape(chart_id)}"' if chart_id else "") + f'><title>{escape(title)}</title>']
+    if not n:
+        out.append(f'<text class="axis" x="{label_w}" y="{top + 14}">No calls.</text>')
+    for i, (label, v) in enumerate(zip(labels, values)):
+        y = top + i * row
+        text = str(label)
+        short = text if len(text) <= 22 else text[:21] + "…"
+        w = plot_w * float(v) / peak if peak else 0
+        out.append(f'<text class="axis" x="{label_w - 6}" y="{y + 15}" text-anchor="end"><title>{escape(text)}</title>'
+                   f'{escape(short)}</text>')
+        bar = (f'<rect class="bar" x="{label_w}" y="{y + 3}" width="{max(w, 0.5):.1f}" height="{row - 6}">'
+               f'<title>{escape(text)}: {escape(fmt(v))}</title></rect>')
+        if links:
+            bar = f'<a href="{escape(links[i])}">{bar}</a>'
+        out.append(bar)
+        out.append(f'<text class="value" x="{label_w + w + 4:.1f}" y="{y + 15}">{escape(fmt(v))}</text>')
+    out.append("</svg>")
+    return Markup("".join(out))

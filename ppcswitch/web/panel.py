@@ -21,11 +21,10 @@ from sqlalchemy import select
 
 from ppcswitch import app as core
 from ppcswitch.money import format_cents
-from ppcswitch.billing import ledger, reports
+from ppcswitch.billing import ledger
 from ppcswitch.fraud import store as fraud_store
 from ppcswitch.storage import models_billing, models_routing, repo, repo_routing
 from ppcswitch.storage.validate import ValidationError, int_range
-from ppcswitch.storage.validate import money as v_money
 from ppcswitch.web import JINJA, LOGIN_CSRF_COOKIE, SESSION_COOKIE, THROTTLE, Forbidden, need, security, store
 from ppcswitch.web import charts, explain, numbers_import, zones
 from ppcswitch import timezones
@@ -643,6 +642,11 @@ async def numbers_import_submit(request: web.Request) -> web.Response:
 
 # --- calls ------------------------------------------------------------------------------
 
+def _days_zone(request: web.Request) -> str:
+    """The zone of the call log's days: `tz` when a report links here, else the viewer's."""
+    return timezones.canonical(request.query.get("tz", "")) or request["zone"]
+
+
 _PHONE_TYPED = re.compile(r"[\d\s().+-]+")
 
 
@@ -711,7 +715,7 @@ def call_filter(query, zone: str = "UTC") -> tuple[store.CallFilter, dict[str, s
 
 async def calls_page(request: web.Request) -> web.Response:
     need(request, "read")
-    flt, errors = call_filter(request.query, request["zone"])
+    flt, errors = call_filter(request.query, _days_zone(request))
     cursor = request.query.get("cursor", "")
     try:
         rows, next_cursor = await _read(request, store.list_calls, flt, PAGE, cursor)
@@ -733,7 +737,7 @@ CSV_COLUMNS = ("linkedid", "started_at", "ended_at", "tracking_number", "caller"
 
 async def calls_csv(request: web.Request) -> web.StreamResponse:
     need(request, "read")
-    flt, errors = call_filter(request.query, request["zone"])
+    flt, errors = call_filter(request.query, _days_zone(request))
     if errors:
         return _error_page(request, 400, "; ".join(f"{k}: {v}" for k, v in errors.items()))
     async with request.app[core.SESSIONS]() as s:
@@ -933,28 +937,6 @@ async def audit_page(request: web.Request) -> web.Response:
     return render(request, "audit.html", rows=rows, next_before=rows[-1].id if len(rows) == 100 else None)
 
 
-async def reports_page(request: web.Request) -> web.StreamResponse:
-    """The billing reports (ppcswitch.billing.reports) for a period, as a table or CSV."""
-    need(request, "reports")
-    today = zones.today(request["zone"])
-    q = request.query
-    values = {"from": q.get("from", today.replace(day=1).isoformat())[:10], "to": q.get("to", today.isoformat())[:10],
-              "tz": q.get("tz", request["zone"])[:64]}
-    rep, error = None, ""
-    try:
-        p = reports.period(values["from"], values["to"], values["tz"])
-        rep = await _read(request, reports.period_report, p)
-    except ValidationError as exc:
-        error = str(exc)
-    if rep is not None and q.get("format") == "csv":
-        return web.Response(text=reports.report_csv(rep), content_type="text/csv", headers={
-            "Content-Disposition": f'attachment; filename="report-{values["from"]}-{values["to"]}.csv"'})
-    sub_ids = await _sub_ids(request, p if rep is not None else None, values, q.get("publisher", ""))
-    return render(request, "reports.html", status=400 if error or sub_ids["error"] else 200, rep=rep, values=values,
-                  error=error, csv_url="/reports?" + urlencode({**values, "format": "csv"}), adjust={},
-                  adjust_errors={}, adjusted=q.get("adjusted", "")[:100], sub_ids=sub_ids)
-
-
 async def _sub_ids(request: web.Request, period, values: dict, publisher: str) -> dict:
     """Payout and conversion rate per publisher and sub-ID (ppcswitch.web.attribution_views)."""
     from ppcswitch.web import attribution_views
@@ -972,35 +954,6 @@ async def _sub_ids(request: web.Request, period, values: dict, publisher: str) -
         out["rows"] = await attribution_views.sub_id_lines(s, period, publisher_id)
     out["csv_url"] = "/reports/sub-ids.csv?" + urlencode({**values, "publisher": out["publisher"]})
     return out
-
-
-def signed_cents(text: str) -> int:
-    """Cents of a signed decimal such as -12.50 (an adjustment may take money back)."""
-    text = text.strip()
-    negative = text.startswith("-")
-    cents = v_money(text[1:] if negative else text, "amount")
-    return -cents if negative else cents
-
-
-async def adjust_submit(request: web.Request) -> web.Response:
-    """A manual ledger correction for a buyer (receivable) or publisher (payable)."""
-    need(request, "reports")
-    form = await request.post()
-    values = {k: str(form.get(k, "")).strip() for k in ("account", "party", "amount", "reason")}
-    user = request["user"].username
-
-    async def job(s):
-        entry = await ledger.adjust(s, account=values["account"], party_id=values["party"],
-                                    amount_cents=signed_cents(values["amount"]), reason=values["reason"], user=user)
-        store.audit(s, user, "panel", "ledger.adjust", f"{values['account']} {values['party']}", values)
-        return entry
-
-    try:
-        entry = await request.app[core.WRITER].run(job)
-    except ValidationError as exc:
-        return render(request, "reports.html", status=400, rep=None, values={"from": "", "to": "", "tz": "UTC"},
-                      error="", csv_url="", adjust=values, adjust_errors={exc.field: exc.message}, adjusted="")
-    raise web.HTTPFound("/reports?" + urlencode({"adjusted": f"{format_cents(entry.amount_cents)} booked"}))
 
 
 def add_routes(app: web.Application) -> None:
@@ -1028,8 +981,6 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/tokens", token_add)
     r.add_post("/tokens/{id}/revoke", token_revoke)
     r.add_get("/audit", audit_page)
-    r.add_get("/reports", reports_page)
-    r.add_post("/reports/adjust", adjust_submit)
     for kind, plural in PLURAL.items():
         r.add_get(f"/{plural}", object_list, name=f"{plural}")
         r.add_get(f"/{plural}/new", object_form)
@@ -1048,4 +999,7 @@ def add_routes(app: web.Application) -> None:
     from ppcswitch.web import link_views
 
     link_views.add_routes(app)
+    from ppcswitch.web import report_views
+
+    report_views.add_routes(app)
     r.add_get("/account", account_views.account_page)
