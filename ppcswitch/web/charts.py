@@ -27,50 +27,61 @@ def _nice_max(peak: float) -> float:
 
 
 def bars(title: str, labels: Sequence[str], values: Sequence[float], fmt: Callable[[float], str] = str,
-         links: Sequence[str] | None = None, chart_id: str = "", width: int = 720, height: int = 220,
-         compare: Sequence[float] | None = None, compare_label: str = "") -> Markup:
-    """A bar chart: y axis with 4 gridlines and their values, x labels (thinned when crowded), the value
-    above each bar when bars are wide enough, optional thin comparison bars (the previous period)."""
+         links: Sequence[str] | None = None, chart_id: str = "", width: int = 720, height: int = 230,
+         compare: Sequence[float] | None = None, compare_label: str = "", integer: bool = False) -> Markup:
+    """A bar chart: y axis with gridlines and their values (below zero too, for a negative margin), x
+    labels (thinned when crowded), the value above each bar when bars are wide enough, and optional
+    thin grey bars for the period before."""
     n = len(values)
-    left, right, top, bottom = 64, 8, 22, 34
+    left, right, top, bottom = 70, 8, 24, 36
     plot_w, plot_h = width - left - right, height - top - bottom
-    peak = max([*values, *(compare or [])], default=0)
-    axis_top = _nice_max(float(peak))
+    everything = [float(v) for v in [*values, *(compare or [])]]
+    axis_top = _nice_max(max(everything, default=0))
+    axis_low = -_nice_max(-min(everything)) if everything and min(everything) < 0 else 0.0
+    if integer:  # counts: whole-number gridlines (0, 1, 2, 3, 4 ...)
+        axis_top = max(4, math.ceil(axis_top / 4) * 4)
+    span = axis_top - axis_low
+
+    def y_of(v: float) -> float:
+        return top + plot_h * (axis_top - v) / span
+
+    zero = y_of(0)
     out = [f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}"'
            + (f' id="{escape(chart_id)}"' if chart_id else "") + '>',
            f'<title>{escape(title)}</title>']
-    for k in range(5):
-        v = axis_top * k / 4
-        y = top + plot_h - plot_h * k / 4
+    ticks = 4
+    for k in range(ticks + 1):
+        v = axis_low + span * k / ticks
+        y = y_of(v)
         out.append(f'<line class="grid" x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}"/>')
-        out.append(f'<text class="axis" x="{left - 6}" y="{y + 3:.1f}" text-anchor="end">{escape(fmt(v))}</text>')
+        out.append(f'<text class="axis" x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{escape(fmt(v))}</text>')
     if n:
         slot = plot_w / n
         bar_w = max(1.0, slot * 0.7)
-        every = max(1, math.ceil(n / max(1, plot_w // 42)))
-        show_values = slot >= 26
+        every = max(1, math.ceil(n / max(1, plot_w // 48)))
+        show_values = slot >= 30
         for i, (label, v) in enumerate(zip(labels, values)):
+            v = float(v)
             x = left + i * slot + (slot - bar_w) / 2
-            h = plot_h * (float(v) / axis_top) if axis_top else 0
-            y = top + plot_h - h
+            y0, y1 = sorted((zero, y_of(v)))
             tip = f"{label}: {fmt(v)}"
             if compare is not None and i < len(compare):
-                ch = plot_h * (float(compare[i]) / axis_top) if axis_top else 0
+                c0, c1 = sorted((zero, y_of(float(compare[i]))))
                 tip += f" ({compare_label}: {fmt(compare[i])})"
-                out.append(f'<rect class="prev" x="{x - 3:.1f}" y="{top + plot_h - ch:.1f}" width="3" '
-                           f'height="{ch:.1f}"/>')
-            bar = (f'<rect class="bar" x="{x:.1f}" y="{y:.1f}" width="{bar_w:.1f}" height="{h:.1f}">'
-                   f'<title>{escape(tip)}</title></rect>')
+                out.append(f'<rect class="prev" x="{x - 4:.1f}" y="{c0:.1f}" width="4" height="{c1 - c0:.1f}"/>')
+            bar = (f'<rect class="bar{" neg" if v < 0 else ""}" x="{x:.1f}" y="{y0:.1f}" width="{bar_w:.1f}" '
+                   f'height="{y1 - y0:.1f}"><title>{escape(tip)}</title></rect>')
             if links:
                 bar = f'<a href="{escape(links[i])}">{bar}</a>'
             out.append(bar)
             if show_values and v:
-                out.append(f'<text class="value" x="{x + bar_w / 2:.1f}" y="{y - 3:.1f}" '
+                ty = y0 - 4 if v > 0 else y1 + 12
+                out.append(f'<text class="value" x="{x + bar_w / 2:.1f}" y="{ty:.1f}" '
                            f'text-anchor="middle">{escape(fmt(v))}</text>')
             if i % every == 0:
-                out.append(f'<text class="axis" x="{x + bar_w / 2:.1f}" y="{height - bottom + 14}" '
+                out.append(f'<text class="axis" x="{x + bar_w / 2:.1f}" y="{height - bottom + 16}" '
                            f'text-anchor="middle">{escape(str(label))}</text>')
-    out.append(f'<line class="axis-line" x1="{left}" x2="{width - right}" y1="{top + plot_h}" y2="{top + plot_h}"/>')
+    out.append(f'<line class="axis-line" x1="{left}" x2="{width - right}" y1="{zero:.1f}" y2="{zero:.1f}"/>')
     out.append("</svg>")
     return Markup("".join(out))
 

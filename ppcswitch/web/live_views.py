@@ -56,7 +56,7 @@ async def live_stream(request: web.Request) -> web.StreamResponse:
 def _without_elapsed(html: str) -> str:
     import re
 
-    return re.sub(r'(data-since="\d+">)[^<]*|connected \d+:\d\d', r"\1", html)
+    return re.sub(r'(data-since="\d+">)[^<]*', r"\1", html)
 
 
 def add_routes(app: web.Application) -> None:

@@ -352,9 +352,8 @@ async def dashboard(request: web.Request) -> web.Response:
     day = today.isoformat()
     calls_url = "/calls?" + urlencode({"date_from": day, "date_to": day})
     links = [f"{calls_url}&hour={int(label)}" for label in summary["hour_labels"]]
-    chart = charts.bars(f"Calls per hour, {day} ({zone})", [f"{h}:00" if i % 3 == 0 else h for i, h in
-                                                            enumerate(summary["hour_labels"])],
-                        summary["per_hour"], fmt=lambda v: f"{v:g}", links=links, chart_id="calls-per-hour")
+    chart = charts.bars(f"Calls per hour, {day} ({zone})", summary["hour_labels"], summary["per_hour"],
+                        fmt=lambda v: f"{v:,.0f}", links=links, chart_id="calls-per-hour", integer=True)
     return render(request, "dashboard.html", day=today, s=summary, peak=peak, live=len(_live_calls(request)),
                   caps=cap_use(request), zone_unset=not chosen, server_zone=timezones.server_zone(),
                   chart=chart, calls_url=calls_url)

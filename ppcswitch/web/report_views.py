@@ -311,7 +311,8 @@ def _charts(rep, over, by_hour, prev_over, first, last, tz, currency, calls_base
     what = "hour" if hourly else "day"
     out = {
         "calls": charts.bars(f"Calls per {what} ({tz})", labels, [s.calls for s in over], count, links, "chart-calls",
-                             compare=[s.calls for s in prev_over] if cmp else None, compare_label="period before"),
+                             compare=[s.calls for s in prev_over] if cmp else None, compare_label="period before",
+                             integer=True),
         "rate": charts.bars(f"Billable rate per {what}", labels, [s.billable_rate for s in over], pct, links,
                             "chart-rate", compare=[s.billable_rate for s in prev_over] if cmp else None,
                             compare_label="period before"),
@@ -323,7 +324,7 @@ def _charts(rep, over, by_hour, prev_over, first, last, tz, currency, calls_base
         "margin": charts.bars(f"Margin per {what}", labels, [s.margin_cents for s in over], money, links,
                               "chart-margin"),
         "hours": charts.bars(f"Calls by hour of day ({tz})", [s.label for s in by_hour], [s.calls for s in by_hour],
-                             count, None, "chart-hours"),
+                             count, None, "chart-hours", integer=True),
     }
 
     def named(lines, kind, value, fmt, chart_id, title):

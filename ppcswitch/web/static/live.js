@@ -9,7 +9,7 @@
   function pad(n) { return (n < 10 ? "0" : "") + n; }
   function tick() {
     var now = Date.now() / 1000;
-    var cells = body.querySelectorAll("td.elapsed[data-since]");
+    var cells = body.querySelectorAll("td.elapsed[data-since], span.talking[data-since]");
     for (var i = 0; i < cells.length; i++) {
       var s = Math.max(0, Math.floor(now - Number(cells[i].getAttribute("data-since"))));
       cells[i].textContent = Math.floor(s / 60) + ":" + pad(s % 60);
