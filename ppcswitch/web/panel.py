@@ -523,7 +523,7 @@ async def campaign_buyer_save(request: web.Request) -> web.Response:
         link = {"op": str(op), "buyer_id": str(form.get("buyer_id", "")), "priority": str(form.get("priority", "")),
                 "error": exc.message if exc.field != "_" else str(exc), "field": exc.field}
         return await _form(request, "campaign", row, values, {"link": str(exc)}, status=400, link=link)
-    raise web.HTTPFound(f"/campaigns/{row.id}?saved={ {'remove': 'removed', 'add': 'added'}.get(op, 'priority')}")
+    raise web.HTTPFound(f"/campaigns/{row.id}?saved={ {'remove': 'removed', 'add': '1'}.get(op, 'priority')}")
 
 
 async def campaign_buyers_get(request: web.Request) -> web.Response:
