@@ -1001,4 +1001,7 @@ def add_routes(app: web.Application) -> None:
     from ppcswitch.web import report_views
 
     report_views.add_routes(app)
+    from ppcswitch.web import billing_views
+
+    billing_views.add_routes(app)
     r.add_get("/account", account_views.account_page)
