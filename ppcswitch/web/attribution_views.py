@@ -182,10 +182,9 @@ async def call_dispute(request: web.Request) -> web.Response:
 
 
 async def pools_page(request: web.Request) -> web.Response:
-    from ppcswitch.web.panel import render
+    from ppcswitch.web import network_views  # the page with its add-pool / add-number forms
 
-    need(request, "read")
-    return render(request, "pools.html", pools=await pools_overview(request.app))
+    return await network_views.pools_page(request)
 
 
 async def sub_ids_csv(request: web.Request) -> web.Response:

@@ -1004,4 +1004,7 @@ def add_routes(app: web.Application) -> None:
     from ppcswitch.web import billing_views
 
     billing_views.add_routes(app)
+    from ppcswitch.web import network_views
+
+    network_views.add_routes(app)
     r.add_get("/account", account_views.account_page)
