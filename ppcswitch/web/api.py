@@ -41,6 +41,10 @@ async def guard(request: web.Request, handler):
     role = token.role if security.role_within(token.role, user.role) else user.role
     request["user"], request["role"], request["token"] = user, role, token
     request["zone"] = await zones.request_zone(request)
+    unknown = _unknown_query(request)
+    if unknown:
+        return error(400, "invalid", f"{unknown}: is not a query parameter of this operation "
+                                     f"(see /api/v1/openapi.json)", unknown)
     try:
         return await handler(request)
     except Forbidden as exc:
@@ -50,8 +54,12 @@ async def guard(request: web.Request, handler):
                                             "field": "csv"}, "rows": len(exc.checked.rows),
                                   "errors": [_row_error(e) for e in exc.checked.errors]}, status=422)
     except ValidationError as exc:
-        code, status = ("not_found", 404) if exc.message.startswith("no ") or "is not a tracking" in exc.message \
-            else ("invalid", 400)
+        if exc.message.startswith("no ") or "is not a tracking" in exc.message:
+            code, status = "not_found", 404
+        elif "already exists" in exc.message or " is already " in exc.message:
+            code, status = "conflict", 409  # a duplicate name, a number already taken ...
+        else:
+            code, status = "invalid", 400
         return error(status, code, str(exc), exc.field)
     except web.HTTPNotFound:
         return error(404, "not_found", "no such object")
@@ -59,6 +67,21 @@ async def guard(request: web.Request, handler):
         return error(405, "method_not_allowed", f"{request.method} is not allowed here")
     except web.HTTPRequestEntityTooLarge:
         return error(413, "too_large", "the request body is too large")
+
+
+def _unknown_query(request: web.Request) -> str:
+    """The first query parameter the OpenAPI document does not list for this operation ('' if none)."""
+    if not request.query:
+        return ""
+    route = request.match_info.route
+    resource = getattr(route, "resource", None)
+    path = getattr(resource, "canonical", "") if resource is not None else ""
+    if not path.startswith("/api/v1"):
+        return ""
+    allowed = openapi.query_parameters(path[len("/api/v1"):] or "/", request.method)
+    if allowed is None:  # not documented (e.g. 404/405): the handler answers
+        return ""
+    return next((k for k in request.query if k not in allowed), "")
 
 
 def _row_error(e) -> dict:
@@ -156,9 +179,26 @@ FIELDS = {
 GET = {"buyer": repo.get_buyer, "publisher": repo.get_publisher, "campaign": repo.get_campaign}
 
 
+TYPES = {"name": str, "destination": str, "revenue": str, "payout": str, "ring_timeout": int,
+         "concurrency_cap": (int, type(None)), "min_duration": int, "paused": bool}
+TYPE_WORDS = {str: "text", int: "a whole number", bool: "true or false"}
+
+
 def _bool_fields(data: dict) -> dict:
+    """Strict JSON types: "4" is not a number, 4 is not a name, money is a decimal string ("40.00")."""
     if "paused" in data and not isinstance(data["paused"], bool):
         raise ValidationError("paused", "must be true or false")
+    for key, kind in TYPES.items():
+        if key not in data:
+            continue
+        value = data[key]
+        ok = isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool)
+        if not ok:
+            if key in ("revenue", "payout"):
+                raise ValidationError(key, f'must be a decimal amount as a string, e.g. "40.00" (got {value!r})')
+            if key == "concurrency_cap":
+                raise ValidationError(key, f"must be a whole number or null (got {value!r})")
+            raise ValidationError(key, f"must be {TYPE_WORDS[kind]} (got {value!r})")
     return data
 
 
@@ -263,10 +303,18 @@ async def numbers_list(request: web.Request) -> web.Response:
                               "offset": offset})
 
 
-def _id_field(data: dict, key: str, required: bool) -> int | None:
+def _id_field(data: dict, key: str, required: bool) -> int | str | None:
+    """An id (`campaign_id`), or the name the CSV import uses (`campaign`), never both."""
+    name_key = key.removesuffix("_id")
+    if name_key != key and name_key in data:
+        if key in data:
+            raise ValidationError(name_key, f"give {key} or {name_key}, not both")
+        if not isinstance(data[name_key], str) or not data[name_key].strip():
+            raise ValidationError(name_key, f"must be the {name_key}'s name (text)")
+        return data[name_key].strip()
     if key not in data:
         if required:
-            raise ValidationError(key, "is required")
+            raise ValidationError(key, f"is required (or {name_key}: its name)" if name_key != key else "is required")
         return None
     value = data[key]
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 2 ** 31 - 1:
@@ -276,8 +324,11 @@ def _id_field(data: dict, key: str, required: bool) -> int | None:
 
 async def number_create(request: web.Request) -> web.Response:
     need(request, "write")
-    data = _known(await _body(request), ("number", "campaign_id", "publisher_id", "ask_publisher_code"))
+    data = _known(await _body(request), ("number", "campaign_id", "publisher_id", "campaign", "publisher",
+                                         "ask_publisher_code"))
     number = data.get("number")
+    if not isinstance(number, str):
+        raise ValidationError("number", "is required: the tracking number as text, e.g. \"+18005550199\"")
     campaign, publisher = _id_field(data, "campaign_id", True), _id_field(data, "publisher_id", True)
     ask = _bool_field(data, "ask_publisher_code")
     region = request.app[core.SETTINGS].routing.default_region
@@ -311,7 +362,7 @@ async def number_update(request: web.Request) -> web.Response:
     """Assign a tracking number to another campaign and/or publisher."""
     need(request, "write")
     number = request.match_info["number"]
-    data = _known(await _body(request), ("campaign_id", "publisher_id", "ask_publisher_code"))
+    data = _known(await _body(request), ("campaign_id", "publisher_id", "campaign", "publisher", "ask_publisher_code"))
     campaign, publisher = _id_field(data, "campaign_id", False), _id_field(data, "publisher_id", False)
     ask = _bool_field(data, "ask_publisher_code")
 
@@ -467,10 +518,76 @@ async def buyer_rules_put(request: web.Request) -> web.Response:
     """Replace a buyer's rules (schedule, caps, budgets, geography...) with the object sent."""
     need(request, "write")
     ident = _ident(request)
-    data = zones.canonical_rules(await _body(request))
+    data = _rules_body(await _body(request))
     rules = await _write(request, "buyer.rules", f"buyer {ident}", data,
                          lambda s: repo_routing.set_buyer_rules(s, ident, data, replace=True))
     return web.json_response(rules)
+
+
+RULE_TYPES = {"timezone": (str,), "hours": (str,), "closed_dates": (list, str), "states_allowed": (list, str),
+              "states_denied": (list, str), "area_codes_allowed": (list, str), "area_codes_denied": (list, str),
+              "budget_daily": (str, int), "budget_monthly": (str, int), "paused": (bool,)}
+
+
+def _rules_body(data: dict) -> dict:
+    """Strict JSON types for the rules the document describes (text, lists of text, whole numbers);
+    values are then checked by the routing rules module, as the CLI's are."""
+    for key, value in data.items():
+        if value is None:
+            continue
+        kinds = RULE_TYPES.get(key, (int, str) if key in ("cap_hourly", "cap_daily", "cap_monthly", "cap_total",
+                                                          "duplicate_days", "min_gap_seconds", "weight",
+                                                          "priority") else None)
+        if kinds is None:
+            continue  # a rule this API does not know yet: the rules module decides
+        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds) or \
+                (isinstance(value, list) and not all(isinstance(x, str) for x in value)):
+            words = {str: "text", int: "a whole number", list: "a list of text", bool: "true or false"}
+            raise ValidationError(key, f"must be {' or '.join(words[k] for k in kinds)} (got {value!r})")
+    return zones.canonical_rules(data)
+
+
+async def buyer_rules_patch(request: web.Request) -> web.Response:
+    """Change only the rules sent (null or "" removes one); the others stay as they are."""
+    need(request, "write")
+    ident = _ident(request)
+    data = _rules_body(await _body(request))
+    rules = await _write(request, "buyer.rules", f"buyer {ident}", data,
+                         lambda s: repo_routing.set_buyer_rules(s, ident, data))
+    return web.json_response(rules)
+
+
+async def link_rules_get(request: web.Request) -> web.Response:
+    need(request, "read")
+    ident, buyer_id = _ident(request), _ident(request, "buyer_id")
+    async with request.app[core.SESSIONS]() as s:
+        await _link_exists(s, ident, buyer_id)
+        rules = await repo_routing.get_buyer_rules(s, buyer_id, ident)
+    return web.json_response(rules)
+
+
+async def _link_exists(s, campaign_id: int, buyer_id: int) -> None:
+    await repo.get_campaign(s, campaign_id)
+    await repo.get_buyer(s, buyer_id)
+    if buyer_id not in {b.id for _, b in await store.campaign_buyers(s, campaign_id)}:
+        raise ValidationError("buyer", f"no buyer {buyer_id} on campaign {campaign_id}")
+
+
+def link_rules_write(replace: bool):
+    async def handler(request: web.Request) -> web.Response:
+        """The rules of a buyer on one campaign only (caps, budgets, weight, hours...)."""
+        need(request, "write")
+        ident, buyer_id = _ident(request), _ident(request, "buyer_id")
+        data = _rules_body(await _body(request))
+
+        async def fn(s):
+            await _link_exists(s, ident, buyer_id)
+            return await repo_routing.set_buyer_rules(s, buyer_id, data, ident, replace=replace)
+
+        rules = await _write(request, "campaign.link", f"campaign {ident} buyer {buyer_id}", data, fn)
+        return web.json_response(rules)
+
+    return handler
 
 
 def _rtb_json(row) -> dict:
@@ -579,6 +696,10 @@ def add_routes(app: web.Application) -> None:
         r.add_patch(f"{p}/{plural}/{{id}}", update)
     r.add_get(f"{p}/buyers/{{id}}/rules", buyer_rules_get)
     r.add_put(f"{p}/buyers/{{id}}/rules", buyer_rules_put)
+    r.add_patch(f"{p}/buyers/{{id}}/rules", buyer_rules_patch)
+    r.add_get(f"{p}/campaigns/{{id}}/buyers/{{buyer_id}}/rules", link_rules_get)
+    r.add_put(f"{p}/campaigns/{{id}}/buyers/{{buyer_id}}/rules", link_rules_write(True))
+    r.add_patch(f"{p}/campaigns/{{id}}/buyers/{{buyer_id}}/rules", link_rules_write(False))
     r.add_get(f"{p}/buyers/{{id}}/rtb", buyer_rtb_get)
     r.add_put(f"{p}/buyers/{{id}}/rtb", buyer_rtb_put)
     r.add_get(f"{p}/campaigns/{{id}}/routing", campaign_routing_get)

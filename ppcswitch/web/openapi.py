@@ -48,10 +48,17 @@ SCHEMAS = {
     "CampaignBuyer": _obj({"buyer_id": ID, "priority": {"type": "integer"}}),
     "Number": _obj({"number": {"type": "string"}, "campaign_id": ID, "publisher_id": ID,
                     "ask_publisher_code": {"type": "boolean"}, "created_at": TIME}),
-    "NumberInput": _obj({"number": {"type": "string", "example": "+18005550199"}, "campaign_id": ID,
-                         "publisher_id": ID, "ask_publisher_code": ASK_CODE},
-                        required=["number", "campaign_id", "publisher_id"]),
-    "NumberAssign": _obj({"campaign_id": ID, "publisher_id": ID, "ask_publisher_code": ASK_CODE}, required=[]),
+    "NumberInput": _obj({"number": {"type": "string", "example": "+18005550199",
+                                    "description": "any format; stored in E.164"},
+                         "campaign_id": ID, "publisher_id": ID,
+                         "campaign": {"type": "string", "description": "the campaign's name (instead of campaign_id, "
+                                      "as in the CSV import)", "example": "HVAC"},
+                         "publisher": {"type": "string", "description": "the publisher's name (instead of "
+                                       "publisher_id)", "example": "Acme"},
+                         "ask_publisher_code": ASK_CODE},
+                        required=["number"]),
+    "NumberAssign": _obj({"campaign_id": ID, "publisher_id": ID, "campaign": {"type": "string"},
+                          "publisher": {"type": "string"}, "ask_publisher_code": ASK_CODE}, required=[]),
     "PublisherCode": _obj({"code": {"type": "string"}, "publisher_id": ID, "publisher": {"type": "string"},
                            "sub_id": {"type": "string", "description": "'' for a publisher code"}}),
     "PublisherCodeInput": _obj({"publisher_id": ID,
@@ -86,9 +93,29 @@ SCHEMAS = {
                       "talking_s": {"type": "integer", "description": "seconds since a buyer answered (0: none yet)"}}),
     "CapUse": _obj({"name": {"type": "string"}, "live": {"type": "integer"},
                     "cap": {"type": "integer", "nullable": True}, "paused": {"type": "boolean"}}),
-    "Rules": {"type": "object", "description": "a buyer's routing rules (ppcswitch.routing.rules): timezone, "
-              "hours, closed_dates, cap_hourly/daily/monthly/total, budget_daily/monthly, states_allowed/denied, "
-              "area_codes_allowed/denied, duplicate_days, min_gap_seconds, weight",
+    "Rules": {"type": "object", "description": "a buyer's routing rules (ppcswitch.routing.rules), or its "
+              "overrides on one campaign; a rule not given does not apply (PUT) or stays as it is (PATCH, where "
+              "null or \"\" removes it). Rules added to the routing module later are accepted too.",
+              "properties": {
+                  "timezone": {"type": "string", "description": "IANA zone of hours, closed dates and cap periods "
+                               "(any case; default UTC)", "example": "America/New_York"},
+                  "hours": {"type": "string", "description": "weekly schedule", "example": "mon-fri 09:00-17:00"},
+                  "closed_dates": {"type": "array", "items": {"type": "string", "format": "date"}},
+                  "states_allowed": {"type": "array", "items": {"type": "string"}, "example": ["CA", "TX"]},
+                  "states_denied": {"type": "array", "items": {"type": "string"}},
+                  "area_codes_allowed": {"type": "array", "items": {"type": "string"}, "example": ["212"]},
+                  "area_codes_denied": {"type": "array", "items": {"type": "string"}},
+                  **{k: {"type": "integer", "minimum": 0, "description": d} for k, d in (
+                      ("cap_hourly", "connected calls per local hour"), ("cap_daily", "connected calls per local day"),
+                      ("cap_monthly", "connected calls per local month"), ("cap_total", "connected calls in all"),
+                      ("duplicate_days", "refuse a caller who reached this buyer within N days (0: off)"),
+                      ("min_gap_seconds", "least seconds between two calls to this buyer"))},
+                  "budget_daily": {"description": "revenue per local day: a decimal amount (\"500.00\"; stored as "
+                                   "sent)", "example": "500.00"},
+                  "budget_monthly": {"description": "revenue per local month, as budget_daily"},
+                  "weight": {"type": "integer", "minimum": 1, "description": "share among buyers of equal priority"},
+                  "priority": {"type": "integer", "minimum": 0, "maximum": 1000},
+                  "paused": {"type": "boolean"}},
               "example": {"timezone": "America/New_York", "hours": "mon-fri 09:00-17:00", "cap_daily": 25}},
     "Rtb": _obj({"ping_url": {"type": "string", "example": "https://rtb.example/ping"},
                  "post_url": {"type": "string"}, "timeout_ms": {"type": "integer", "minimum": 10, "maximum": 10000},
@@ -162,8 +189,8 @@ def _json(schema: dict, description: str = "OK") -> dict:
 
 def _errors(*codes: int) -> dict:
     text = {400: "Invalid input", 401: "No or bad API token", 403: "The token's role does not allow this",
-            404: "Not found", 405: "Method not allowed", 413: "Too large", 422: "Import rejected (row errors)",
-            503: "Asterisk unavailable"}
+            404: "Not found", 405: "Method not allowed", 409: "Conflict: the name or number is taken already",
+            413: "Too large", 422: "Import rejected (row errors)", 503: "Asterisk unavailable"}
     return {str(c): _json(ERROR, text[c]) for c in (400, 401, 403, 404, 413, *codes)}
 
 
@@ -211,6 +238,75 @@ def _objects(kind: str, title: str) -> dict:
     }
 
 
+DESCRIPTIONS = {
+    "list_buyers": "Buyers by name, `limit`/`offset` paged, `q` filters by name (any case). Any role.",
+    "create_buyer": "A new buyer: `name` and `destination` (sip:user@host[:port] or pjsip:ENDPOINT) are required; "
+                    "money is a decimal string. 409 when the name is taken. Admin.",
+    "get_buyer": "One buyer by id. Any role.",
+    "update_buyer": "Only the fields sent change (`paused: true` pauses it: no new calls). Admin.",
+    "list_publishers": "Publishers by name, paged. Any role.",
+    "create_publisher": "A new publisher with its payout per billable call. 409 when the name is taken. Admin.",
+    "get_publisher": "One publisher by id. Any role.",
+    "update_publisher": "Only the fields sent change. Admin.",
+    "list_campaigns": "Campaigns by name, paged. Any role.",
+    "create_campaign": "A new campaign (add buyers with PUT /campaigns/{id}/buyers/{buyer_id}). 409 when the "
+                       "name is taken. Admin.",
+    "get_campaign": "One campaign by id. Any role.",
+    "update_campaign": "Only the fields sent change. Admin.",
+    "get_buyer_rules": "The buyer's own routing rules as stored (keys not set do not apply). Any role.",
+    "set_buyer_rules": "Replaces all of the buyer's rules with the object sent: a rule left out is removed. Use "
+                       "PATCH to change some. Admin.",
+    "patch_buyer_rules": "Changes only the rules sent; null or \"\" removes one. Checked as the CLI checks them "
+                         "(`ppcswitch buyer rules`). Admin.",
+    "get_buyer_rtb": "How the buyer is pinged for real-time bids. Any role.",
+    "set_buyer_rtb": "Sets real-time bidding; an empty `ping_url` turns it off. Admin.",
+    "get_campaign_routing": "ZIP prompt, repeat-caller routing, whisper and RTB time budget. Any role.",
+    "set_campaign_routing": "Only the options sent change. Admin.",
+    "report": "Calls, billable rate, receivable, payable and margin per campaign, buyer and publisher over local "
+              "days `from`..`to` in `tz`, from the billing rollups (they agree with the ledger). Finance, admin.",
+    "list_campaign_buyers": "The campaign's buyers with their priority (1 is tried first). Any role.",
+    "set_campaign_buyer": "Adds the buyer to the campaign, or changes its priority. Admin.",
+    "remove_campaign_buyer": "Takes the buyer off the campaign. Admin.",
+    "get_link_rules": "The rules of this buyer on this campaign only (its overrides). Any role.",
+    "set_link_rules": "Replaces the buyer's overrides on this campaign (caps, budgets, weight, hours...). Admin.",
+    "patch_link_rules": "Changes only the overrides sent; null removes one. Admin.",
+    "list_numbers": "Tracking numbers, paged; `q` finds numbers containing the digits typed, in any format "
+                    "(`(415) 555-01`). Any role.",
+    "create_number": "Adds a tracking number to a campaign and publisher, by id or by name (as in the CSV). 409 "
+                     "when the number is taken. Admin.",
+    "import_numbers": "CSV `number,campaign,publisher` with a header: every row is checked and all are imported "
+                      "or none (422 lists each bad row); `dry_run` only checks. Admin.",
+    "get_number": "One tracking number. Any role.",
+    "assign_number": "Moves the number to another campaign and/or publisher (ids or names). Admin.",
+    "release_number": "Releases the number: calls to it are no longer routed (its calls are kept). Admin.",
+    "list_publisher_codes": "IVR publisher codes and the publisher / sub-ID each stands for. Any role.",
+    "set_publisher_code": "Adds or moves a publisher code. Admin.",
+    "remove_publisher_code": "Removes a publisher code. Admin.",
+    "list_calls": "Finished calls, newest first, in keyset pages (`next_cursor`); days are local days of `tz` "
+                  "(default: the token owner's zone). Any role.",
+    "get_call": "One call by its linkedid, with its dial attempts. Any role.",
+    "list_live_calls": "Calls in progress now (caller, number, campaign, publisher, buyer, state, elapsed "
+                       "seconds) and each buyer's live calls against its concurrency cap. Any role.",
+    "hangup_call": "Asks Asterisk to hang up a call in progress (503 when Asterisk is not connected). Admin.",
+    "summary": "Today's (or `day`'s) totals in the time zone `tz` (default: the token owner's) and calls per "
+               "local hour. Any role.",
+    "list_call_postbacks": "Every postback/webhook of the call and each delivery attempt. Any role.",
+    "resend_postback": "Queues a notification to be sent again. Finance, admin.",
+    "list_pools": "Number pools with their numbers, live leases and shortages. Any role.",
+    "sub_id_report": "Payout and conversion rate per publisher and sub-ID of calls started in the period. "
+                     "Finance, admin.",
+}
+
+
+def query_parameters(path: str, method: str) -> set[str] | None:
+    """The query parameters the document lists for an operation (None: the operation is not documented)."""
+    item = document()["paths"].get(path)
+    if item is None or method.lower() not in item:
+        return None
+    params = list(item.get("parameters", [])) + list(item[method.lower()].get("parameters", []))
+    return {p["name"] for p in params if p.get("in") == "query"}
+
+
 @lru_cache(maxsize=1)
 def document() -> dict:
     date = {"type": "string", "format": "date"}
@@ -221,6 +317,17 @@ def document() -> dict:
                 "responses": {"200": _json(_ref("Rules")), **_errors()}},
         "put": {"summary": "Replace a buyer's rules", "operationId": "set_buyer_rules", "requestBody": _body("Rules"),
                 "responses": {"200": _json(_ref("Rules")), **_errors()}},
+        "patch": {"summary": "Change some of a buyer's rules", "operationId": "patch_buyer_rules",
+                  "requestBody": _body("Rules"), "responses": {"200": _json(_ref("Rules")), **_errors()}},
+    }
+    paths["/campaigns/{id}/buyers/{buyer_id}/rules"] = {
+        "parameters": [PATH_ID, BUYER_ID],
+        "get": {"summary": "The buyer's rules on this campaign only", "operationId": "get_link_rules",
+                "responses": {"200": _json(_ref("Rules")), **_errors()}},
+        "put": {"summary": "Replace the buyer's rules on this campaign", "operationId": "set_link_rules",
+                "requestBody": _body("Rules"), "responses": {"200": _json(_ref("Rules")), **_errors()}},
+        "patch": {"summary": "Change some of the buyer's rules on this campaign", "operationId": "patch_link_rules",
+                  "requestBody": _body("Rules"), "responses": {"200": _json(_ref("Rules")), **_errors()}},
     }
     paths["/buyers/{id}/rtb"] = {
         "parameters": [PATH_ID],
@@ -297,7 +404,9 @@ def document() -> dict:
                        _param("campaign", "query", ID), _param("publisher", "query", ID), _param("buyer", "query", ID),
                        _param("billable", "query", {"type": "string", "enum": ["yes", "no"]}),
                        _param("caller", "query", {"type": "string", "maxLength": 64}, description="caller starts with"),
-                       _param("outcome", "query", {"type": "string", "maxLength": 32}), TZ],
+                       _param("outcome", "query", {"type": "string", "maxLength": 32}), TZ,
+                       _param("hour", "query", {"type": "integer", "minimum": 0, "maximum": 23},
+                              description="one local hour of date_from (a drill-down from a chart)")],
         "responses": {"200": _json(_obj({"items": {"type": "array", "items": _ref("Call")},
                                          "next_cursor": {"type": "string", "nullable": True}})), **_errors()}}}
     paths["/calls/{linkedid}"] = {"get": {
@@ -335,6 +444,13 @@ def document() -> dict:
                        _param("tz", "query", {"type": "string", "example": "America/New_York"}),
                        _param("publisher_id", "query", ID)],
         "responses": {"200": _json(_ref("SubIdReport")), **_errors()}}}
+    for item in paths.values():
+        for method, op in item.items():
+            if method == "parameters":
+                continue
+            op.setdefault("description", DESCRIPTIONS.get(op["operationId"], op["summary"] + "."))
+            if method in ("post", "put", "patch"):
+                op["responses"].setdefault("409", _json(ERROR, "Conflict: the name or number is taken already"))
     return {
         "openapi": "3.0.3",
         "info": {"title": "ppcswitch API", "version": "1",
