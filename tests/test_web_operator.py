@@ -353,3 +353,41 @@ async def test_search_ignores_number_formatting(sqlite_client):
     body = await (await client.get("/api/v1/numbers", params={"q": "(800) 555-0801"},
                                    headers={"Authorization": f"Bearer {secret}"})).json()
     assert [n["number"] for n in body["items"]] == ["+18005550801"]
+
+
+async def test_bulk_number_actions_with_a_preview(sqlite_client):
+    client = sqlite_client
+    app = client.server.app
+
+    async def seed(s):
+        await repo.create_campaign(s, "Solar")
+        for n in ("+18005550111", "+18005550112", "+18005550113"):
+            await repo.add_tracking_number(s, n, "HVAC", "Acme")
+        return (await repo.get_campaign(s, "Solar")).id
+
+    solar = await app[core.WRITER].run(seed)
+    await login(client, "admin")
+    listing = await (await client.get("/numbers")).text()
+    assert 'aria-label="Select +18005550111"' in listing and 'id="bulk-form"' in listing
+    token = re.search(r'name="csrf" value="([^"]+)"', listing).group(1)
+    picked = [("numbers", "+18005550111"), ("numbers", "+18005550112")]
+    preview = await client.post("/numbers/bulk", data=[("csrf", token), ("action", "assign"), ("campaign", str(solar)),
+                                                       ("publisher", ""), *picked])
+    html = await preview.text()
+    assert preview.status == 200 and "Assign 2 numbers?" in html and html.count("→ <strong>Solar</strong>") == 2
+    async with app[core.SESSIONS]() as s:
+        assert {r.campaign_id for r in (await store.list_numbers(s))[0]} != {solar}  # nothing changed yet
+    done = await client.post("/numbers/bulk", data=[("csrf", token), ("action", "assign"), ("campaign", str(solar)),
+                                                    ("publisher", ""), ("step", "apply"), *picked])
+    assert done.status == 200 and "2 numbers reassigned." in await done.text()
+    async with app[core.SESSIONS]() as s:
+        rows = {r.number: r.campaign_id for r in (await store.list_numbers(s))[0]}
+    assert rows["+18005550111"] == rows["+18005550112"] == solar != rows["+18005550113"]
+    # One unknown number among them: nothing is released.
+    bad = await client.post("/numbers/bulk", data=[("csrf", token), ("action", "release"), ("step", "apply"),
+                                                   ("numbers", "+18005550113"), ("numbers", "+18005559999")])
+    assert bad.status == 400 and "is not a tracking number" in await bad.text()
+    async with app[core.SESSIONS]() as s:
+        assert (await store.list_numbers(s))[1] == 3
+    none = await client.post("/numbers/bulk", data={"csrf": token, "action": "release"})
+    assert none.status == 400 and "tick at least one number" in await none.text()

@@ -541,6 +541,7 @@ async def numbers_list(request: web.Request) -> web.Response:
     rows, total = await _read(request, store.list_numbers, number_digits(q), campaign_id, publisher_id, PAGE,
                               (page - 1) * PAGE)
     return render(request, "numbers.html", rows=rows, total=total, q=q, page=page,
+                  message=request.query.get("done", "")[:200],
                   pages=max(1, -(-total // PAGE)), campaign_id=campaign_id, publisher_id=publisher_id,
                   **await _choices(request))
 
@@ -971,6 +972,9 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/numbers/new", number_save)
     r.add_get("/numbers/import", numbers_import_page)
     r.add_post("/numbers/import", numbers_import_submit)
+    from ppcswitch.web import bulk_views
+
+    r.add_post("/numbers/bulk", bulk_views.bulk_numbers)  # before /numbers/{number}
     r.add_get("/numbers/{number}", number_form)
     r.add_post("/numbers/{number}", number_save)
     r.add_post("/numbers/{number}/release", number_release)
@@ -1007,4 +1011,5 @@ def add_routes(app: web.Application) -> None:
     from ppcswitch.web import network_views
 
     network_views.add_routes(app)
+
     r.add_get("/account", account_views.account_page)
