@@ -33,6 +33,7 @@ from ppcswitch.billing import ledger
 from ppcswitch.calls import CallRecord
 from ppcswitch.config import Settings
 from ppcswitch.metrics import CONTENT_TYPE, Metrics, metrics_authorized
+from ppcswitch.pipeline import FinishedCalls
 from ppcswitch.recovery import Recovery
 from ppcswitch.routing.service import Router
 from ppcswitch.rtb.auction import Auctioneer
@@ -54,6 +55,7 @@ AGI = web.AppKey("agi", FastAgiServer)
 METRICS = web.AppKey("metrics", Metrics)
 RECOVERY = web.AppKey("recovery", Recovery)
 RELOAD_LOCK = web.AppKey("reload_lock", asyncio.Lock)
+PIPELINE = web.AppKey("pipeline", FinishedCalls)
 
 # Calls whose end the controller never saw (AMI down for hours) are closed after this.
 STALE_CALL_SECONDS = 6 * 3600
@@ -128,6 +130,7 @@ async def routing_ctx(app: web.Application):
     router = Router(await _load_network(app), settings.routing.default_region, settings.routing.allow_anonymous)
     router.code_prompt = settings.attribution.code_prompt  # the IVR publisher code prompt
     app[METRICS].time_router(router)
+    router.on_ping = app[METRICS].rtb_ping
     app[ROUTER] = router
     app[RELOAD_LOCK] = asyncio.Lock()
     async with app[SESSIONS]() as session:  # caps, budgets and duplicates survive a restart
@@ -160,42 +163,18 @@ async def ami_ctx(app: web.Application):
     settings = app[SETTINGS]
     router, writer, metrics = app[ROUTER], app[WRITER], app[METRICS]
 
+    # Every finished call, from the tracker or from recovery, takes one way (ppcswitch.pipeline):
+    # attribute, score, then order, settle and feed what the settlement decided.
+    pipeline = FinishedCalls(router, writer, metrics, attribution_store.enqueue_for_call_sync)
+    app[PIPELINE] = pipeline
+    scored = fraud_runtime.wrap(app, pipeline, lambda: app[TRACKER], ROUTER, WRITER, METRICS, SETTINGS)
+
     def on_record(record: CallRecord) -> None:
         app[attribution.ATTRIBUTION].stamp(record)  # sub-ID, click ID, tags (ppcswitch.attribution)
-        metrics.call_finished(record, router.network)
-        trace = router.finished(record)  # counts the delivery for caps, budgets and duplicates
-        if trace is not None:
-            try:
-                writer.submit(SyncJob(lambda s: repo_routing.save_trace_sync(s, record.linkedid, trace)))
-            except asyncio.QueueFull:
-                log.warning("routing trace of %s not stored: database writer is behind", record.linkedid)
+        scored(record)
 
-        def settle(session):
-            with metrics.write_time.time():
-                # The record, its billing decision, ledger entries and rollups: one transaction.
-                settled = ledger.settle_sync(session, record)
-                if settled is not None:  # postbacks/webhooks go out through the outbox, same transaction
-                    attribution_store.enqueue_for_call_sync(session, record)
-                return settled
-
-        save = SyncJob(settle)
-
-        def done(f: asyncio.Future) -> None:
-            if not f.cancelled() and f.exception() is not None:
-                metrics.record_failed()
-                log.error("call %s could not be stored: %s", record.linkedid, f.exception())
-
-        try:
-            writer.submit(save).add_done_callback(done)
-        except asyncio.QueueFull:
-            # The database is behind: wait for room rather than drop the record.
-            async def later():
-                (await writer.submit_wait(save)).add_done_callback(done)
-
-            asyncio.create_task(later())
-
-    on_record = fraud_runtime.wrap(app, on_record, lambda: app[TRACKER], ROUTER, WRITER, METRICS, SETTINGS)  # scored first
-    tracker = CallTracker(router.routes, router.live, lambda: router.network, on_record, settings.routing.default_region)
+    tracker = CallTracker(router.routes, router.live, lambda: router.network, on_record, settings.routing.default_region,
+                          router.reservations)
     app[TRACKER] = tracker
 
     recovery = Recovery(settings.recovery, tracker, lambda: router.network, on_record, app[SESSIONS], writer,
@@ -204,8 +183,11 @@ async def ami_ctx(app: web.Application):
     await recovery.load_floor()  # before this run's first heartbeat
 
     async def on_login(client):
+        recovery.synced = False  # no heartbeat until the calls missed before this login are recovered
         await push_fallback(app)
         await recovery.resync(client)  # calls missed while down, live counts (ppcswitch.recovery)
+        recovery.synced = True
+        await recovery.beat(client)  # at once: a controller killed a second later has moved the window
 
     ami = AmiClient(settings.ami, tracker.handle, on_login)
     app[AMI] = ami
@@ -218,6 +200,8 @@ async def ami_ctx(app: web.Application):
             await asyncio.sleep(60)
             tracker.sweep(STALE_CALL_SECONDS)
             router.routes.sweep(STALE_CALL_SECONDS)
+            router.sweep_unsettled(STALE_CALL_SECONDS)
+            pipeline.sweep()
 
     tasks = [asyncio.create_task(sweep_loop()), asyncio.create_task(recovery.run(ami))]
     yield

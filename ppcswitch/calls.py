@@ -42,10 +42,13 @@ class CallRecord:
     hangup_cause: int | None = None
     hangup_cause_text: str = ""
     reject_reason: str = ""
-    billable: bool = False
+    # The billing decision, set once, when the call is settled (billing.ledger.settle_sync); until then
+    # a finished call is not billable and has no money: nothing provisional is ever counted.
+    billable: bool = False  # the buyer side (revenue)
     billing_reasons: list[str] = field(default_factory=list)  # why not billable
     revenue_cents: int = 0
     payout_cents: int = 0
+    payout_billable: bool = False  # the publisher side
     attempts: list[Attempt] = field(default_factory=list)
     # Facts for billing (ppcswitch.billing); None means unknown / not given.
     quality_score: int | None = None  # fraud/quality score 0-100, higher is worse (a later issue scores)

@@ -13,28 +13,6 @@ from datetime import datetime, timedelta
 from typing import Sequence
 
 from ppcswitch.billing.rules import FLAT, SideRule, price
-from ppcswitch.routing.model import Buyer, Publisher
-
-
-@dataclass(frozen=True)
-class Verdict:
-    billable: bool
-    reasons: list[str] = field(default_factory=list)  # machine-readable, empty when billable
-    revenue_cents: int = 0
-    payout_cents: int = 0
-
-
-def qualify(connected_ms: int, buyer: Buyer | None, publisher: Publisher | None) -> Verdict:
-    """The tracker's first verdict from the routing snapshot alone (default rules, no history).
-
-    The final decision is `decide`, taken when the call is stored (ppcswitch.billing.ledger.settle).
-    """
-    if buyer is None or connected_ms <= 0:
-        return Verdict(False, ["not_connected"])
-    d = decide(CallFacts(connected_ms=connected_ms, answered=True),
-               SideRule(min_duration=buyer.min_duration, flat_cents=buyer.revenue_cents),
-               SideRule(flat_cents=publisher.payout_cents if publisher else 0))
-    return Verdict(d.revenue.billable, list(d.revenue.reasons), d.revenue.cents, d.payout.cents)
 
 
 @dataclass(frozen=True)
@@ -93,12 +71,15 @@ class Decision:
 def duplicate_of(started_at: datetime | None, rule: SideRule, prior: Sequence[PriorCall]) -> PriorCall | None:
     """The latest earlier call that makes this one a repeat, if any.
 
-    The window is (started_at - unique_days, started_at): a call exactly
-    unique_days later is new again; one second earlier it is still a repeat.
+    The window is (started_at - window, started_at): a call exactly one window
+    later is new again; one second earlier it is still a repeat. Calls of one
+    caller are settled in the order they started (ppcswitch.pipeline), so the
+    call that came first is the original whatever order they end in.
     """
-    if not rule.unique_days or started_at is None:
+    window = rule.unique_window or rule.unique_days * 86400
+    if not window or started_at is None:
         return None
-    start = started_at - timedelta(days=rule.unique_days)
+    start = started_at - timedelta(seconds=window)
     hits = [p for p in prior if start < p.started_at < started_at and (p.billable or rule.unique_counts_unbillable)]
     return max(hits, key=lambda p: p.started_at, default=None)
 
@@ -145,4 +126,4 @@ def decide(facts: CallFacts, revenue_rule: SideRule, payout_rule: SideRule,
     return Decision(revenue, payout, depends)
 
 
-__all__ = ["CallFacts", "Decision", "PriorCall", "Side", "Verdict", "decide", "duplicate_of", "qualify", "FLAT"]
+__all__ = ["CallFacts", "Decision", "PriorCall", "Side", "decide", "duplicate_of", "FLAT"]

@@ -40,7 +40,6 @@ from sqlalchemy import select
 
 from ppcswitch.calls import Attempt, CallRecord, Outcome
 from ppcswitch.numbers import read_caller, to_e164
-from ppcswitch.qualification import qualify
 from ppcswitch.routing.model import Network
 from ppcswitch.storage import models as t
 from ppcswitch.storage.models_recovery import RecoveryState
@@ -160,10 +159,9 @@ def record_from_cdr(rows: list[CdrRow], network: Network, region: str = "US") ->
         outcome = Outcome.NO_BUYER
     else:
         outcome = Outcome.ABANDONED
-    buyer = network.buyers.get(answered.buyer_id) if answered and answered.buyer_id else None
-    publisher = network.publishers.get(number.publisher_id) if number else None
-    verdict = qualify(connected_ms, buyer, publisher)
-    reject_reason, reasons = "", list(verdict.reasons)
+    # Billable or not and the money are decided when the call is settled (billing.ledger), as for
+    # every other call: the record leaves here with none.
+    reject_reason, reasons = "", []
     if outcome == Outcome.REJECTED:
         reject_reason = "unknown_tracking_number" if tracking else "invalid_number"
         reasons = [f"rejected:{reject_reason}"]
@@ -173,8 +171,7 @@ def record_from_cdr(rows: list[CdrRow], network: Network, region: str = "US") ->
         publisher_id=number.publisher_id if number else None, campaign_id=number.campaign_id if number else None,
         buyer_id=answered.buyer_id if answered else None, answered_at=answered.answered_at if answered else None,
         connected_ms=connected_ms, hangup_cause=None, hangup_cause_text="", reject_reason=reject_reason,
-        billable=verdict.billable, billing_reasons=reasons, revenue_cents=verdict.revenue_cents,
-        payout_cents=verdict.payout_cents, attempts=attempts)
+        billing_reasons=reasons, attempts=attempts)
 
 
 @dataclass(frozen=True)
@@ -219,6 +216,10 @@ class Recovery:
         self._gone: set[str] = set()  # tracked calls Asterisk did not have at the last pass
         self.asterisk_started: str | None = None  # CoreStatus start time of the Asterisk last seen
         self.cut = 0  # calls finished as cut by an Asterisk restart (no Hangup, no CDR row)
+        # True once the pass after the latest AMI login is done (set by the app's login hook): only
+        # then may the heartbeat say "every call that ended before now was seen".
+        self.synced = False
+        self.seen_until: datetime | None = None  # the last heartbeat's T while synced (see beat)
 
     async def resync(self, ami) -> int:
         """One pass; returns how many calls were recovered. Never raises (logged)."""
@@ -346,11 +347,16 @@ class Recovery:
                 self.floor = max(alive - HEARTBEAT_MARGIN, since)
         return self.floor
 
-    async def beat(self) -> None:
-        """Record "every call that ended before now was handed to the writer" (through the writer)."""
+    async def beat(self, ami=None) -> None:
+        """Record (through the writer) "every call that ended before T was handed to the writer": T is
+        now while the AMI link is up and the calls missed before its login are recovered (`synced`),
+        else the last such moment (or this run's floor). A controller without its AMI link (no secret,
+        Asterisk's manager unreachable) sees no call end, so it never tells the next run it did."""
         if self._beat is not None and not self._beat.done():
             return  # the database is slow: one heartbeat waiting is enough
-        now = datetime.now(timezone.utc)
+        if ami is not None and ami.connected and self.synced:
+            self.seen_until = datetime.now(timezone.utc)
+        now = self.seen_until or self.floor or self.started
 
         async def job(session):
             row = await session.get(RecoveryState, 1)
@@ -371,12 +377,15 @@ class Recovery:
         return found
 
     async def run(self, ami) -> None:
-        """Heartbeats, and periodic passes (the AMI login hook runs one at once)."""
+        """Heartbeats, and periodic passes (the AMI login hook runs one at once).
+
+        The heartbeat moves the recovery window (load_floor) only past calls this controller saw: see
+        beat()."""
         await self.load_floor()
         next_pass = asyncio.get_running_loop().time() + self.settings.interval
         while True:
             try:
-                await self.beat()
+                await self.beat(ami)
             except Exception as exc:  # the writer is stopping or the database is down: next beat
                 log.debug("recovery heartbeat not written: %s", exc)
             await asyncio.sleep(HEARTBEAT_SECONDS)

@@ -9,8 +9,7 @@ from hypothesis import given, strategies as st
 
 from ppcswitch.billing import rules as r
 from ppcswitch.billing.rules import RuleError, SideRule, Tier
-from ppcswitch.qualification import CallFacts, PriorCall, decide, duplicate_of, qualify
-from ppcswitch.routing.model import Buyer, Publisher
+from ppcswitch.qualification import CallFacts, PriorCall, decide, duplicate_of
 
 UTC = timezone.utc
 T = datetime(2026, 11, 20, 15, 0, 0, tzinfo=UTC)
@@ -116,15 +115,6 @@ def test_publisher_on_its_own_criteria_is_paid_when_the_buyer_is_not():
 def test_revshare_percent_is_exact_and_rounds_half_up(revenue, bp, payout):
     d = decide(facts(90), SideRule(flat_cents=revenue), SideRule(mode=r.PERCENT, percent_bp=bp))
     assert d.payout.cents == payout and d.margin_cents == revenue - payout
-
-
-def test_legacy_qualify_keeps_the_trackers_verdict():
-    buyer = Buyer(1, "A", "PJSIP/x", min_duration=60, revenue_cents=4000)
-    v = qualify(47_000, buyer, Publisher(1, "P", payout_cents=1000))
-    assert not v.billable and v.reasons == ["duration_below_minimum:47<60"]
-    v = qualify(60_000, buyer, Publisher(1, "P", payout_cents=1000))
-    assert v.billable and (v.revenue_cents, v.payout_cents) == (4000, 1000)
-    assert qualify(0, None, None).reasons == ["not_connected"]
 
 
 @pytest.mark.parametrize("side, values, message", [

@@ -9,7 +9,7 @@ def test_accepted_bid_price_and_minimum_reach_the_record():
     router, tracker, records = make()
     router.first(L, router.facts("+18005550100", "+15551230000"))
     router.next(L, "BUSY")
-    router.routes.get(L).decision.bids[2] = SimpleNamespace(revenue_cents=5500, min_duration=30)
+    router.routes.get(L).decision.bids[2] = SimpleNamespace(amount_cents=5500, min_duration=30)
     for e in failover_stream(talk=45):
         tracker.handle(e)
     [r] = records

@@ -51,7 +51,7 @@ def test_failover_call_is_rebuilt_from_its_cdr_rows():
     assert rec.linkedid == "17.5" and rec.outcome == Outcome.CONNECTED
     assert rec.tracking_number == NUMBER and rec.caller == CALLER and rec.campaign_id == 3 and rec.publisher_id == 7
     assert [(a.seq, a.buyer_id, a.dial_status) for a in rec.attempts] == [(1, 1, "BUSY"), (2, 2, "ANSWER")]
-    assert rec.buyer_id == 2 and rec.connected_ms == 10_000 and rec.billable and rec.revenue_cents == 4000
+    assert rec.buyer_id == 2 and rec.connected_ms == 10_000 and not rec.billable and rec.revenue_cents == 0  # settled later
     assert rec.started_at == datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
     assert rec.ended_at == datetime(2026, 11, 23, 10, 0, 13, tzinfo=timezone.utc)
 
@@ -127,3 +127,31 @@ def test_calls_during_a_controller_crash_are_recorded_once(controller, sipp, san
     assert abs(calls["+14155550102"]["connected_ms"] - 4000) <= 1500
     assert abs(calls["+14155550104"]["connected_ms"] - 5000) <= 1500
     assert len(a.invites()) == 4
+
+
+def test_a_controller_without_its_ami_link_does_not_move_the_recovery_window(controller, sipp, sandbox):
+    """Killed controller; a call answered by the fallback buyer; a controller run for a while without its AMI
+    secret (it sees no call end, so it must write no heartbeat); then the controller again: the call is
+    recovered from Asterisk's CDR file."""
+    a = sipp.buyer("answer")
+    controller.seed([{"name": "A", "destination": a.dest.split("/", 2)[2], "ring_timeout": 5, "min_duration": 1}])
+    controller.env["PPCSWITCH_ROUTING_FALLBACK_BUYER"] = "A"
+    controller.env["PPCSWITCH_RECOVERY_CDR_FILE"] = str(sandbox.root / "var/log/asterisk/cdr-csv/Master.csv")
+    controller.env["PPCSWITCH_RECOVERY_INTERVAL"] = "1"
+    controller.start()
+    assert sipp.call(NUMBER, caller="+14155550111", seconds=1).answered
+    controller.wait_calls(1)
+    time.sleep(1)  # its heartbeat is stored
+    controller.stop(signal.SIGKILL)
+    assert sipp.call(NUMBER, caller="+14155550112", seconds=1).answered  # the fallback buyer, nobody watching
+    secret = controller.env["PPCSWITCH_AMI_SECRET"]
+    controller.env["PPCSWITCH_AMI_SECRET"] = ""
+    controller.start(wait_ami=False)
+    time.sleep(12)  # two heartbeat periods and more without the AMI link
+    controller.stop()
+    controller.env["PPCSWITCH_AMI_SECRET"] = secret
+    controller.start()
+    deadline = time.monotonic() + 20
+    while len(controller.calls()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert sorted(c["caller"] for c in controller.calls()) == ["+14155550111", "+14155550112"], controller.log()

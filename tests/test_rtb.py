@@ -153,13 +153,18 @@ async def test_outcome_is_posted_after_the_call_and_pings_can_be_capped(http):
         assert v[cv.BUYER_ID] == "2"
         now = datetime.now(UTC)
         router.routes.pop("L1")
-        trace = router.finished(CallRecord("L1", NUMBER, "+14155550123", True, now, now, "connected", 7, 5, 2,
-                                           answered_at=now, connected_ms=95_000, billable=True))
+        record = CallRecord("L1", NUMBER, "+14155550123", True, now, now, "connected", 7, 5, 2,
+                            answered_at=now, connected_ms=95_000)
+        trace, route = router.finished(record)
         assert trace["winner"] == 2 and trace["bids"][0]["amount_cents"] == 2500
+        await asyncio.sleep(0.05)
+        assert not [body for name, body in seen if name == "post"]  # nothing before the call is settled
+        record.billable, record.revenue_cents = True, 2500  # as billing.ledger.settle_sync decides it
+        router.settled(record, route)
         await router.rtb.close()
         posts = [body for name, body in seen if name == "post"]
         assert posts == [{"call_id": "L1", "bid_id": "b-1", "won": True, "connected_seconds": 95, "billable": True,
-                          "amount_cents": 2500}]
+                          "amount_cents": 2500, "bid_cents": 2500}]
         # Second call in the same minute: the publisher's ping cap is used up, the static buyer gets it.
         v = await router.first_async("L2", router.facts(NUMBER, "+14155550124"))
         assert v[cv.BUYER_ID] == "1"

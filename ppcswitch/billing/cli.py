@@ -95,7 +95,7 @@ async def _close(ctx, args) -> int:
     return 0
 
 
-_RULE_OPTIONS = ("min_duration", "unique_days", "unique_counts_unbillable", "require_geo", "quality_threshold",
+_RULE_OPTIONS = ("min_duration", "unique_days", "unique_window", "unique_counts_unbillable", "require_geo", "quality_threshold",
                  "mode", "tiers", "percent", "only_when_buyer_pays")
 
 
@@ -208,6 +208,8 @@ def add_cli(sub) -> None:
     p.add_argument("--publisher", help="payout side: this publisher only")
     p.add_argument("--min-duration", dest="min_duration", help="connected seconds")
     p.add_argument("--unique-days", dest="unique_days", help="same caller within N days is not billable again")
+    p.add_argument("--unique-window", dest="unique_window",
+                   help="the same in minutes, hours or days: 30m, 12h, 7d (wins over --unique-days)")
     p.add_argument("--unique-counts-unbillable", dest="unique_counts_unbillable", choices=["yes", "no"])
     p.add_argument("--require-geo", dest="require_geo", choices=["yes", "no"])
     p.add_argument("--quality-threshold", dest="quality_threshold", help="score at/above which a call is flagged")

@@ -70,6 +70,10 @@ def _override(row) -> dict[str, Any]:  # a BillingRule, or a row of its table
     return out
 
 
+override_of = _override  # the routing snapshot reads the same layers (storage.repo_routing.with_routing)
+RULES_TABLE = b.BillingRule.__table__
+
+
 _BUYER_RULE = select(t.Buyer.min_duration, t.Buyer.revenue_cents).where(t.Buyer.id == bindparam("id"))
 _PUBLISHER_RULE = select(t.Publisher.payout_cents).where(t.Publisher.id == bindparam("id"))
 _RULE_ROWS = select(b.BillingRule.__table__).where(b.BillingRule.campaign_id.in_(bindparam("campaigns",
@@ -90,8 +94,9 @@ def rules_for_sync(session: Session, campaign_id: int | None, buyer_id: int | No
         rows[(row.side, row.campaign_id, row.party_id)] = row
     out = []
     for side, base, party in ((r.REVENUE, revenue, buyer_id or 0), (r.PAYOUT, payout, publisher_id or 0)):
-        layers = [rows.get((side, c, 0)) if c else None, rows.get((side, 0, party)) if party else None,
-                  rows.get((side, c, party)) if c and party else None]
+        # Least specific first: every campaign and party, the campaign, the party, both.
+        layers = [rows.get((side, 0, 0)), rows.get((side, c, 0)) if c else None,
+                  rows.get((side, 0, party)) if party else None, rows.get((side, c, party)) if c and party else None]
         out.append(r.merge(base, *(_override(x) for x in layers if x is not None)))
     return out[0], out[1]
 
@@ -117,6 +122,8 @@ async def set_rule(session: AsyncSession, side: str, *, campaign_id: int = 0, pa
         setattr(row, key, r.tiers_json(value) if key == "tiers" else value)
     row.updated_at = datetime.now(timezone.utc)
     await session.flush()
+    # Routing reads the rules' highest price (budgets reserve it for calls in flight): a new snapshot.
+    await repo.bump_config_version(session)
     return row
 
 
@@ -147,19 +154,24 @@ def _prior_statement(side: str):
 
 
 def _prior(session: Session, side: str, party_id: int, caller: str, started_at: datetime,
-           days: int) -> list[PriorCall]:
-    if not days or not party_id or not caller or caller == "anonymous":
+           seconds: int) -> list[PriorCall]:
+    if not seconds or not party_id or not caller or caller == "anonymous":
         return []
     rows = session.connection().execute(_prior_statement(side), {
-        "caller": caller, "party": party_id, "since": started_at - timedelta(days=days), "until": started_at})
+        "caller": caller, "party": party_id, "since": started_at - timedelta(seconds=seconds), "until": started_at})
     return [PriorCall(s, bool(x)) for s, x in rows]
+
+
+def window_of(rule: r.SideRule) -> int:
+    """A rule's unique-caller window in seconds."""
+    return rule.unique_window or rule.unique_days * 86400
 
 
 def decide_call(session: Session, facts: CallFacts, caller: str, campaign_id: int, buyer_id: int,
                 publisher_id: int) -> Decision:
     revenue_rule, payout_rule = rules_for_sync(session, campaign_id, buyer_id, publisher_id)
-    prior_b = _prior(session, "buyer", buyer_id, caller, facts.started_at, revenue_rule.unique_days)
-    prior_p = _prior(session, "publisher", publisher_id, caller, facts.started_at, payout_rule.unique_days)
+    prior_b = _prior(session, "buyer", buyer_id, caller, facts.started_at, window_of(revenue_rule))
+    prior_p = _prior(session, "publisher", publisher_id, caller, facts.started_at, window_of(payout_rule))
     return decide(facts, revenue_rule, payout_rule, prior_b, prior_p)
 
 
@@ -180,6 +192,7 @@ def settle_sync(session: Session, record: CallRecord, *, now: datetime | None = 
     campaign_id, buyer_id, publisher_id = record.campaign_id or 0, record.buyer_id or 0, record.publisher_id or 0
     decision = decide_call(session, facts, record.caller, campaign_id, buyer_id, publisher_id)
     record.billable = decision.revenue.billable
+    record.payout_billable = decision.payout.billable
     record.billing_reasons = decision.reasons
     record.revenue_cents, record.payout_cents = decision.revenue.cents, decision.payout.cents
     call_id = repo.insert_call(session, record)

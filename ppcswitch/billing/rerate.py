@@ -84,7 +84,7 @@ async def rerate(session: AsyncSession, p: Period, *, apply: bool = False, user:
             return []
         q = select(b.BillingDecision).where(
             b.BillingDecision.caller == d.caller, column == party, b.BillingDecision.started_at < d.started_at,
-            b.BillingDecision.started_at > d.started_at - timedelta(days=days))
+            b.BillingDecision.started_at > d.started_at - timedelta(seconds=days))
         out = []
         for x in await session.scalars(q):
             billable = redecided[x.call_id][index] if x.call_id in redecided else \
@@ -97,8 +97,8 @@ async def rerate(session: AsyncSession, p: Period, *, apply: bool = False, user:
         facts = ledger.facts_of(d, d.rejected_reason)
         revenue_rule, payout_rule = await ledger.rules_for(session, d.campaign_id, d.buyer_id, d.publisher_id)
         new = decide(facts, revenue_rule, payout_rule,
-                     await prior(b.BillingDecision.buyer_id, d.buyer_id, d, revenue_rule.unique_days, 0),
-                     await prior(b.BillingDecision.publisher_id, d.publisher_id, d, payout_rule.unique_days, 1))
+                     await prior(b.BillingDecision.buyer_id, d.buyer_id, d, ledger.window_of(revenue_rule), 0),
+                     await prior(b.BillingDecision.publisher_id, d.publisher_id, d, ledger.window_of(payout_rule), 1))
         redecided[d.call_id] = (new.revenue.billable, new.payout.billable)
         if d.disputed:
             continue

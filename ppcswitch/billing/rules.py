@@ -37,6 +37,9 @@ class SideRule:
 
     min_duration: int = 0  # connected seconds, counted from the buyer's answer
     unique_days: int = 0  # same caller within this many days is not billable again (0: off)
+    # The same window in seconds, what billing reads: set with unique_days (days) or unique_window
+    # ("30m", "12h", "7d"); one layer of rules sets both, so the most specific layer's window wins.
+    unique_window: int = 0
     unique_counts_unbillable: bool = False  # does a non-billable earlier call start the window?
     require_geo: bool = False  # caller must be in the buyer's service area
     quality_threshold: int | None = None  # a score at or above this flags the call (None: off)
@@ -108,6 +111,20 @@ def parse_tiers(value: Any) -> tuple[Tier, ...]:
     return tuple(sorted(tiers, key=lambda t: t.min_seconds))
 
 
+def window_seconds(value: Any) -> int:
+    """A unique-caller window: "30m", "12h", "7d", a bare number of days, or whole seconds (int)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 0 <= value <= 3650 * 86400:
+            raise RuleError(f"unique_window must be between 0 and 3650 days, got {value} seconds")
+        return value
+    from ppcswitch.routing.rules import RulesError, parse_window
+
+    try:
+        return parse_window(value, "unique_window")
+    except RulesError as exc:
+        raise RuleError(str(exc)) from None
+
+
 def check_override(side: str, values: Mapping[str, Any]) -> dict[str, Any]:
     """Validated, normalised override values (None means inherit)."""
     if side not in SIDES:
@@ -122,6 +139,12 @@ def check_override(side: str, values: Mapping[str, Any]) -> dict[str, Any]:
             value = _int(key, value, 0, 86400)
         elif key == "unique_days":
             value = _int(key, value, 0, 3650)
+            if values.get("unique_window") is None:
+                out["unique_window"] = value * 86400
+        elif key == "unique_window":
+            value = window_seconds(value)
+            if values.get("unique_days") is None:
+                out["unique_days"] = value // 86400 if value % 86400 == 0 else 0
         elif key == "quality_threshold":
             value = _int(key, value, 0, 100)
         elif key == "flat_cents":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 
+from ppcswitch.money import format_cents
 from ppcswitch.storage import repo, repo_routing
 from ppcswitch.storage.validate import ValidationError
 
@@ -64,13 +65,34 @@ async def _buyer_rtb(ctx, args) -> int:
         await ctx.writer.run(lambda s: repo_routing.remove_buyer_rtb(s, args.name))
         print(f"buyer {args.name!r} is no longer reached by real-time bidding")
         return 0
-    if not args.ping_url:
-        raise ValidationError("ping_url", "give --ping-url (or --off)")
-    await ctx.writer.run(lambda s: repo_routing.set_buyer_rtb(
-        s, args.name, args.ping_url, post_url=args.post_url or "", timeout_ms=args.timeout_ms, floor=args.floor,
+    # Options not given keep what is set (a buyer bidding already); a new bidder needs --ping-url.
+    row = await ctx.writer.run(lambda s: repo_routing.update_buyer_rtb(
+        s, args.name, ping_url=args.ping_url, post_url=args.post_url, timeout_ms=args.timeout_ms, floor=args.floor,
         share_caller=args.share_caller))
-    print(f"buyer {args.name!r} bids by real-time bidding at {args.ping_url}")
+    print(f"buyer {args.name!r} bids by real-time bidding at {row.ping_url} (timeout {row.timeout_ms} ms, "
+          f"floor {format_cents(row.floor_cents)}, post {row.post_url or '-'}, caller shared: "
+          f"{'yes' if row.share_caller else 'no'})")
     return 0
+
+
+async def _caps(ctx, args, scope: str) -> int:
+    changes = _changes(args)
+    kw = {scope: args.name}
+    if changes:
+        caps = await ctx.writer.run(lambda s: repo_routing.set_limits(s, changes, **kw))
+    else:
+        async with ctx.sessionmaker() as s:
+            caps = await repo_routing.get_limits(s, **kw)
+    print(json.dumps(caps, indent=2, sort_keys=True))
+    return 0
+
+
+async def _campaign_caps(ctx, args) -> int:
+    return await _caps(ctx, args, "campaign")
+
+
+async def _publisher_caps(ctx, args) -> int:
+    return await _caps(ctx, args, "publisher")
 
 
 async def _campaign_routing(ctx, args) -> int:
@@ -100,22 +122,25 @@ async def _calls_show(ctx, args) -> int:
     return 0
 
 
-def add_commands(command, group, buyer, calls, campaign) -> None:
+def add_commands(command, group, buyer, calls, campaign, publisher=None) -> None:
     p = command(buyer, "rules", _buyer_rules, "show or change a buyer's routing rules (schedule, geography, caps...)")
     p.add_argument("name")
     p.add_argument("--campaign", default=None, help="override for this campaign only")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="timezone, hours, closed_dates, states_allowed/denied, area_codes_allowed/denied, "
-                        "cap_hourly/daily/monthly/total, budget_daily/monthly, duplicate_days, min_gap_seconds, "
-                        "weight, paused, priority (lists comma-separated)")
+                        "cap_hourly/daily/monthly/total, budget_daily/monthly, cap_counts (routed|connected|"
+                        "billable), concurrency (on a campaign link), duplicate_days, duplicate_window (30m, 12h, "
+                        "7d), min_gap_seconds, weight, paused, priority (lists comma-separated)")
     p.add_argument("--unset", action="append", metavar="KEY", help="remove a rule")
     p = command(buyer, "rtb", _buyer_rtb, "reach a buyer by real-time bidding (ping/post)")
     p.add_argument("name")
-    p.add_argument("--ping-url")
-    p.add_argument("--post-url", default="")
-    p.add_argument("--timeout-ms", default="300")
-    p.add_argument("--floor", default="0", help="lowest bid accepted, e.g. 10.00")
-    p.add_argument("--share-caller", action="store_true", help="send the full caller number in pings")
+    p.add_argument("--ping-url", help="required for a new bidder; kept when not given")
+    p.add_argument("--post-url", default=None, help="'' = none")
+    p.add_argument("--timeout-ms", default=None, help="default 300 for a new bidder")
+    p.add_argument("--floor", default=None, help="lowest bid accepted, e.g. 10.00 (default 0)")
+    p.add_argument("--share-caller", dest="share_caller", action="store_const", const=True, default=None,
+                   help="send the full caller number in pings")
+    p.add_argument("--no-share-caller", dest="share_caller", action="store_const", const=False)
     p.add_argument("--off", action="store_true", help="stop bidding for this buyer")
     p = command(campaign, "routing", _campaign_routing, "ZIP prompt, repeat callers, whisper, RTB budget")
     p.add_argument("name")
@@ -123,5 +148,15 @@ def add_commands(command, group, buyer, calls, campaign) -> None:
     p.add_argument("--repeat-caller", metavar="on|off")
     p.add_argument("--whisper", metavar="SOUND", help="Asterisk sound played to the buyer on answer ('' = none)")
     p.add_argument("--rtb-budget-ms")
+    for group_, name, action in ((campaign, "campaign", _campaign_caps), (publisher, "publisher", _publisher_caps)):
+        if group_ is None:
+            continue
+        p = command(group_, "caps", action, f"show or change the caps and budgets of a whole {name}")
+        p.add_argument("name")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="concurrency, cap_hourly/daily/monthly/total, budget_daily/monthly (" +
+                            ("payout" if name == "publisher" else "revenue") +
+                            "), cap_counts (routed|connected|billable), timezone")
+        p.add_argument("--unset", action="append", metavar="KEY", help="remove a cap")
     p = command(calls, "show", _calls_show, "one call with its routing trace (JSON)")
     p.add_argument("linkedid")

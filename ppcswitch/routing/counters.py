@@ -58,16 +58,32 @@ def local(tz: str, epoch: float) -> Local:
 
 
 class BuyerCounts:
-    """One buyer's connected calls and revenue per local period (keys: Local.hour/day/month)."""
+    """One scope's counts per local period (keys: Local.hour/day/month): a buyer (key: its id), a
+    campaign link (("l", campaign id, buyer id)), a campaign (("c", id)) or a publisher (("p", id)).
 
-    __slots__ = ("h", "d", "m", "rev_d", "rev_m")
+    Calls are counted three ways, so each cap can count what its operator means (Rules.cap_counts):
+    h/d/m connected calls (at the answer), rh/rd/rm routed calls (every hand-off to a buyer, at its
+    dial), bh/bd/bm billable calls (at the answer). rev_d/rev_m: the money billed, revenue for buyers,
+    links and campaigns, payout for publishers (settled amounts only)."""
+
+    __slots__ = ("h", "d", "m", "rh", "rd", "rm", "bh", "bd", "bm", "rev_d", "rev_m")
 
     def __init__(self) -> None:
-        self.h: dict[tuple, int] = {}
-        self.d: dict[tuple, int] = {}
-        self.m: dict[tuple, int] = {}
-        self.rev_d: dict[tuple, int] = {}
-        self.rev_m: dict[tuple, int] = {}
+        self.h: dict[int, int] = {}
+        self.d: dict[int, int] = {}
+        self.m: dict[int, int] = {}
+        self.rh: dict[int, int] = {}
+        self.rd: dict[int, int] = {}
+        self.rm: dict[int, int] = {}
+        self.bh: dict[int, int] = {}
+        self.bd: dict[int, int] = {}
+        self.bm: dict[int, int] = {}
+        self.rev_d: dict[int, int] = {}
+        self.rev_m: dict[int, int] = {}
+
+
+# Rules.cap_counts -> the attribute prefix of its counts in BuyerCounts and its key in Counters.totals.
+FAMILY = {"connected": "", "routed": "r", "billable": "b"}
 
 
 HOURS_KEPT = 48  # local hours with remembered answers: calls come in at about now, in a few zones
@@ -125,6 +141,14 @@ class Counters:
     def __init__(self) -> None:
         self.per_buyer: dict[int, BuyerCounts] = {}
         self._total = Totals(self.forget)
+        # Routed and billable calls ever, per (family prefix, scope key); connected ones are in `total`.
+        self.totals: dict[tuple, int] = {}
+        # Reservations of calls in flight (routing.reservations): scope key -> [calls holding one (not
+        # settled yet), of them legs that may still connect, money they may still cost (cents)].
+        self.held: dict[object, list[int]] = {}
+        # caller -> {buyer id: calls holding a reservation with it now}: the duplicate rule reads them
+        # as well as past deliveries, so a caller on a call with a buyer is not offered to it again.
+        self.on_call: dict[str, dict[int, int]] = {}
         self.last_offer: dict[int, float] = {}  # buyer -> epoch of the last call handed to it
         self.delivered: dict[str, dict[int, float]] = {}  # caller -> {buyer: epoch of last delivery}
         self.latest: dict[str, tuple[float, int]] = {}  # caller -> (epoch, buyer) of the last delivery
@@ -174,13 +198,59 @@ class Counters:
                 for key in keys:
                     answers.pop(key, None)
 
-    def periods(self, buyer_id: int, lt: Local) -> tuple[int, int, int, int, int]:
-        """(calls this hour, today, this month, revenue today, this month) at local periods `lt`."""
+    def periods(self, buyer_id, lt: Local, family: str = "") -> tuple[int, int, int, int, int]:
+        """(calls this hour, today, this month, money today, this month) of a scope at local periods
+        `lt`; `family`: FAMILY's prefix of the calls counted ("" connected, "r" routed, "b" billable)."""
         b = self.per_buyer.get(buyer_id)
         if b is None:
             return (0, 0, 0, 0, 0)
-        return (b.h.get(lt.hour, 0), b.d.get(lt.day, 0), b.m.get(lt.month, 0), b.rev_d.get(lt.day, 0),
+        if family:
+            h, d, m = getattr(b, family + "h"), getattr(b, family + "d"), getattr(b, family + "m")
+        else:
+            h, d, m = b.h, b.d, b.m
+        return (h.get(lt.hour, 0), d.get(lt.day, 0), m.get(lt.month, 0), b.rev_d.get(lt.day, 0),
                 b.rev_m.get(lt.month, 0))
+
+    def total_of(self, key, family: str = "") -> int:
+        """Calls ever of a scope, counted as `family` says."""
+        return self.total.get(key, 0) if not family else self.totals.get((family, key), 0)
+
+    def scope(self, key) -> BuyerCounts:
+        b = self.per_buyer.get(key)
+        if b is None:
+            b = self.per_buyer[key] = BuyerCounts()
+        return b
+
+    def add(self, key, tz: str, epoch: float, family: str, n: int = 1) -> None:
+        """`n` calls of `family` ("" connected, "r" routed, "b" billable) to a scope at `epoch`."""
+        lt = local(tz, epoch)
+        b = self.scope(key)
+        self.forget(key)
+        for counts, period in ((getattr(b, family + "h"), lt.hour), (getattr(b, family + "d"), lt.day),
+                               (getattr(b, family + "m"), lt.month)):
+            counts[period] = counts.get(period, 0) + n
+        if family:
+            self.totals[(family, key)] = self.totals.get((family, key), 0) + n
+        else:
+            self.total[key] = self.total.get(key, 0) + n
+
+    def add_money(self, key, tz: str, epoch: float, cents: int) -> None:
+        """Money billed to (or, for a publisher, paid for) a scope at `epoch`."""
+        if not cents:
+            return
+        lt = local(tz, epoch)
+        b = self.scope(key)
+        self.forget(key)
+        for counts, period in ((b.rev_d, lt.day), (b.rev_m, lt.month)):
+            counts[period] = counts.get(period, 0) + cents
+
+    def deliver(self, caller: str, buyer_id: int, epoch: float) -> None:
+        """The caller was connected to the buyer at `epoch` (duplicate rule, repeat callers)."""
+        seen = self.delivered.setdefault(caller, {})
+        if epoch > seen.get(buyer_id, 0.0):
+            seen[buyer_id] = epoch
+        if epoch >= self.latest.get(caller, (0.0, 0))[0]:
+            self.latest[caller] = (epoch, buyer_id)
 
     def offered(self, buyer_id: int, epoch: float) -> None:
         if epoch > self.last_offer.get(buyer_id, 0.0):
@@ -236,6 +306,7 @@ class Counters:
         today = datetime.fromtimestamp(now).date().toordinal()
         self.forget()
         for b in self.per_buyer.values():
-            for counts, per_day in ((b.h, 48), (b.d, 1), (b.rev_d, 1)):
+            for counts, per_day in ((b.h, 48), (b.d, 1), (b.rev_d, 1), (b.rh, 48), (b.rd, 1), (b.bh, 48),
+                                    (b.bd, 1)):
                 for k in [k for k in counts if today - k // per_day > 2]:
                     del counts[k]

@@ -15,9 +15,10 @@ from operator import itemgetter
 from typing import Callable, Mapping
 
 from ppcswitch.routing.counters import Counters, local
+from ppcswitch.routing.limits import campaign_key, limits_of, link_key, max_payout, max_revenue, publisher_key
 from ppcswitch.routing.model import Buyer, Campaign, Network
-from ppcswitch.routing.plan import BIG, area_code_reason, campaign_plan, state_reason
-from ppcswitch.routing.rules import NO_RULES, Rules
+from ppcswitch.routing.plan import BIG, area_code_reason, buyer_cap, campaign_plan, state_reason
+from ppcswitch.routing.rules import NO_RULES, Rules, window_text
 
 # Q.850 causes given to the dialplan. Carriers map them to SIP responses:
 # 1 -> 404 (number not ours), 21 -> 403 (refused), 34 -> 503 (try another route).
@@ -124,11 +125,17 @@ def route(
     state, npa = facts.state, facts.area_code
     places = plan.places(state, npa)  # per link: its geography trace entry for this caller, or None
     seen = counters.delivered.get(facts.caller) if facts.caller_valid else None
-    dups = plan.duplicates(seen, now) if seen and plan.dup_links else ()
+    busy = counters.on_call.get(facts.caller) if facts.caller_valid else None
+    dups = plan.duplicates(seen, now, busy) if (seen or busy) and plan.dup_links else ()
     hours = counters.hours
     memos = [hours.get(lt.hour) or counters.hour(lt) for lt in periods]
     last_offer = counters.last_offer
     live_get = live.get
+    held_get = counters.held.get
+    # The publisher's own caps and budget (payout), read for each buyer at what it could cost.
+    plimits = network.publisher_limits.get(publisher_id)
+    if plimits is not None:
+        pkey, plt = publisher_key(publisher_id), local(plimits.timezone, now)
     for k, shut, place in zip(plan.links, closed, places):
         bid = k.bid
         if shut is not None:  # skipped whatever the call (missing, paused), closed date, weekly hours
@@ -156,13 +163,32 @@ def route(
             skip(k.dup_skip)
             continue
         if k.counted:
-            # Legs ringing or connected now may still connect: they count against the caps too.
-            zone = k.zone
+            # Calls in flight hold their place (routing.reservations): legs that may still connect
+            # count against the caps (every call handed out, for caps that count routed calls) and
+            # the most they can cost against the budgets.
+            zone = k.own_zone
             room = memos[zone].get(k)
             if room is None:
                 room = k.room(counters, periods[zone])
-            if live >= room[0]:  # a count cap reached, or the budget spent: which, in order
-                skip(k.over(live, room))
+            hc = held_get(bid)
+            if hc is None:
+                calls = money = 0
+            else:
+                calls, money = (hc[0] if k.family == "r" else hc[1]), hc[2]
+            if live > calls:
+                calls = live
+            if calls >= room[0] or money > room[2]:  # a count cap reached, or the budget passed: which, in order
+                skip(k.over(calls, money, room))
+                continue
+        if k.extra:  # caps of this link and of the whole campaign
+            why = extra_reason(k, counters, now)
+            if why:
+                skip((bid, why))
+                continue
+        if plimits is not None:
+            why = plimits.reason(counters, pkey, plt, max_payout(network, tn.campaign_id, publisher_id, k.price))
+            if why:
+                skip((bid, why))
                 continue
         # tier + 0.5 - key / 2 (priority at most 1000): tiers in order, larger keys first; a float to
         # compare, not a (priority, key) pair.
@@ -182,6 +208,15 @@ def route(
     return decision
 
 
+def extra_reason(k, counters: Counters, now: float, price: int | None = None) -> str:
+    """The first limit of the link itself or of its campaign that one more call would pass ('')."""
+    for key, lim in k.extra:
+        why = lim.reason(counters, key, local(lim.timezone, now), k.price if price is None else price)
+        if why:
+            return why
+    return ""
+
+
 def _reject(decision: Decision, reason: str, cause: int) -> Decision:
     decision.status = Status.REJECT
     decision.reject_reason = reason
@@ -196,73 +231,79 @@ def skip_reason(
     now: float = 0.0,
     live_count: Callable[[int], int] | None = None,
     counters: Counters | None = None,
+    network: Network | None = None,
+    campaign_id: int | None = None,
+    publisher_id: int | None = None,
+    price_cents: int | None = None,
 ) -> str:
     """Why this buyer cannot take this call right now ('' when it can).
 
     The rules read one by one: next_candidate() asks it again at dial time. route() reads the same
     rules from the snapshot's plan (routing.plan); tests/test_routing_plan.py holds the two to the
-    same answers."""
+    same answers. `price_cents`: the most this call can bill the buyer (an RTB bid), else its rules'
+    highest price."""
     if buyer.paused:
         return "paused"
     if rules.paused:
         return "paused_on_campaign"
     bid = buyer.id
     live = live_count(bid) if live_count is not None else 0
-    cap = buyer.concurrency_cap
+    cap = buyer_cap(buyer)
     if cap is not None and live >= cap:
         return f"concurrency_cap:{cap}"
-    if rules is NO_RULES:
-        return ""
-    now = now or time.time()
-    lt = None
-    if rules.timed:
-        lt = local(rules.timezone, now)
-        if not rules.open_at(lt):
-            return "closed:date" if lt.date in rules.closed_dates else "closed:schedule"
-    if rules.geo and facts is not None:
-        reason = _geo_reason(rules, facts)
-        if reason:
-            return reason
     if counters is None:
         counters = _NO_COUNTS
-    gap = rules.min_gap_seconds
-    if gap:
-        last = counters.last_offer.get(bid)
-        if last is not None and now - last < gap:
-            return f"min_gap:{gap}s"
-    days = rules.duplicate_days
-    if days and facts is not None and facts.caller_valid:
-        seen = counters.delivered.get(facts.caller)
-        last = seen.get(bid) if seen else None
-        if last is not None and now - last < days * 86400:
-            return f"duplicate:{days}d"
-    if rules.counted:
-        # Legs ringing or connected now may still connect: they count against the caps too.
-        b = counters.per_buyer.get(bid)
-        if b is None:
-            h = d = mo = spent_d = spent_m = 0
-        else:
-            h, d, mo = b.h.get(lt.hour, 0), b.d.get(lt.day, 0), b.m.get(lt.month, 0)
-            spent_d, spent_m = b.rev_d.get(lt.day, 0), b.rev_m.get(lt.month, 0)
-        cap = rules.cap_hourly
-        if cap is not None and h + live >= cap:
-            return f"cap_hourly:{cap}"
-        cap = rules.cap_daily
-        if cap is not None and d + live >= cap:
-            return f"cap_daily:{cap}"
-        cap = rules.cap_monthly
-        if cap is not None and mo + live >= cap:
-            return f"cap_monthly:{cap}"
-        cap = rules.cap_total
-        if cap is not None and counters.total.get(bid, 0) + live >= cap:
-            return f"cap_total:{cap}"
-        price = buyer.revenue_cents
-        cap = rules.budget_daily_cents
-        if cap is not None and spent_d + price > cap:
-            return f"budget_daily:{cap}"
-        cap = rules.budget_monthly_cents
-        if cap is not None and spent_m + price > cap:
-            return f"budget_monthly:{cap}"
+    if price_cents is None:
+        price_cents = max_revenue(network, campaign_id or 0, bid) if network is not None else buyer.revenue_cents
+    now = now or time.time()
+    if rules is not NO_RULES:
+        lt = None
+        if rules.timed:
+            lt = local(rules.timezone, now)
+            if not rules.open_at(lt):
+                return "closed:date" if lt.date in rules.closed_dates else "closed:schedule"
+        if rules.geo and facts is not None:
+            reason = _geo_reason(rules, facts)
+            if reason:
+                return reason
+        gap = rules.min_gap_seconds
+        if gap:
+            last = counters.last_offer.get(bid)
+            if last is not None and now - last < gap:
+                return f"min_gap:{gap}s"
+        window = rules.duplicate_seconds
+        if window and facts is not None and facts.caller_valid:
+            if counters.on_call.get(facts.caller, {}).get(bid):
+                return f"duplicate:{window_text(window)}"
+            seen = counters.delivered.get(facts.caller)
+            last = seen.get(bid) if seen else None
+            if last is not None and now - last < window:
+                return f"duplicate:{window_text(window)}"
+        # The buyer's own caps and budgets: all its calls, in its own zone.
+        own = limits_of(buyer.rules, buyer=True)
+        if own.any:
+            why = own.reason(counters, bid, local(own.timezone, now), price_cents, live)
+            if why:
+                return why
+        link = network.campaigns[campaign_id].links.get(bid) if network is not None and \
+            campaign_id in network.campaigns else None
+        if link is not None and link.limits is not None and link.limits.any:
+            why = link.limits.reason(counters, link_key(campaign_id, bid), local(link.limits.timezone, now),
+                                     price_cents)
+            if why:
+                return why
+    if network is not None:
+        lim = network.campaign_limits.get(campaign_id)
+        if lim is not None and lim.any:
+            why = lim.reason(counters, campaign_key(campaign_id), local(lim.timezone, now), price_cents)
+            if why:
+                return why
+        lim = network.publisher_limits.get(publisher_id)
+        if lim is not None and lim.any:
+            why = lim.reason(counters, publisher_key(publisher_id), local(lim.timezone, now),
+                             max_payout(network, campaign_id or 0, publisher_id, price_cents))
+            if why:
+                return why
     return ""
 
 
@@ -289,17 +330,22 @@ def next_candidate(
     campaign_id: int | None = None,
     counters: Counters | None = None,
     now: float = 0.0,
+    publisher_id: int | None = None,
+    bids: Mapping[int, object] | None = None,
 ) -> tuple[int, Buyer] | None:
     """First dialable buyer at or after index `start`: (index, buyer), or None.
 
-    Every rule is checked again at dial time: a failover may come a minute later."""
+    Every rule is checked again at dial time: a failover may come a minute later. A buyer that bid
+    (`bids`, RTB) is checked at its bid: what the call would bill it."""
     for index in range(start, len(candidates)):
         buyer = network.buyers.get(candidates[index])
         if buyer is None:
             reason = "buyer_missing"
         else:
             rules = link_rules(network, campaign_id, buyer.id)
-            reason = skip_reason(buyer, rules, facts, now, live_count, counters)
+            bid = bids.get(buyer.id) if bids else None
+            reason = skip_reason(buyer, rules, facts, now, live_count, counters, network, campaign_id, publisher_id,
+                                 bid.amount_cents if bid is not None else None)
         if not reason:
             return index, buyer
         if trace is not None:

@@ -50,6 +50,9 @@ class CampaignBuyer:
     buyer_id: int
     priority: int = 1  # lower is tried first
     rules: Rules = NO_RULES  # the buyer's rules with this link's overrides on top
+    # Caps and budgets set on this link itself: they count this buyer's calls on this campaign only
+    # (routing.limits.Limits; None: none). The buyer's own caps count all its calls.
+    limits: object = None
 
 
 @dataclass(frozen=True)
@@ -102,3 +105,9 @@ class Network:
     code_digits: int = MAX_CODE_DIGITS  # digits the IVR reads at most: the longest publisher code
     fallback_buyer_id: int | None = None
     version: int = 0
+    # Caps and budgets of whole campaigns and publishers (routing.limits.Limits), by id.
+    campaign_limits: dict[int, object] = field(default_factory=dict)
+    publisher_limits: dict[int, object] = field(default_factory=dict)
+    # Billing rule overrides, (side, campaign id or 0, buyer/publisher id or 0) -> {field: value}, so
+    # routing knows the most a call can cost before it is dialled (routing.limits.max_revenue).
+    billing_rules: dict[tuple, dict] = field(default_factory=dict)

@@ -18,8 +18,9 @@ from functools import lru_cache
 from operator import getitem
 
 from ppcswitch.routing.counters import Counters, Local, local
+from ppcswitch.routing.limits import NO_LIMITS, Limits, campaign_key, limits_of, link_key, max_revenue
 from ppcswitch.routing.model import Buyer, Campaign, CampaignBuyer, Network
-from ppcswitch.routing.rules import NO_RULES, Rules
+from ppcswitch.routing.rules import NO_RULES, Rules, window_text
 
 WEEK_MINUTES = 7 * 1440
 
@@ -89,6 +90,14 @@ def geo_reason(table: dict[str, str], rules: Rules, key: str, state: str, npa: s
 BIG = 1 << 62  # no cap: never reached
 
 
+def buyer_cap(buyer: Buyer | None) -> int | None:
+    """A buyer's concurrency cap: its --cap, or its rules' `concurrency` if lower."""
+    if buyer is None:
+        return None
+    cap, rule = buyer.concurrency_cap, buyer.rules.concurrency
+    return rule if cap is None else cap if rule is None else min(cap, rule)
+
+
 def _or_big(cap: int | None) -> int:
     return BIG if cap is None else cap
 
@@ -103,10 +112,11 @@ class Link:
         "zone", "closed_days", "closed_skip", "week", "week_skip", "geo", "where", "gap", "gap_skip",
         "dup_seconds", "dup_skip", "counted", "cap_hourly", "cap_daily", "cap_monthly", "cap_total",
         "budget_daily_left", "budget_monthly_left", "hourly_skip", "daily_skip", "monthly_skip", "total_skip",
-        "budget_daily_skip", "budget_monthly_skip",
+        "budget_daily_skip", "budget_monthly_skip", "family", "price", "extra", "own", "own_zone",
     )
 
-    def __init__(self, link: CampaignBuyer, buyer: Buyer | None, zones: list[str]) -> None:
+    def __init__(self, link: CampaignBuyer, buyer: Buyer | None, zones: list[str], campaign_id: int = 0,
+                 network: Network | None = None) -> None:
         bid = link.buyer_id
         rules = link.rules
         self.bid = bid
@@ -127,19 +137,39 @@ class Link:
             self.skip = (bid, "paused_on_campaign")
         else:
             self.skip = None
-        cap = buyer.concurrency_cap if buyer is not None else None
+        cap = buyer_cap(buyer)
         self.cap = BIG if cap is None else cap
         self.cap_skip = (bid, f"concurrency_cap:{cap}")
         # NO_RULES: nothing after the concurrency cap (as in skip_reason).
         self.ruled = ruled = rules is not NO_RULES
-        self.counted = ruled and rules.counted
-        self.live = cap is not None or self.counted  # the live count is read only when a cap uses it
+        # The buyer's own caps and budgets count all its calls, whatever the campaign; they are read
+        # in the buyer's own zone. Those set on the link count its calls on this campaign (extra).
+        own = limits_of(buyer.rules, buyer=True) if buyer is not None else NO_LIMITS
+        self.own = own
+        self.counted = ruled and own is not NO_LIMITS
+        self.family = own.family
+        self.price = max_revenue(network, campaign_id, bid) if network is not None and buyer is not None else 0
+        extra = []
+        if ruled and isinstance(link.limits, Limits) and link.limits is not NO_LIMITS:
+            extra.append((link_key(campaign_id, bid), link.limits))
+        climits = network.campaign_limits.get(campaign_id) if network is not None else None
+        if climits is not None and climits is not NO_LIMITS:
+            extra.append((campaign_key(campaign_id), climits))
+        self.extra = tuple(extra)
+        self.live = cap is not None or self.counted or bool(extra)  # the live count is read only when a cap uses it
         if ruled and rules.timed:
             if rules.timezone not in zones:
                 zones.append(rules.timezone)
             self.zone = zones.index(rules.timezone)
         else:
             self.zone = -1
+        # The zone the buyer's own caps count in (the link may set another zone for its schedule).
+        if self.counted:
+            if own.timezone not in zones:
+                zones.append(own.timezone)
+            self.own_zone = zones.index(own.timezone)
+        else:
+            self.own_zone = -1
         self.closed_days = frozenset(d.toordinal() for d in rules.closed_dates)
         self.closed_skip = (bid, "closed:date")
         self.week = week_bits(rules.weekly) if rules.weekly is not None else None
@@ -149,50 +179,48 @@ class Link:
                               rules.area_codes_denied)
         self.gap = rules.min_gap_seconds if ruled else 0
         self.gap_skip = (bid, f"min_gap:{self.gap}s")
-        days = rules.duplicate_days
-        self.dup_seconds = days * 86400
-        self.dup_skip = (bid, f"duplicate:{days}d")
+        self.dup_seconds = rules.duplicate_seconds
+        self.dup_skip = (bid, f"duplicate:{window_text(rules.duplicate_seconds)}")
         # Caps and budgets; no cap: BIG, a number never reached (one test per call, not two).
-        self.cap_hourly, self.hourly_skip = _or_big(rules.cap_hourly), (bid, f"cap_hourly:{rules.cap_hourly}")
-        self.cap_daily, self.daily_skip = _or_big(rules.cap_daily), (bid, f"cap_daily:{rules.cap_daily}")
-        self.cap_monthly, self.monthly_skip = _or_big(rules.cap_monthly), (bid, f"cap_monthly:{rules.cap_monthly}")
-        self.cap_total, self.total_skip = rules.cap_total, (bid, f"cap_total:{rules.cap_total}")  # None: no lookup
-        price = buyer.revenue_cents if buyer is not None else 0
-        # Budget: spent + price > budget  <=>  spent > budget - price (whole cents).
-        b = rules.budget_daily_cents
+        self.cap_hourly, self.hourly_skip = _or_big(own.cap_hourly), (bid, f"cap_hourly:{own.cap_hourly}")
+        self.cap_daily, self.daily_skip = _or_big(own.cap_daily), (bid, f"cap_daily:{own.cap_daily}")
+        self.cap_monthly, self.monthly_skip = _or_big(own.cap_monthly), (bid, f"cap_monthly:{own.cap_monthly}")
+        self.cap_total, self.total_skip = own.cap_total, (bid, f"cap_total:{own.cap_total}")  # None: no lookup
+        # Budget: spent + held + price > budget  <=>  held > budget - price - spent (whole cents), where
+        # price is the most this call can bill the buyer (tiers included) and held what calls in flight may.
+        price = self.price
+        b = own.budget_daily_cents
         self.budget_daily_left = BIG if b is None else b - price
         self.budget_daily_skip = (bid, f"budget_daily:{b}")
-        b = rules.budget_monthly_cents
+        b = own.budget_monthly_cents
         self.budget_monthly_left = BIG if b is None else b - price
         self.budget_monthly_skip = (bid, f"budget_monthly:{b}")
 
     def room(self, counters: Counters, lt: Local) -> tuple:
         """How far this buyer is from its caps at local periods `lt`, remembered in `counters` until its
-        counts change: (live legs at which to look closer: those that reach the first count cap, or 0
-        when the budget is spent; that count cap's room; the budget's trace entry or None; calls this
-        hour, today, this month). Count caps: hourly, daily, monthly, total; budgets: daily, monthly."""
-        h, d, mo, spent_d, spent_m = counters.periods(self.bid, lt)
-        total = counters.total.get(self.bid, 0) if self.cap_total is not None else 0
+        counts change: (calls in flight at which a count cap is reached, the same, money in flight above
+        which a budget is passed, calls this hour, today, this month, the daily budget's money room).
+        Count caps: hourly, daily, monthly, total; budgets: daily, monthly."""
+        h, d, mo, spent_d, spent_m = counters.periods(self.bid, lt, self.family)
+        total = counters.total_of(self.bid, self.family) if self.cap_total is not None else 0
         room = min(self.cap_hourly - h, self.cap_daily - d, self.cap_monthly - mo,
                    BIG if self.cap_total is None else self.cap_total - total)
-        budget = (self.budget_daily_skip if spent_d > self.budget_daily_left
-                  else self.budget_monthly_skip if spent_m > self.budget_monthly_left else None)
-        # One comparison per call in the usual case: no budget spent and the caps still far.
-        got = (room if budget is None else 0, room, budget, h, d, mo)
+        money_d, money_m = self.budget_daily_left - spent_d, self.budget_monthly_left - spent_m
+        got = (room, room, min(money_d, money_m), h, d, mo, money_d)
         counters.remember(lt, self.bid, self, got)
         return got
 
-    def over(self, live: int, room: tuple) -> tuple[int, str]:
-        """The trace entry when `live` legs reach room[0]: the first count cap reached (skip_reason's
-        order: hourly, daily, monthly, total), else the budget."""
-        _, caps, budget, h, d, mo = room
-        if live < caps:
-            return budget
-        if h + live >= self.cap_hourly:
+    def over(self, calls: int, money: int, room: tuple) -> tuple[int, str]:
+        """The trace entry when `calls` in flight reach room[0] or `money` in flight passes room[2]: the
+        first count cap reached (skip_reason's order: hourly, daily, monthly, total), else the budget."""
+        _, caps, _, h, d, mo, money_d = room
+        if calls < caps:
+            return self.budget_daily_skip if money > money_d else self.budget_monthly_skip
+        if h + calls >= self.cap_hourly:
             return self.hourly_skip
-        if d + live >= self.cap_daily:
+        if d + calls >= self.cap_daily:
             return self.daily_skip
-        if mo + live >= self.cap_monthly:
+        if mo + calls >= self.cap_monthly:
             return self.monthly_skip
         return self.total_skip
 
@@ -227,7 +255,8 @@ class CampaignPlan:
     def __init__(self, campaign: Campaign, network: Network) -> None:
         zones: list[str] = []
         buyers = network.buyers
-        self.links = tuple(Link(link, buyers.get(link.buyer_id), zones) for link in campaign.buyers)
+        self.links = tuple(Link(link, buyers.get(link.buyer_id), zones, campaign.id, network)
+                           for link in campaign.buyers)
         self.zones = tuple(zones)  # the local zones the campaign's rules read
         self.minutes: dict[int, tuple[list[Local], tuple]] = {}
         # The distinct schedules (zone, closed day ordinals, week bits): buyers share them, so a minute
@@ -285,13 +314,21 @@ class CampaignPlan:
             self.minutes[minute] = got
         return got
 
-    def duplicates(self, seen: dict[int, float], now: float) -> set[Link] | tuple:
-        """The links whose duplicate rule refuses a caller delivered to `seen` {buyer id: epoch} before.
+    def duplicates(self, seen: dict[int, float] | None, now: float, busy: dict | None = None) -> set[Link] | tuple:
+        """The links whose duplicate rule refuses a caller delivered to `seen` {buyer id: epoch} before,
+        or on a call with a buyer in `busy` {buyer id: calls} now (ringing or connected).
 
         Once per call from the caller's few past buyers, not once per link."""
         dup = self.dup_links
         out: set[Link] | tuple = ()
-        for bid, when in seen.items():  # the caller's few past buyers
+        if busy:
+            for bid in busy:
+                links = dup.get(bid)
+                if links is not None:
+                    if not out:
+                        out = set()
+                    out.update(k for k, _ in links)
+        for bid, when in (seen or {}).items():  # the caller's few past buyers
             links = dup.get(bid)
             if links is not None:
                 for k, window in links:

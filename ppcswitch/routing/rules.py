@@ -49,6 +49,10 @@ class Rules:
     budget_daily_cents: int | None = None  # revenue per local day
     budget_monthly_cents: int | None = None
     duplicate_days: int = 0  # a caller delivered within N days is not offered again (0: off)
+    # The duplicate window in seconds: duplicate_window ("30m", "12h", "7d") or duplicate_days (0: off).
+    duplicate_seconds: int = 0
+    concurrency: int | None = None  # live calls at once at this level (buyer level: the buyer's --cap)
+    cap_counts: str = "connected"  # what the count caps count: routed | connected | billable calls
     min_gap_seconds: int = 0  # least time between two calls handed to this buyer
     weight: int = 1  # share inside its priority tier
     paused: bool = False  # a link can pause one buyer on one campaign
@@ -215,7 +219,37 @@ def _dates(value: Any, key: str) -> frozenset[date]:
 
 KEYS = ("timezone", "hours", "closed_dates", "states_allowed", "states_denied", "area_codes_allowed",
         "area_codes_denied", "cap_hourly", "cap_daily", "cap_monthly", "cap_total", "budget_daily",
-        "budget_monthly", "duplicate_days", "min_gap_seconds", "weight", "paused", "priority")
+        "budget_monthly", "duplicate_days", "duplicate_window", "min_gap_seconds", "weight", "paused", "priority",
+        "concurrency", "cap_counts")
+# The keys a campaign or a publisher may carry (ppcswitch campaign caps / publisher caps).
+LIMIT_KEYS = ("timezone", "concurrency", "cap_hourly", "cap_daily", "cap_monthly", "cap_total", "budget_daily",
+              "budget_monthly", "cap_counts")
+CAP_COUNTS = ("routed", "connected", "billable")
+_WINDOW = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
+_UNIT = {"": 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def parse_window(value: Any, key: str) -> int:
+    """A window such as "30m", "12h", "7d" (a bare number: days) -> seconds; '' / None -> 0."""
+    if value is None or value == "":
+        return 0
+    if isinstance(value, bool):
+        raise RulesError(key, f"expected a window such as 30m, 12h or 7d, got {value!r}")
+    m = _WINDOW.match(str(value).lower())
+    if not m:
+        raise RulesError(key, f"expected a window such as 30m, 12h or 7d, got {value!r}")
+    seconds = int(m.group(1)) * _UNIT[m.group(2)]
+    if not 0 <= seconds <= 3650 * 86400:
+        raise RulesError(key, f"{value!r} is out of range (at most 3650 days)")
+    return seconds
+
+
+def window_text(seconds: int) -> str:
+    """Seconds as the shortest exact window: 2592000 -> "30d", 7200 -> "2h", 90 -> "90s"."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 BIG = 10**9
 
 
@@ -229,7 +263,7 @@ def normalize(data: Mapping[str, Any] | None) -> dict[str, Any]:
     clean = {k: v for k, v in data.items() if v is not None and v != "" and v != []}
     # Stored in one canonical form, whatever the CLI or panel sent ("20" -> 20, "tx" -> "TX").
     for key in ("cap_hourly", "cap_daily", "cap_monthly", "cap_total", "duplicate_days", "min_gap_seconds",
-                "weight", "priority"):
+                "weight", "priority", "concurrency", "cap_counts"):
         if key in clean:
             clean[key] = getattr(rules, key)
     for key in ("states_allowed", "states_denied", "area_codes_allowed", "area_codes_denied"):
@@ -237,6 +271,8 @@ def normalize(data: Mapping[str, Any] | None) -> dict[str, Any]:
             clean[key] = sorted(getattr(rules, key))
     if "closed_dates" in clean:
         clean["closed_dates"] = sorted(d.isoformat() for d in rules.closed_dates)
+    if "duplicate_window" in clean:
+        clean["duplicate_window"] = window_text(parse_window(clean["duplicate_window"], "duplicate_window"))
     return clean
 
 
@@ -251,6 +287,11 @@ def parse_rules(data: Mapping[str, Any] | None) -> Rules:
     paused = d.get("paused", False)
     if not isinstance(paused, bool):
         raise RulesError("paused", f"expected true/false, got {paused!r}")
+    counts = str(d.get("cap_counts") or "connected").strip().lower()
+    if counts not in CAP_COUNTS:
+        raise RulesError("cap_counts", f"expected one of {', '.join(CAP_COUNTS)}, got {d.get('cap_counts')!r}")
+    days = _int(d.get("duplicate_days"), "duplicate_days", 0, 3650) or 0
+    window = parse_window(d.get("duplicate_window"), "duplicate_window")
     return Rules(
         timezone=tz,
         hours=hours,
@@ -266,7 +307,10 @@ def parse_rules(data: Mapping[str, Any] | None) -> Rules:
         cap_total=_int(d.get("cap_total"), "cap_total", 0, BIG),
         budget_daily_cents=_cents(d.get("budget_daily"), "budget_daily"),
         budget_monthly_cents=_cents(d.get("budget_monthly"), "budget_monthly"),
-        duplicate_days=_int(d.get("duplicate_days"), "duplicate_days", 0, 3650) or 0,
+        duplicate_days=days,
+        duplicate_seconds=window or days * 86400,  # a window given in minutes/hours/days wins over days
+        concurrency=_int(d.get("concurrency"), "concurrency", 0, BIG),
+        cap_counts=counts,
         min_gap_seconds=_int(d.get("min_gap_seconds"), "min_gap_seconds", 0, 86400) or 0,
         weight=_int(d.get("weight"), "weight", 1, 1_000_000) or 1,
         paused=paused,

@@ -19,6 +19,7 @@ from ppcswitch.routing.counters import Counters
 from ppcswitch.routing.engine import CAUSE_NO_CIRCUIT, CallFacts, Decision, Status, next_candidate, route
 from ppcswitch.routing.live import CallRoute, CallRoutes, LiveCalls
 from ppcswitch.routing.model import MAX_CODE_DIGITS, Network, PublisherCode
+from ppcswitch.routing.reservations import Reservations, SettledAttempt, SettledCall
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,12 @@ class Router:
         self.live = LiveCalls()
         self.routes = CallRoutes()
         self.counters = Counters()
+        # What calls in flight hold against caps, budgets and duplicate rules; counts from settled calls.
+        self.reservations = Reservations(self.counters)
+        # caller -> {linkedid: epoch routed} of calls not settled yet: a caller's calls settle in the
+        # order they came (ppcswitch.pipeline), so the first call is the original whatever the end order.
+        self.unsettled: dict[str, dict[str, float]] = {}
+        self.on_ping = None  # (buyer name, seconds, outcome) for each RTB ping (metrics), set by the app
         self.rng = rng or random.Random()
         self.clock = clock
         self.rtb = None  # rtb.auction.Auctioneer when the app runs one: bids for RTB buyers
@@ -73,28 +80,52 @@ class Router:
             click_id=click_id,
         )
 
-    def delivered(self, buyer_id: int | None, answered_at, caller: str = "", revenue_cents: int = 0) -> None:
-        """A call connected to a buyer (a finished record, or one read back at start): count it."""
-        if not buyer_id or answered_at is None:
-            return
-        buyer = self.network.buyers.get(buyer_id)
-        tz = buyer.rules.timezone if buyer is not None else "UTC"
-        self.counters.delivered_call(buyer_id, tz, answered_at.timestamp(), caller, revenue_cents)
-
-    def finished(self, record) -> dict | None:
-        """A call's record is final: count its delivery; returns its routing trace (None if not routed here)."""
-        if record.buyer_id and record.answered_at is not None:
-            self.delivered(record.buyer_id, record.answered_at, record.caller if record.caller_valid else "",
-                           record.revenue_cents)
+    def finished(self, record) -> tuple[dict | None, CallRoute | None]:
+        """A call's record is final: its routing trace (None if not routed here) and its route."""
         call = self.routes.finished.pop(record.linkedid, None)
         if call is None:
-            return None
-        if self.rtb is not None:
+            return None, None
+        return trace_of(call, record.buyer_id), call
+
+    def settled(self, record, call: CallRoute | None = None) -> None:
+        """The call's billing decision is stored (the only one): count it for caps, budgets and
+        duplicates, let go of what it held, and tell its RTB bidders how it went, at what it billed."""
+        self.reservations.settled(settled_call(record), self.network)
+        self.forget_unsettled(record)
+        if call is not None and self.rtb is not None:
             for buyer_id, bid in call.decision.bids.items():
                 buyer = self.network.buyers.get(buyer_id)
                 if buyer is not None:
                     self.rtb.post(buyer, bid, record)
-        return trace_of(call, record.buyer_id)
+
+    def not_settled(self, record) -> None:
+        """The call was stored before (a replay) or could not be stored: only let go of its holds."""
+        self.reservations.release(record.linkedid)
+        self.forget_unsettled(record)
+
+    def forget_unsettled(self, record) -> None:
+        waiting = self.unsettled.get(record.caller) if record.caller_valid else None
+        if waiting is not None:
+            waiting.pop(record.linkedid, None)
+            if not waiting:
+                del self.unsettled[record.caller]
+
+    def sweep_unsettled(self, max_age: float, now: float | None = None) -> int:
+        """Forget unsettled calls older than `max_age` seconds (their end was never seen)."""
+        now = self.clock() if now is None else now
+        gone = 0
+        for caller in list(self.unsettled):
+            calls = self.unsettled[caller]
+            for linkedid in [k for k, at in calls.items() if now - at > max_age]:
+                del calls[linkedid]
+                gone += 1
+            if not calls:
+                del self.unsettled[caller]
+        return gone
+
+    def _arrived(self, linkedid: str, facts: CallFacts) -> None:
+        if facts.caller_valid:
+            self.unsettled.setdefault(facts.caller, {}).setdefault(linkedid, facts.at)
 
     def decide(self, facts: CallFacts) -> Decision:
         return route(self.network, facts, self.live.counts, self.allow_anonymous, self.counters, self.rng)
@@ -103,12 +134,14 @@ class Router:
         """Decide a new call; returns the channel variables for the dialplan."""
         call = CallRoute(linkedid, facts, self.decide(facts))
         self.routes.add(call)
+        self._arrived(linkedid, facts)
         return self._answer(call)
 
     async def first_async(self, linkedid: str, facts: CallFacts) -> dict[str, str]:
         """first(), with an auction among the RTB candidates before anyone is dialled."""
         call = CallRoute(linkedid, facts, self.decide(facts))
         self.routes.add(call)
+        self._arrived(linkedid, facts)
         await self._auction(call)
         return self._answer(call)
 
@@ -126,9 +159,15 @@ class Router:
             return
         if not any(b in self.network.buyers and self.network.buyers[b].rtb for b in d.candidates):
             return
-        from ppcswitch.rtb.auction import apply_bids
+        from ppcswitch.rtb.auction import apply_bids, metric_outcome
 
         results = await self.rtb.run(self.network, call.linkedid, call.facts, d)
+        if self.on_ping is not None:
+            for r in results:
+                outcome = metric_outcome(r.outcome)
+                if outcome is not None:
+                    buyer = self.network.buyers.get(r.buyer_id)
+                    self.on_ping(buyer.name if buyer else str(r.buyer_id), r.ms / 1000, outcome)
         apply_bids(d, self.network, results, self.clock())
 
     def with_zip(self, linkedid: str, digits: str) -> dict[str, str]:
@@ -211,13 +250,15 @@ class Router:
             return {}
         if call.attempts:
             self.live.release(linkedid, len(call.attempts))
+            self.reservations.unanswered(linkedid, len(call.attempts))
         return self._dial_next(call)
 
     def _dial_next(self, call: CallRoute) -> dict[str, str]:
         decision: Decision = call.decision
         now = self.clock()
         found = next_candidate(self.network, decision.candidates, call.next_index, self.live.count, decision.trace,
-                               call.facts, decision.campaign_id, self.counters, now)
+                               call.facts, decision.campaign_id, self.counters, now, decision.publisher_id,
+                               decision.bids)
         if found is None:
             if not call.attempts:
                 decision.status = Status.NO_BUYER
@@ -231,6 +272,10 @@ class Router:
         self.live.take(call.linkedid, attempt, buyer.id)
         self.counters.offered(buyer.id, now)
         bid = decision.bids.get(buyer.id)
+        # The call holds its place and the most it can cost at every level until it is settled.
+        self.reservations.hold(self.network, call.linkedid, attempt, buyer.id, decision.campaign_id,
+                               decision.publisher_id, call.facts.caller if call.facts.caller_valid else "",
+                               getattr(bid, "amount_cents", None))
         return {
             cv.ROUTE_STATUS: cv.RouteStatus.ROUTE,
             cv.DEST: getattr(bid, "dial_target", "") or buyer.dial_target,
@@ -238,6 +283,21 @@ class Router:
             cv.BUYER_ID: str(buyer.id),
             cv.ATTEMPT: str(attempt),
         }
+
+
+def _epoch(when) -> float | None:
+    return when.timestamp() if when is not None else None
+
+
+def settled_call(record) -> SettledCall:
+    """What counting needs of a settled CallRecord (its billing fields set by billing.ledger.settle)."""
+    return SettledCall(
+        linkedid=record.linkedid, caller=record.caller if record.caller_valid else "",
+        campaign_id=record.campaign_id, publisher_id=record.publisher_id, buyer_id=record.buyer_id,
+        answered_at=_epoch(record.answered_at),
+        attempts=tuple(SettledAttempt(a.buyer_id, _epoch(a.started_at)) for a in sorted(record.attempts, key=lambda a: a.seq)),
+        revenue_billable=bool(record.billable), payout_billable=bool(record.payout_billable),
+        revenue_cents=record.revenue_cents, payout_cents=record.payout_cents)
 
 
 def trace_of(call: CallRoute, winner: int | None) -> dict:

@@ -68,6 +68,15 @@ class PingResult:
         return out
 
 
+def metric_outcome(outcome: str) -> str | None:
+    """A ping's outcome as ppcswitch_rtb_pings_total counts it (None: no ping was sent)."""
+    if outcome == "ping_cap":
+        return None
+    if outcome in ("bid", "no_bid", "timeout", "error"):
+        return outcome
+    return {"below_floor": "no_bid", "budget": "timeout"}.get(outcome, "error")
+
+
 def ping_payload(call_id: str, facts, campaign_name: str, publisher_id: int | None, share_caller: bool) -> dict:
     """The call's non-personal facts; the full caller number only for buyers allowed to see it."""
     body = {"call_id": call_id, "campaign": campaign_name, "publisher_id": publisher_id,
@@ -255,13 +264,18 @@ class Auctioneer:
         return PingResult(buyer.id, outcome, ms(), bid if outcome == "bid" else None, detail)
 
     def post(self, buyer: Buyer, bid: Bid | None, record) -> None:
-        """Tell a bidder how its call went (after the call; never waited for)."""
+        """Tell a bidder how its call went, once the call is settled (never waited for): `billable`
+        and `amount_cents` are what the ledger billed it (its bid when it won a billable call, else 0);
+        `bid_cents` is what it bid."""
         if buyer.rtb is None or not buyer.rtb.post_url:
             return
-        body = {"call_id": record.linkedid, "bid_id": bid.bid_id if bid else "", "won": record.buyer_id == buyer.id,
-                "connected_seconds": record.connected_seconds if record.buyer_id == buyer.id else 0,
-                "billable": bool(record.billable and record.buyer_id == buyer.id),
-                "amount_cents": bid.amount_cents if bid else 0}
+        won = record.buyer_id == buyer.id
+        billable = bool(record.billable and won)
+        body = {"call_id": record.linkedid, "bid_id": bid.bid_id if bid else "", "won": won,
+                "connected_seconds": record.connected_seconds if won else 0,
+                "billable": billable,
+                "amount_cents": record.revenue_cents if billable else 0,
+                "bid_cents": bid.amount_cents if bid else 0}
         task = asyncio.ensure_future(self._post(buyer, body))
         self._posts.add(task)
         task.add_done_callback(self._posts.discard)

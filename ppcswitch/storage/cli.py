@@ -247,7 +247,7 @@ def add_cli(sub) -> None:
     p.add_argument("--json", action="store_true", help="JSON with every field (times ISO 8601, money in cents)")
     from ppcswitch.routing import cli as routing_cli  # rules, RTB, ZIP prompt, call routing traces
 
-    routing_cli.add_commands(command, group, buyer, calls, campaign)
+    routing_cli.add_commands(command, group, buyer, calls, campaign, publisher)
     from ppcswitch.fraud import cli as fraud_cli  # block/allow lists, quality report, campaign fraud settings
 
     fraud_cli.add_commands(command, group, campaign)

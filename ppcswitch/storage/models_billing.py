@@ -32,6 +32,7 @@ class BillingRule(Base):
     party_id: Mapped[int] = mapped_column(Integer, default=0)
     min_duration: Mapped[int | None] = mapped_column(Integer)
     unique_days: Mapped[int | None] = mapped_column(Integer)
+    unique_window: Mapped[int | None] = mapped_column(Integer)  # seconds (0004_limits)
     unique_counts_unbillable: Mapped[bool | None] = mapped_column(Boolean)
     require_geo: Mapped[bool | None] = mapped_column(Boolean)
     quality_threshold: Mapped[int | None] = mapped_column(Integer)

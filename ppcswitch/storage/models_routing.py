@@ -47,3 +47,15 @@ class CallRouting(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     linkedid: Mapped[str] = mapped_column(String(150), unique=True)
     trace: Mapped[str] = mapped_column(Text, default="{}")
+
+
+class RoutingLimits(Base):
+    """Caps and budgets of a whole campaign (publisher_id NULL) or publisher (campaign_id NULL), as
+    validated JSON (routing.rules LIMIT_KEYS; migration 0004_limits)."""
+
+    __tablename__ = "routing_limits"
+    __table_args__ = (UniqueConstraint("campaign_id", "publisher_id", name="uq_routing_limits_scope"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=True)
+    publisher_id: Mapped[int | None] = mapped_column(ForeignKey("publishers.id", ondelete="CASCADE"), nullable=True)
+    rules: Mapped[str] = mapped_column(Text, default="{}")

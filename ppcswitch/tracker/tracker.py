@@ -17,7 +17,6 @@ from typing import Any, Callable, Mapping
 from ppcswitch import channel_vars as cv
 from ppcswitch.calls import Attempt, CallRecord, Outcome
 from ppcswitch.numbers import read_caller, to_e164
-from ppcswitch.qualification import qualify
 from ppcswitch.routing.engine import Status
 from ppcswitch.routing.live import CallRoutes, LiveCalls
 from ppcswitch.routing.model import Network
@@ -95,9 +94,12 @@ class CallTracker:
         network: Callable[[], Network],
         on_record: Callable[[CallRecord], None],
         region: str = "US",
+        reservations=None,
     ) -> None:
         self.routes = routes
         self.live = live
+        # routing.reservations.Reservations: a leg that ends unanswered lets go of what it reserved.
+        self.reservations = reservations
         self.network = network
         self.on_record = on_record
         self.region = region
@@ -180,7 +182,7 @@ class CallTracker:
             attempt.answered_at = when
         else:
             attempt.ended_at = when
-            self.live.release(call.linkedid, seq)
+            self._unanswered(call.linkedid, seq)
 
     def _attempt_event(self, event: Mapping[str, Any]) -> None:
         """The dialplan's report after Dial() returned (covers targets that never rang)."""
@@ -196,7 +198,12 @@ class CallTracker:
             attempt.dial_status = status
         if status != "ANSWER":
             attempt.ended_at = attempt.ended_at or event_time(event)
-            self.live.release(call.linkedid, seq)
+            self._unanswered(call.linkedid, seq)
+
+    def _unanswered(self, linkedid: str, seq: int) -> None:
+        self.live.release(linkedid, seq)
+        if self.reservations is not None:
+            self.reservations.unanswered(linkedid, seq)
 
     def _soft_hangup_request(self, event: Mapping[str, Any]) -> None:
         call = self._call_for(event)
@@ -226,6 +233,8 @@ class CallTracker:
             attempt = call.attempts[seq]
             attempt.ended_at = when
             self.live.release(call.linkedid, seq)
+            if not attempt.answered_at:
+                self._unanswered(call.linkedid, seq)
             if attempt.answered_at and call.connection_end is None:
                 call.connection_end = when
         self._talk_end(call, uid, when)
@@ -345,17 +354,14 @@ class CallTracker:
         else:
             outcome = Outcome.ABANDONED
         connected_ms = 0
-        buyer = publisher = None
         if answered:
             end = call.connection_end or call.ended_at or answered.answered_at
             connected_ms = max(0, int((end - answered.answered_at).total_seconds() * 1000))
-            buyer = network.buyers.get(answered.buyer_id) if answered.buyer_id else None
-        if publisher_id is not None:
-            publisher = network.publishers.get(publisher_id)
-        verdict = qualify(connected_ms, buyer, publisher)
-        # An accepted RTB bid may carry its own price and minimum; billing (ledger.settle) applies them.
+        # Billable or not, and the money, are decided once, when the call is settled (billing.ledger):
+        # the record leaves here with none. An accepted RTB bid is billed at its amount (and its own
+        # minimum, when it gave one).
         bid = getattr(decision, "bids", {}).get(answered.buyer_id) if decision is not None and answered else None
-        reasons = list(verdict.reasons)
+        reasons: list[str] = []
         reject_reason = decision.reject_reason if decision is not None else ""
         if outcome == Outcome.REJECTED:
             reject_reason = reject_reason or "invalid_number"
@@ -376,12 +382,9 @@ class CallTracker:
             hangup_cause=call.hangup_cause,
             hangup_cause_text=call.cut_reason or call.hangup_cause_text,
             reject_reason=reject_reason,
-            billable=verdict.billable,
             billing_reasons=reasons,
-            revenue_cents=verdict.revenue_cents,
-            payout_cents=verdict.payout_cents,
             attempts=attempts,
-            revenue_override_cents=getattr(bid, "revenue_cents", None),
+            revenue_override_cents=getattr(bid, "amount_cents", None),
             min_duration_override=getattr(bid, "min_duration", None),
         )
 
