@@ -48,6 +48,8 @@ async def test_rules_statements_rerate_and_close(client):
     assert bad.status == 400 and 'id="e-rule"' in html and 'value="0:10.00,zz"' in html
     pct = await client.post("/billing/rules", data={**scope, "mode": "percent", "percent": "25"})
     assert pct.status == 400 and "percent mode is for the payout side" in await pct.text()
+    anywhere = await client.post("/billing/rules", data={**scope, "campaign": "", "min_duration": "90"})
+    assert anywhere.status == 400 and "choose a campaign" in await anywhere.text()
     ok = await client.post("/billing/rules", data={**scope, "min_duration": "90", "mode": "tiers",
                                                     "tiers": "0:10.00,150:25.00", "unique_days": "7"})
     assert ok.status == 200 and "Rule saved." in await ok.text()

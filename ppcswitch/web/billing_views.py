@@ -209,6 +209,11 @@ async def rule_submit(request: web.Request) -> web.Response:
     try:
         if side not in ("revenue", "payout"):
             raise ValidationError("side", "choose revenue (buyer side) or payout (publisher side)")
+        if not scope["campaign"] and not scope["party"]:
+            # ledger.rules_for layers a campaign's, a party's and a campaign+party's override on the
+            # buyer's / publisher's own price: an override for neither would never apply.
+            raise ValidationError("rule", "choose a campaign, a " + ("buyer" if side == "revenue" else "publisher")
+                                  + ", or both (the defaults are the buyer's revenue and the publisher's payout)")
         values = rule_changes(side, form)
 
         async def job(s):

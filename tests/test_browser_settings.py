@@ -1,0 +1,157 @@
+"""The panel's settings and reports in headless Debian Chromium, from the panel alone (a panel on a
+real SQLite database, no Asterisk needed): report presets and a chart bar opening its calls, a
+billing rule and a re-rating dry run, a block-list entry, a webhook, a number pool, a bulk reassign
+with its preview, a user's own time zone; then, with JavaScript off, a release through its
+confirmation page and the live-calls page."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+
+import pytest
+
+from ppcswitch import app as core
+from ppcswitch.storage import repo
+from test_browser_panel import chromium
+from test_web_reports import _seed
+from web_helpers import PASSWORD, start
+
+
+@pytest.fixture
+def panel_url(tmp_path):
+    url = f"sqlite+aiosqlite:///{tmp_path}/ppcswitch.db"
+    loop = asyncio.new_event_loop()
+    state: dict = {}
+    ready = threading.Event()
+
+    def run():
+        asyncio.set_event_loop(loop)
+
+        async def main():
+            try:
+                client = await start(url)
+                await _seed(client, days=40, count=120)
+
+                async def more(s):
+                    await repo.create_campaign(s, "Solar")
+                    for n in ("+18005550111", "+18005550112", "+18005550113"):
+                        await repo.add_tracking_number(s, n, "HVAC", "Acme")
+
+                await client.server.app[core.WRITER].run(more)
+                state["client"] = client
+            except BaseException as exc:  # surfaced in the test thread
+                state["error"] = exc
+            ready.set()
+
+        loop.run_until_complete(main())
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, name="panel-browser-server", daemon=True)
+    thread.start()
+    assert ready.wait(60), "the panel did not start"
+    if "error" in state:
+        raise state["error"]
+    client = state["client"]
+    yield f"http://127.0.0.1:{client.server.port}"
+    asyncio.run_coroutine_threadsafe(client.close(), loop).result(30)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(30)
+
+
+def _login(page, base: str) -> None:
+    page.goto(base + "/login")
+    page.fill("input[name=username]", "admin")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(base + "/")
+
+
+def test_settings_and_reports_from_the_panel(panel_url):
+    base = panel_url
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1366, "height": 900})
+        page.set_default_timeout(10_000)
+        _login(page, base)
+
+        # Reports: a preset, then a bar of the calls chart opens the calls of that day.
+        page.goto(base + "/reports")
+        page.click("nav.presets >> text=Last 30 days")
+        assert page.locator("nav.presets a[aria-current=true]").inner_text() == "Last 30 days"
+        bars = page.locator("#chart-calls a")
+        assert bars.count() == 30
+        tallest = max(range(30), key=lambda i: float(bars.nth(i).locator("rect").get_attribute("height")))
+        tip = bars.nth(tallest).locator("title").text_content()
+        shown = int(tip.split(": ")[1].split(" ")[0].replace(",", ""))
+        bars.nth(tallest).click()
+        page.wait_for_url(re.compile(r".*/calls\?.*date_from=.*"))
+        assert page.locator("#calls tr").count() - 1 == shown > 0
+
+        # Billing: a tiered rule, then a re-rating dry run lists what it would change.
+        page.goto(base + "/billing")
+        page.click("#rule-form button")  # no campaign or buyer chosen: refused, said why
+        assert "choose a campaign" in page.locator("#e-rule").inner_text()
+        page.select_option("#rule-scope select[name=campaign]", label="HVAC")
+        page.click("#rule-scope button")
+        page.fill("#r-tiers", "0:5.00,120:30.00")
+        page.select_option("#r-mode", "tiers")
+        page.click("text=Save rule")
+        assert page.locator("#done").inner_text() == "Rule saved."
+        assert "0s: 5.00, 120s: 30.00" in page.locator("#rules-shown").inner_text()
+        page.click("text=Show what would change")
+        assert "would change" in page.locator("#rerate-summary").inner_text()
+        assert page.locator("#rerate-apply").count() == 1
+
+        # Fraud prevention, a webhook, a pool.
+        page.goto(base + "/fraud")
+        page.fill("#fl-pattern", "+1900")
+        page.fill("#fl-note", "premium rate")
+        page.click("text=Add to the list")
+        assert "+1900" in page.locator("#fraud-lists").inner_text()
+        page.goto(base + "/postbacks")
+        page.select_option("#pb-owner", label="Cool Air")
+        page.fill("#pb-url", "https://crm.example/hook")
+        page.click("#postback-form button")
+        assert "https://crm.example/hook" in page.locator("#postback-targets").inner_text()
+        page.goto(base + "/pools")
+        page.fill("#p-name", "Landing page")
+        page.fill("#p-lease", "900")
+        page.click("text=Create pool")
+        page.fill("#pn-number", "(800) 555-0177")
+        page.click("text=Add number")
+        pool = page.locator("#pools tr", has_text="Landing page")
+        assert pool.locator("td").nth(3).inner_text().startswith("1")
+        pool.locator("summary").click()
+        assert "+18005550177" in pool.inner_text()
+
+        # Bulk reassign with a preview.
+        page.goto(base + "/numbers?q=555011")
+        page.check("input[aria-label='Select +18005550111']")
+        page.check("input[aria-label='Select +18005550112']")
+        page.select_option("select[aria-label='New campaign']", label="Solar")
+        page.click("#bulk-preview-button")
+        assert page.locator("h1").inner_text() == "Assign 2 numbers?"
+        page.click("#bulk-apply")
+        assert page.locator("#done").inner_text() == "2 numbers reassigned."
+        assert page.locator("#numbers tr", has_text="+18005550111").inner_text().count("Solar") == 1
+
+        # A user's own time zone, typed in lower case.
+        page.goto(base + "/account")
+        page.fill("#u-timezone", "asia/tokyo")
+        page.click("#user-zone-form button")
+        assert page.locator("#zone-name").inner_text() == "Asia/Tokyo"
+
+        # Without JavaScript: confirmations and live calls still work.
+        context = browser.new_context(java_script_enabled=False)
+        plain = context.new_page()
+        plain.set_default_timeout(10_000)
+        _login(plain, base)
+        plain.goto(base + "/numbers?q=0113")
+        plain.click("a[aria-label='Release +18005550113']")
+        assert plain.locator("h1").inner_text() == "Release +18005550113?"
+        plain.click("#confirm-yes")
+        assert "Number released" in plain.locator("#flash").inner_text()
+        plain.goto(base + "/live")
+        assert "No calls in progress" in plain.content()
+        context.close()
