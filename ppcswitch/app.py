@@ -25,6 +25,7 @@ from ppcswitch.agi import route as agi_route
 from ppcswitch.agi import zip as agi_zip
 from ppcswitch.agi import screen as agi_screen
 from ppcswitch.fraud import runtime as fraud_runtime
+from ppcswitch.intelligence import runtime as intelligence_runtime
 from ppcswitch.agi.server import FastAgiServer
 from ppcswitch.ami.client import AmiClient
 from ppcswitch.attribution import service as attribution
@@ -168,6 +169,7 @@ async def ami_ctx(app: web.Application):
     pipeline = FinishedCalls(router, writer, metrics, attribution_store.enqueue_for_call_sync)
     app[PIPELINE] = pipeline
     scored = fraud_runtime.wrap(app, pipeline, lambda: app[TRACKER], ROUTER, WRITER, METRICS, SETTINGS)
+    scored = intelligence_runtime.wrap(app, scored, fraud_runtime.FRAUD)  # recorded calls queued for transcripts
 
     def on_record(record: CallRecord) -> None:
         app[attribution.ATTRIBUTION].stamp(record)  # sub-ID, click ID, tags (ppcswitch.attribution)
@@ -262,7 +264,9 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS].watch(lambda: {"ami": app.get(AMI), "agi": app.get(AGI), "writer": app.get(WRITER),
                                 "tracker": app.get(TRACKER), "router": app.get(ROUTER)})
     app.cleanup_ctx.extend([database_ctx, routing_ctx, attribution.attribution_ctx,
-                            fraud_runtime.fraud_ctx(SESSIONS, SETTINGS, WRITER, METRICS, ROUTER), ami_ctx, agi_ctx])
+                            fraud_runtime.fraud_ctx(SESSIONS, SETTINGS, WRITER, METRICS, ROUTER),
+                            intelligence_runtime.intelligence_ctx(SESSIONS, SETTINGS, WRITER, METRICS, ROUTER),
+                            ami_ctx, agi_ctx])
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_view)
     attribution.setup(app, settings)  # public DNI lease endpoint and script under /dni/

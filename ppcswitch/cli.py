@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ppcswitch.attribution import codes as codes_cli  # IVR publisher codes
 
     codes_cli.add_cli(sub)
+    from ppcswitch.intelligence import cli as intelligence_cli  # transcripts, phrase rules
+
+    intelligence_cli.add_cli(sub)
     return parser
 
 

@@ -187,6 +187,29 @@ class RecordingSettings:
 
 
 @dataclass
+class IntelligenceSettings:
+    # Speech-to-text engine for recorded calls: "pocketsphinx" (embedded, the default), "package.module:Class", '' = off.
+    engine: str = "pocketsphinx"
+    # Worker processes transcribing (each takes about one core while busy).
+    workers: int = 1
+    # CPU priority given up by the workers (nice), so Asterisk and the controller come first.
+    nice: int = 10
+    # Calls waiting for transcription before new recordings are skipped (counted), never slowing calls.
+    queue_max: int = 10000
+    # Tries per call (missing file, engine failure) before it is marked failed; the first retry waits retry_seconds, doubling.
+    max_attempts: int = 5
+    retry_seconds: float = 5.0
+    # Digit runs at least this long (card numbers, SSNs, spoken or not) are redacted from transcripts (0: off).
+    redact_min_digits: int = 6
+    # Also mute the redacted digit runs in the stored recordings (the controller needs write access to them).
+    redact_audio: bool = False
+    # Days transcripts are kept before the clean-up deletes them (0: forever).
+    retention_days: int = 90
+    # AI score below which the QC view counts a call as flagged.
+    low_score: int = 40
+
+
+@dataclass
 class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     agi: AgiSettings = field(default_factory=AgiSettings)
@@ -199,6 +222,7 @@ class Settings:
     attribution: AttributionSettings = field(default_factory=AttributionSettings)
     fraud: FraudSettings = field(default_factory=FraudSettings)
     recording: RecordingSettings = field(default_factory=RecordingSettings)
+    intelligence: IntelligenceSettings = field(default_factory=IntelligenceSettings)
 
 
 ENV_PREFIX = "PPCSWITCH_"

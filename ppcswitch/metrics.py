@@ -98,6 +98,10 @@ class Metrics:
 
     # -- wiring -------------------------------------------------------------
 
+    def extend(self, family):
+        """Add a family owned by another module (anything with render(out)); returns it."""
+        return self._add(family)
+
     def watch(self, components: Callable[[], dict[str, Any]]) -> None:
         """Read component health at scrape time from `components()`:
         ami, agi, writer, tracker, router (any may be missing while starting)."""

@@ -27,6 +27,8 @@ class CallFacts:
     revenue_override_cents: int | None = None  # e.g. the winning RTB bid's own amount
     min_duration_override: int | None = None  # e.g. the winning RTB bid's own minimum
     rejected_reason: str = ""  # refused before routing: the only reason given
+    ai_score: int | None = None  # the transcript's AI score, 0-100, higher is better (None: no transcript yet)
+    dispositions: tuple[str, ...] | None = None  # from the transcript's phrase rules (None: no transcript yet)
 
     @property
     def seconds(self) -> int:
@@ -96,6 +98,11 @@ def _checks(facts: CallFacts, rule: SideRule, min_duration: int, prior: Sequence
     if rule.quality_threshold is not None and facts.quality_score is not None \
             and facts.quality_score >= rule.quality_threshold:
         reasons.append(f"quality_flagged:{facts.quality_score}>={rule.quality_threshold}")
+    if rule.min_ai_score is not None and facts.ai_score is not None and facts.ai_score < rule.min_ai_score:
+        reasons.append(f"ai_score_below:{facts.ai_score}<{rule.min_ai_score}")
+    for name in rule.deny_dispositions:
+        if facts.dispositions and name in facts.dispositions:
+            reasons.append(f"disposition:{name}")
     return reasons
 
 

@@ -9,6 +9,9 @@ command -v ss >/dev/null || need_apt+=(iproute2)
 # Debian's chromium runs the panel's browser tests (driven by the playwright Python
 # package with executable_path=/usr/bin/chromium; no browser is ever downloaded).
 command -v chromium >/dev/null || need_apt+=(chromium)
+# Test speech for the call-intelligence tests and benchmark: synthesised, then telephone audio.
+command -v espeak-ng >/dev/null || need_apt+=(espeak-ng)
+command -v sox >/dev/null || need_apt+=(sox)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   apt-get update -qq
@@ -26,7 +29,7 @@ fi
 
 # Reinstall when pyproject.toml changed since the last install (new dependencies).
 stamp=.setup-stamp
-if ! python3 -c "import ppcswitch, pytest_asyncio, hypothesis, yaml, playwright, schemathesis" 2>/dev/null || [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if ! python3 -c "import ppcswitch, pytest_asyncio, hypothesis, yaml, playwright, schemathesis, pocketsphinx" 2>/dev/null || [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing ppcswitch and its Python dependencies"
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'
   touch "$stamp"

@@ -96,7 +96,7 @@ async def _close(ctx, args) -> int:
 
 
 _RULE_OPTIONS = ("min_duration", "unique_days", "unique_window", "unique_counts_unbillable", "require_geo", "quality_threshold",
-                 "mode", "tiers", "percent", "only_when_buyer_pays")
+                 "mode", "tiers", "percent", "only_when_buyer_pays", "min_ai_score", "deny_dispositions")
 
 
 async def _rule_set(ctx, args) -> int:
@@ -218,6 +218,11 @@ def add_cli(sub) -> None:
     p.add_argument("--tiers", help="by duration, e.g. 0:10.00,90:25.00")
     p.add_argument("--percent", help="payout: percent of revenue, e.g. 25 or 12.5")
     p.add_argument("--only-when-buyer-pays", dest="only_when_buyer_pays", choices=["yes", "no"])
+    p.add_argument("--min-ai-score", dest="min_ai_score",
+                   help="a transcribed call whose AI score (0-100) is below this is not billable")
+    p.add_argument("--deny-dispositions", dest="deny_dispositions",
+                   help="a transcribed call with any of these dispositions is not billable, e.g. wrong_number,stop_calling"
+                        " ('' clears)")
     p = command(rule, "show", _rule_show, "the rules that apply to a campaign/buyer/publisher", period=False)
     p.add_argument("--campaign")
     p.add_argument("--buyer")

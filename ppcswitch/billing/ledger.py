@@ -67,6 +67,8 @@ def _override(row) -> dict[str, Any]:  # a BillingRule, or a row of its table
     out = {f: getattr(row, f) for f in _RULE_FIELDS}
     if out["tiers"] is not None:
         out["tiers"] = r.parse_tiers(json.loads(out["tiers"]))
+    if out["deny_dispositions"] is not None:
+        out["deny_dispositions"] = r.parse_dispositions(json.loads(out["deny_dispositions"]))
     return out
 
 
@@ -119,7 +121,8 @@ async def set_rule(session: AsyncSession, side: str, *, campaign_id: int = 0, pa
         row = b.BillingRule(side=side, campaign_id=campaign_id, party_id=party_id)
         session.add(row)
     for key, value in values.items():
-        setattr(row, key, r.tiers_json(value) if key == "tiers" else value)
+        setattr(row, key, r.tiers_json(value) if key == "tiers" else json.dumps(list(value))
+                if key == "deny_dispositions" else value)
     row.updated_at = datetime.now(timezone.utc)
     await session.flush()
     # Routing reads the rules' highest price (budgets reserve it for calls in flight): a new snapshot.
@@ -135,7 +138,10 @@ def facts_of(record: CallRecord | b.BillingDecision, rejected_reason: str = "") 
     return CallFacts(connected_ms=record.connected_ms, answered=answered, started_at=record.started_at,
                      geo_match=record.geo_match, quality_score=record.quality_score,
                      revenue_override_cents=record.revenue_override_cents,
-                     min_duration_override=record.min_duration_override, rejected_reason=rejected_reason)
+                     min_duration_override=record.min_duration_override, rejected_reason=rejected_reason,
+                     ai_score=getattr(record, "ai_score", None),  # a transcript's (billing_decisions only)
+                     dispositions=tuple(json.loads(record.dispositions)) if getattr(record, "dispositions", None)
+                     is not None else None)
 
 
 _PRIOR: dict[str, Any] = {}

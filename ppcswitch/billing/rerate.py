@@ -69,14 +69,16 @@ def _reasons(d: b.BillingDecision) -> list[str]:
 
 
 async def rerate(session: AsyncSession, p: Period, *, apply: bool = False, user: str = "",
-                 now: datetime | None = None) -> RerateResult:
+                 now: datetime | None = None, linkedids: list[str] | None = None) -> RerateResult:
+    """`linkedids`: only these calls of the period (a transcript that just arrived re-rates its own call)."""
     now = now or datetime.now(timezone.utc)
     if apply and not (user or "").strip():
         raise BillingError("user", "say who applies the re-rating (--user)")
     result = RerateResult(p, applied=apply)
-    rows = list(await session.scalars(select(b.BillingDecision).where(
-        b.BillingDecision.started_at >= p.start, b.BillingDecision.started_at < p.end)
-        .order_by(b.BillingDecision.started_at, b.BillingDecision.call_id)))
+    q = select(b.BillingDecision).where(b.BillingDecision.started_at >= p.start, b.BillingDecision.started_at < p.end)
+    if linkedids is not None:
+        q = q.where(b.BillingDecision.linkedid.in_(linkedids))
+    rows = list(await session.scalars(q.order_by(b.BillingDecision.started_at, b.BillingDecision.call_id)))
     redecided: dict[int, tuple[bool, bool]] = {}  # call_id -> new (revenue, payout) billable, for later repeats
 
     async def prior(column, party, d, days, index) -> list[PriorCall]:

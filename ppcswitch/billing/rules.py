@@ -48,6 +48,8 @@ class SideRule:
     tiers: tuple[Tier, ...] = ()
     percent_bp: int = 0  # basis points of the call's revenue
     only_when_buyer_pays: bool = True  # payout side: no payout unless the buyer pays ("revshare")
+    min_ai_score: int | None = None  # a transcript's AI score below this is not billable (None: off)
+    deny_dispositions: tuple[str, ...] = ()  # a call with any of these dispositions is not billable
 
     @property
     def depends_on_buyer(self) -> bool:
@@ -158,6 +160,10 @@ def check_override(side: str, values: Mapping[str, Any]) -> dict[str, Any]:
                 raise RuleError("percent mode is for the payout side (a share of the revenue)")
         elif key == "tiers":
             value = parse_tiers(value)
+        elif key == "min_ai_score":
+            value = _int(key, value, 0, 100)
+        elif key == "deny_dispositions":
+            value = parse_dispositions(value)
         elif not isinstance(value, bool):
             raise RuleError(f"{key} must be true or false, got {value!r}")
         out[key] = value
@@ -174,3 +180,18 @@ def merge(base: SideRule, *overrides: Mapping[str, Any] | None) -> SideRule:
 
 def tiers_json(tiers: Iterable[Tier]) -> str:
     return json.dumps([[t.min_seconds, t.cents] for t in tiers])
+
+
+def parse_dispositions(value: Any) -> tuple[str, ...]:
+    """Disposition names from "wrong_number,stop_calling" or a list; lower-case letters, digits and _."""
+    if isinstance(value, str):
+        value = json.loads(value) if value.strip().startswith("[") else value.split(",")
+    out = []
+    for name in (str(v).strip().lower() for v in value):
+        if not name:
+            continue
+        if len(name) > 40 or not all(ch.isascii() and (ch.isalnum() or ch == "_") for ch in name):
+            raise RuleError(f"disposition {name!r}: use letters, digits and _ (e.g. wrong_number)")
+        if name not in out:
+            out.append(name)
+    return tuple(out)
