@@ -273,6 +273,9 @@ def create_app(settings: Settings) -> web.Application:
     web_panel.setup(app)  # admin panel and /api/v1
     from ppcswitch.fraud import panel as fraud_panel  # quality view, recordings (imports the panel: late)
     fraud_panel.add_routes(app)
+    from ppcswitch.intelligence import panel as intelligence_panel  # transcripts, QC
+
+    intelligence_panel.add_routes(app)
     return app
 
 

@@ -23,6 +23,7 @@ from ppcswitch import app as core
 from ppcswitch.money import format_cents
 from ppcswitch.billing import ledger
 from ppcswitch.fraud import store as fraud_store
+from ppcswitch.intelligence import store as intelligence_store
 from ppcswitch.storage import models_billing, models_routing, repo, repo_routing
 from ppcswitch.storage.validate import ValidationError, int_range
 from ppcswitch.web import JINJA, LOGIN_CSRF_COOKIE, SESSION_COOKIE, THROTTLE, Forbidden, need, security, store
@@ -140,7 +141,7 @@ FILTERS = {"money": _money, "ts": _ts, "pct": _pct, "plain_money": lambda c: for
 
 NAV = [("/", "Dashboard"), ("/live", "Live calls"), ("/calls", "Call log"), ("/campaigns", "Campaigns"),
        ("/buyers", "Buyers"), ("/publishers", "Publishers"), ("/numbers", "Numbers"), ("/pools", "Pools"),
-       ("/quality", "Quality")]
+       ("/quality", "Quality"), ("/transcripts", "Transcripts")]
 FLASH = {"1": "Saved.", "added": "Buyer added to the campaign.", "removed": "Buyer removed from the campaign.",
          "priority": "Priority saved.", "paused": "Paused: calls no longer go to it.", "resumed": "Resumed.",
          "released": "Number released: calls to it are no longer routed.", "zone": "Time zone saved.",
@@ -801,6 +802,7 @@ async def _call_extras(session, call) -> dict:
 
     return {"trace": trace, "trace_text": json.dumps(trace, indent=2, sort_keys=True) if trace else "",
             "ledger": ledger, "fraud": await fraud_store.get_signals(session, call.linkedid),
+            "transcript": await intelligence_store.get_transcript(session, call.linkedid),
             "postbacks": await attribution_views.call_log(session, call.linkedid),
             "disputed": next((e for e in ledger if e.kind == "dispute"), None)}
 
