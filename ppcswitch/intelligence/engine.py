@@ -146,6 +146,9 @@ class PocketsphinxEngine:
         except ImportError as exc:  # a dependency in pyproject.toml: only a broken install lands here
             raise EngineError(f"the pocketsphinx package is not installed: {exc}") from None
         self._decoder = Decoder(loglevel="FATAL")
+        # The decoder carries its cepstral mean from one utterance to the next; each file starts from
+        # the model's own, so a file's transcript does not depend on what the process decoded before.
+        self._cmn = self._decoder.get_cmn()
 
     def transcribe(self, path: str) -> list[Segment]:
         from pocketsphinx import Segmenter
@@ -156,6 +159,7 @@ class PocketsphinxEngine:
         import io
 
         out: list[Segment] = []
+        self._decoder.set_cmn(self._cmn)
         segmenter = Segmenter(sample_rate=rate, window=0.3, ratio=0.9)
         for speech in segmenter.segment(io.BytesIO(pcm)):
             audio = upsample2(speech.pcm) if rate == 8000 else speech.pcm
