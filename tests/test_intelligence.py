@@ -304,3 +304,22 @@ async def test_phrase_rules_and_retention(sessionmaker, writer):
     assert await writer.run(lambda s: store.delete_expired(s, datetime.now(UTC) - timedelta(days=90))) == 1
     async with sessionmaker() as s:
         assert set((await s.scalars(select(Transcript.linkedid))).all()) == {"old-queued", "new"}
+
+
+def test_redacted_digits_muted_in_the_audio_when_enabled(tmp_path):
+    from ppcswitch.intelligence import worker
+
+    pcm_wav(SPEECH / "06.wav", tmp_path / "m-caller.wav")
+    shutil.copy(tmp_path / "m-caller.wav", tmp_path / "m.wav")
+    before, rate = read_pcm16(str(tmp_path / "m-caller.wav"))
+    kept = worker.transcribe_call(str(tmp_path), "m.wav", "pocketsphinx", 6, False)
+    assert read_pcm16(str(tmp_path / "m-caller.wav"))[0] == before  # off by default: audio untouched
+    result = worker.transcribe_call(str(tmp_path), "m.wav", "pocketsphinx", 6, True)
+    assert result["redactions"] == kept["redactions"] == 1 and result["error"] == ""
+    for name in ("m-caller.wav", "m.wav"):
+        after, _ = read_pcm16(str(tmp_path / name))
+        assert len(after) == len(before)
+        # The digits (from about 1.5 s to the end) are silence now; "my card number is" is not.
+        assert not any(after[int(2.5 * rate) * 2:int(5.0 * rate) * 2])
+        assert any(after[int(0.3 * rate) * 2:int(1.0 * rate) * 2])
+    assert [s["side"] for s in result["segments"]] == ["caller"]  # no buyer leg: the caller's alone
