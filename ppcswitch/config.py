@@ -207,6 +207,9 @@ class IntelligenceSettings:
     retention_days: int = 90
     # AI score below which the QC view counts a call as flagged.
     low_score: int = 40
+    # Share of a publisher's transcribed calls below low_score that raises an alert (fraud.alert_* window,
+    # webhook and auto-pause; 0: off).
+    alert_low_score_rate: float = 0.0
 
 
 @dataclass

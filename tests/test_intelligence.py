@@ -199,9 +199,13 @@ async def test_transcripts_queue_store_redact_and_rerate(sessionmaker, writer, t
     settings = Settings()
     settings.intelligence.retry_seconds = 0.2
     settings.intelligence.max_attempts = 2
+    settings.intelligence.alert_low_score_rate = 0.5
+    settings.fraud.alert_min_calls = 2
     metrics = Metrics()
     metrics.watch(lambda: {})
     intel = Intelligence(settings, sessionmaker, writer, metrics, str(recs))
+    alerts = []
+    intel.on_alert = alerts.append
     await intel.start()
     for rec, name in ((r1, "c1.wav"), (r2, "c2.wav")):
         intel.enqueue(rec, name)
@@ -252,6 +256,8 @@ async def test_transcripts_queue_store_redact_and_rerate(sessionmaker, writer, t
     assert 'ppcswitch_transcriptions_total{result="done"} 2.0' in text
     assert 'ppcswitch_transcriptions_total{result="failed"} 1.0' in text
     assert "ppcswitch_transcription_queue_depth 0.0" in text
+    # One of the publisher's two transcribed calls scored low: at the 50 % alert rate, one alert.
+    assert [(a.kind, a.subject_id, a.bad, a.total) for a in alerts] == [("publisher_low_ai_score", ids["pub"], 1, 2)]
 
 
 async def test_queue_survives_restart_and_is_bounded(sessionmaker, writer, tmp_path):

@@ -80,7 +80,8 @@ def test_spoken_calls_are_transcribed_redacted_scored_and_gated(controller, sipp
     recordings.mkdir(parents=True)
     shutil.chown(recordings, *_asterisk_owner(box))
     controller.env.update({"PPCSWITCH_RECORDING_DIRECTORY": inside, "PPCSWITCH_RECORDING_LOCAL_DIRECTORY": str(recordings),
-                           "PPCSWITCH_INTELLIGENCE_RETRY_SECONDS": "1"})
+                           "PPCSWITCH_INTELLIGENCE_RETRY_SECONDS": "1",
+                           "PPCSWITCH_INTELLIGENCE_ALERT_LOW_SCORE_RATE": "0.5", "PPCSWITCH_FRAUD_ALERT_MIN_CALLS": "2"})
     in_db(controller, lambda s: fraud_store.set_campaign(s, "HVAC", record=True))
     campaign_id = controller.ids()["campaign:HVAC"]
     in_db(controller, lambda s: ledger.set_rule(s, "revenue", campaign_id=campaign_id, min_ai_score=40))
@@ -128,6 +129,11 @@ def test_spoken_calls_are_transcribed_redacted_scored_and_gated(controller, sipp
         metrics = controller.metrics()
         assert 'ppcswitch_transcriptions_total{result="done"} 2.0' in metrics
         assert "ppcswitch_transcription_queue_depth 0.0" in metrics
+        # Half the publisher's transcribed calls scored low: alerted like the fraud rates.
+        assert 'reason="alert:publisher_low_ai_score"} 1.0' in metrics, metrics
+        alerts = in_db(controller, lambda s: fraud_store.open_alerts(s))
+        assert [(a.kind, a.bad, a.total) for a in alerts if a.kind == "publisher_low_ai_score"] == [
+            ("publisher_low_ai_score", 1, 2)]
     finally:
         shutil.rmtree(recordings, ignore_errors=True)
         shutil.rmtree(local_work, ignore_errors=True)

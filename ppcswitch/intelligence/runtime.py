@@ -23,6 +23,7 @@ from typing import Callable
 from aiohttp import web
 
 from ppcswitch.calls import CallRecord
+from ppcswitch.fraud import alerts as al
 from ppcswitch.intelligence import rules as pr
 from ppcswitch.intelligence import store, worker
 from ppcswitch.intelligence.engine import EngineError
@@ -33,6 +34,7 @@ from ppcswitch.storage.writer import SyncJob
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0
+LOW_SCORE_ALERT = "publisher_low_ai_score"
 RETENTION_EVERY = 3600.0
 
 
@@ -55,6 +57,11 @@ class Intelligence:
                                                     ("campaign", "disposition")))
         metrics.extend(_Gauges(self))
         self.campaign_names: Callable[[int | None], str] = lambda _id: ""
+        # A publisher's share of low AI scores, alerted like the fraud rates (fraud.alert_* window, webhook, auto-pause).
+        f = settings.fraud
+        self.monitor = al.Monitor(f.alert_window_minutes * 60, f.alert_min_calls,
+                                  {LOW_SCORE_ALERT: self.s.alert_low_score_rate})
+        self.on_alert: Callable[[al.Alert], None] = lambda _alert: None
 
     # -- queueing (event loop, per call: one database write, nothing else) ------
 
@@ -119,7 +126,8 @@ class Intelligence:
                         await self.writer.run(lambda s, ids=[j.id for j in jobs]: store.mark_running(s, ids))
                         for j in jobs:
                             self.busy += 1
-                            task = asyncio.create_task(self._one(j.id, j.linkedid, j.recording, j.campaign_id))
+                            task = asyncio.create_task(self._one(j.id, j.linkedid, j.recording, j.campaign_id,
+                                                                 j.publisher_id))
                             tasks.add(task)
                             task.add_done_callback(tasks.discard)
             except asyncio.CancelledError:
@@ -132,7 +140,8 @@ class Intelligence:
             except asyncio.TimeoutError:
                 pass
 
-    async def _one(self, job_id: int, linkedid: str, recording: str, campaign_id: int | None) -> None:
+    async def _one(self, job_id: int, linkedid: str, recording: str, campaign_id: int | None,
+                   publisher_id: int | None = None) -> None:
         s = self.s
         try:
             loop = asyncio.get_running_loop()
@@ -150,6 +159,9 @@ class Intelligence:
             self.cpu.inc(result["cpu_ms"] / 1000)
             for h in hits:
                 self.dispositions.labels(self.campaign_names(campaign_id) or "none", h.disposition).inc()
+            alert = self.monitor.observe(LOW_SCORE_ALERT, publisher_id, time.time(), score.value < s.low_score)
+            if alert is not None:
+                self.on_alert(alert)
             if out.get("rerated") is not None:
                 c = out["rerated"]
                 log.info("call %s re-rated on its transcript: revenue %d -> %d cents, payout %d -> %d cents (%s)",
@@ -157,7 +169,7 @@ class Intelligence:
                          ",".join(c.new_reasons) or "billable")
         except asyncio.CancelledError:
             raise
-        except (EngineError, FileNotFoundError, BrokenProcessPool, OSError, Exception) as exc:
+        except Exception as exc:  # a missing file, the engine, a dead worker: retried, then failed
             final = isinstance(exc, EngineError)
             if isinstance(exc, BrokenProcessPool):  # a worker died (out of memory, killed): a new pool
                 log.error("transcription worker died; starting a new one")
@@ -221,6 +233,13 @@ def intelligence_ctx(sessions_key, settings_key, writer_key, metrics_key, router
             return c.name if c is not None else ""
 
         intel.campaign_names = campaign_name
+
+        def alert(a):
+            from ppcswitch.fraud import runtime as fraud_runtime
+
+            fraud_runtime.raise_alert(app, a, app[writer_key], app[metrics_key], app[router_key], settings)
+
+        intel.on_alert = alert
         await intel.start()
         app[INTELLIGENCE] = intel
 
