@@ -167,6 +167,10 @@ def pcm_wav(src: Path, dest: Path, pad_seconds: float = 0.0) -> None:
     dest.write_bytes(header + pcm)
 
 
+def side_text(t):
+    return " ".join(x["text"] for x in t["segments"])
+
+
 async def wait_for(predicate, timeout=60.0):
     deadline = asyncio.get_running_loop().time() + timeout
     while not await predicate():
@@ -211,14 +215,16 @@ async def test_transcripts_queue_store_redact_and_rerate(sessionmaker, writer, t
         intel.enqueue(rec, name)
     missing = record(ids, now, 90, linkedid="gone")
     intel.enqueue(missing, "gone.wav")  # never written: retried, then failed
+    shutil.copy(recs / "c2-caller.wav", recs / "late-caller.wav")
+    intel.enqueue(record(ids, now, 90, linkedid="late"), "late.wav")  # its record never reaches the database
     text = metrics.render().decode()
-    assert "ppcswitch_transcription_queue_depth 3.0" in text
+    assert "ppcswitch_transcription_queue_depth 4.0" in text
     feeder = asyncio.create_task(intel.run())
     try:
         async def finished():
             async with sessionmaker() as s:
                 return await s.scalar(select(func.count()).select_from(Transcript)
-                                      .where(Transcript.status.in_(("done", "failed")))) == 3
+                                      .where(Transcript.status.in_(("done", "failed")))) == 4
         await wait_for(finished, 120)
     finally:
         feeder.cancel()
@@ -228,6 +234,7 @@ async def test_transcripts_queue_store_redact_and_rerate(sessionmaker, writer, t
     async with sessionmaker() as s:
         t1, t2 = await store.get_transcript(s, "c1"), await store.get_transcript(s, "c2")
         gone = await store.get_transcript(s, "gone")
+        late = await store.get_transcript(s, "late")
         d1 = await s.scalar(select(b.BillingDecision).where(b.BillingDecision.linkedid == "c1"))
         d2 = await s.scalar(select(b.BillingDecision).where(b.BillingDecision.linkedid == "c2"))
         entries2 = list(await s.scalars(select(b.LedgerEntry).where(b.LedgerEntry.call_id == d2.call_id)
@@ -250,10 +257,12 @@ async def test_transcripts_queue_store_redact_and_rerate(sessionmaker, writer, t
         ("rerate", "payable", -1000)]
     assert entries2[-1].user == "intelligence"
     assert gone["status"] == "failed" and "FileNotFoundError" in gone["error"] and gone["attempts"] == 2
+    # Waited for its call to be settled, then stored on the last attempt all the same.
+    assert late["status"] == "done" and late["attempts"] == 2 and "water heater" in side_text(late)
     assert total == 1 and hits[0]["linkedid"] == "c1" and "tomorrow morning" in hits[0]["match"]["text"]
-    assert qc[0]["calls"] == 2 and qc[0]["low"] == 1 and qc[0]["dispositions"] == {"appointment": 1}
+    assert qc[0]["calls"] == 3 and qc[0]["low"] == 2 and qc[0]["dispositions"] == {"appointment": 1}
     text = metrics.render().decode()
-    assert 'ppcswitch_transcriptions_total{result="done"} 2.0' in text
+    assert 'ppcswitch_transcriptions_total{result="done"} 3.0' in text
     assert 'ppcswitch_transcriptions_total{result="failed"} 1.0' in text
     assert "ppcswitch_transcription_queue_depth 0.0" in text
     # One of the publisher's two transcribed calls scored low: at the 50 % alert rate, one alert.

@@ -38,6 +38,10 @@ LOW_SCORE_ALERT = "publisher_low_ai_score"
 RETENTION_EVERY = 3600.0
 
 
+class CallNotSettled(RuntimeError):
+    """The transcript came before its call's record reached the database (retried)."""
+
+
 class Intelligence:
     """The controller's side of transcription (one per controller)."""
 
@@ -127,7 +131,7 @@ class Intelligence:
                         for j in jobs:
                             self.busy += 1
                             task = asyncio.create_task(self._one(j.id, j.linkedid, j.recording, j.campaign_id,
-                                                                 j.publisher_id))
+                                                                 j.publisher_id, j.attempts))
                             tasks.add(task)
                             task.add_done_callback(tasks.discard)
             except asyncio.CancelledError:
@@ -141,9 +145,11 @@ class Intelligence:
                 pass
 
     async def _one(self, job_id: int, linkedid: str, recording: str, campaign_id: int | None,
-                   publisher_id: int | None = None) -> None:
+                   publisher_id: int | None = None, attempts: int = 0) -> None:
         s = self.s
         try:
+            if self.pool is None:  # stopping: never run the engine on the controller's own threads
+                return
             loop = asyncio.get_running_loop()
             result = await loop.run_in_executor(self.pool, worker.transcribe_call, self.directory, recording, s.engine,
                                                 s.redact_min_digits, s.redact_audio)
@@ -153,7 +159,11 @@ class Intelligence:
             hits = pr.dispositions(result["segments"], rules)
             score = pr.score(hits, result["segments"], result["caller_speech_ms"], result["buyer_speech_ms"],
                              fraud_score, flags)
-            out = await self.writer.run(lambda session: store.save_result(session, job_id, result, hits, score))
+            last = attempts + 1 >= s.max_attempts
+            out = await self.writer.run(lambda session: store.save_result(session, job_id, result, hits, score,
+                                                                          final=last))
+            if out.get("waiting"):
+                raise CallNotSettled(f"call {linkedid} is not stored yet")
             self.done.labels("done").inc()
             self.audio.inc(result["audio_ms"] / 1000)
             self.cpu.inc(result["cpu_ms"] / 1000)
@@ -176,7 +186,7 @@ class Intelligence:
                 old, self.pool = self.pool, self._new_pool()
                 if old is not None:
                     old.shutdown(wait=False, cancel_futures=True)
-            if not isinstance(exc, (FileNotFoundError, EngineError)):
+            if not isinstance(exc, (FileNotFoundError, EngineError, CallNotSettled)):
                 log.warning("transcription of %s failed: %s", linkedid, exc)
             try:
                 status = await self.writer.run(lambda session: store.retry_later(

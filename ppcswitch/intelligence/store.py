@@ -111,15 +111,22 @@ async def fraud_of(session: AsyncSession, linkedid: str) -> tuple[int | None, li
 
 
 async def save_result(session: AsyncSession, job_id: int, result: dict, hits: list[pr.Hit], score: pr.Score,
-                      now: datetime | None = None) -> dict:
+                      now: datetime | None = None, final: bool = True) -> dict:
     """Store the transcript, give the call's billing decision its AI score and dispositions, and
-    re-rate the call with the same rules engine (differences booked through the ledger)."""
+    re-rate the call with the same rules engine (differences booked through the ledger).
+
+    A call not settled yet (its record still in the writer's queue): with `final` False nothing is
+    stored and {"waiting": True} comes back, so the caller retries; with `final` the transcript is
+    stored without a billing decision to change."""
     from ppcswitch.billing.rerate import rerate
 
     now = now or _now()
     row = await session.get(Transcript, job_id)
     if row is None:
         return {}
+    decision = await session.scalar(select(b.BillingDecision).where(b.BillingDecision.linkedid == row.linkedid))
+    if decision is None and not final:
+        return {"linkedid": row.linkedid, "waiting": True}  # the call is not settled yet: try again later
     names = [h.disposition for h in hits]
     row.status, row.error, row.engine, row.transcribed_at = DONE, result.get("error", "")[:300], result["engine"][:100], now
     row.attempts += 1
@@ -129,7 +136,6 @@ async def save_result(session: AsyncSession, job_id: int, result: dict, hits: li
     row.caller_speech_ms, row.buyer_speech_ms = result["caller_speech_ms"], result["buyer_speech_ms"]
     row.dispositions = json.dumps(names)
     row.ai_score, row.score_reasons = score.value, json.dumps(score.reasons)
-    decision = await session.scalar(select(b.BillingDecision).where(b.BillingDecision.linkedid == row.linkedid))
     changed = None
     if decision is not None:
         decision.ai_score, decision.dispositions = score.value, json.dumps(names)
