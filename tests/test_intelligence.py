@@ -338,3 +338,30 @@ def test_redacted_digits_muted_in_the_audio_when_enabled(tmp_path):
         assert not any(after[int(2.5 * rate) * 2:int(5.0 * rate) * 2])
         assert any(after[int(0.3 * rate) * 2:int(1.0 * rate) * 2])
     assert [s["side"] for s in result["segments"]] == ["caller"]  # no buyer leg: the caller's alone
+
+
+class ScriptedEngine:
+    """A plug-in engine (intelligence.engine = "test_intelligence:ScriptedEngine"): lines without word times."""
+
+    name = "scripted"
+
+    def transcribe(self, path):
+        from ppcswitch.intelligence.engine import Segment
+
+        return [Segment(0.5, 2.0, "my card is 4111 1111 1111 1111"), Segment(3.0, 4.0, "thanks")]
+
+
+def test_plug_in_engine_by_configuration(tmp_path):
+    from ppcswitch.intelligence import worker
+
+    engine = load_engine("test_intelligence:ScriptedEngine")
+    assert engine.name == "scripted"
+    with pytest.raises(EngineError, match="no transcribe"):
+        load_engine("json:JSONDecoder")
+    pcm_wav(SPEECH / "08.wav", tmp_path / "p-buyer.wav")
+    result = worker.transcribe_call(str(tmp_path), "p.wav", "test_intelligence:ScriptedEngine", 6, True)
+    assert result["engine"] == "scripted" and result["redactions"] == 1
+    assert [s["text"] for s in result["segments"]] == [f"my card is {MARK}", "thanks"]
+    assert {s["side"] for s in result["segments"]} == {"buyer"}
+    after, rate = read_pcm16(str(tmp_path / "p-buyer.wav"))
+    assert not any(after[int(0.5 * rate) * 2:int(2.0 * rate) * 2])  # no word times: the whole line muted
