@@ -98,3 +98,29 @@ async def test_call_page_transcript_search_and_qc(db_url, tmp_path):
         assert (await client.get("/qc", allow_redirects=False)).status in (302, 303)
     finally:
         await client.close()
+
+
+async def test_billing_page_sets_the_ai_score_gate(db_url):
+    from web_helpers import csrf_of, start
+
+    client = await start(db_url)
+    try:
+        await login(client, "finance")
+        token = await csrf_of(client, "/billing")
+        resp = await client.post("/billing/rules", data={"csrf": token, "side": "revenue", "campaign": "1", "party": "",
+                                                         "min_ai_score": "45", "deny_dispositions": "wrong_number, stop_calling"},
+                                 allow_redirects=False)
+        assert resp.status in (302, 303), await resp.text()
+        page = htmllib.unescape(await (await client.get("/billing?side=revenue&campaign=1")).text())
+        assert "<tr><td><code>min_ai_score</code></td><td>45</td><td>—</td></tr>" in page
+        assert "<tr><td><code>deny_dispositions</code></td><td>wrong_number, stop_calling</td><td>—</td></tr>" in page
+        async with client.server.app[core.SESSIONS]() as s:
+            from ppcswitch.billing import ledger
+
+            revenue, _ = await ledger.rules_for(s, 1, 0, 0)
+        assert revenue.min_ai_score == 45 and revenue.deny_dispositions == ("wrong_number", "stop_calling")
+        resp = await client.post("/billing/rules", data={"csrf": token, "side": "revenue", "campaign": "1", "party": "",
+                                                         "min_ai_score": "101"})
+        assert resp.status == 400 and "between 0 and 100" in await resp.text()
+    finally:
+        await client.close()

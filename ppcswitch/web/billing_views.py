@@ -33,6 +33,8 @@ RULE_FIELDS = [
     ("tiers", "Duration tiers", "seconds:amount, e.g. 0:10.00,90:25.00"),
     ("percent", "Percent of revenue (payout side)", "e.g. 25 or 12.5"),
     ("only_when_buyer_pays", "Pay the publisher only when the buyer pays", "yes / no"),
+    ("min_ai_score", "Minimum AI score (transcript, 0-100)", "a transcribed call scoring below it is not billable"),
+    ("deny_dispositions", "Dispositions that are not billable", "e.g. wrong_number,stop_calling"),
 ]
 YES_NO = ("unique_counts_unbillable", "require_geo", "only_when_buyer_pays")
 
@@ -82,6 +84,8 @@ def _rule_text(rule) -> list[tuple[str, str]]:
             value = f"{value / 100:g}%"
         elif key == "tiers":
             value = ", ".join(f"{t.min_seconds}s: {format_cents(t.cents)}" for t in value) if value else "—"
+        elif key == "deny_dispositions":
+            value = ", ".join(value) if value else "—"
         out.append((key, "—" if value is None else str(value)))
     return out
 
