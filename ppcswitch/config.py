@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -297,6 +298,10 @@ def load_settings(path: str | os.PathLike | None = None, env: Mapping[str, str] 
             var = f"{ENV_PREFIX}{sec_name.upper()}_{f.name.upper()}"
             if var in env:
                 setattr(section, f.name, _coerce(var, f.type, env[var]))
+    engine = settings.intelligence.engine.strip()
+    if engine not in ("", "pocketsphinx") and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", engine):
+        raise ConfigError(f"intelligence.engine: expected 'pocketsphinx', 'package.module:Class' or empty (off), "
+                          f"got {engine!r}")
     if not sound_names_ok(settings.attribution.code_prompt):
         raise ConfigError(f"attribution.code_prompt: expected Asterisk sound names joined by '&' "
                           f"(letters, digits, / _ -), got {settings.attribution.code_prompt!r}")

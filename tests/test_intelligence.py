@@ -365,3 +365,13 @@ def test_plug_in_engine_by_configuration(tmp_path):
     assert {s["side"] for s in result["segments"]} == {"buyer"}
     after, rate = read_pcm16(str(tmp_path / "p-buyer.wav"))
     assert not any(after[int(0.5 * rate) * 2:int(2.0 * rate) * 2])  # no word times: the whole line muted
+
+
+def test_engine_setting_checked_at_start():
+    from ppcswitch.config import ConfigError, load_settings
+
+    assert load_settings(env={}).intelligence.engine == "pocketsphinx"
+    assert load_settings(env={"PPCSWITCH_INTELLIGENCE_ENGINE": "vendor.stt:Whisper"}).intelligence.engine == "vendor.stt:Whisper"
+    assert load_settings(env={"PPCSWITCH_INTELLIGENCE_ENGINE": ""}).intelligence.engine == ""  # off
+    with pytest.raises(ConfigError, match="intelligence.engine: expected"):
+        load_settings(env={"PPCSWITCH_INTELLIGENCE_ENGINE": "whisper"})
