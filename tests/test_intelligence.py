@@ -265,6 +265,17 @@ async def test_transcripts_queue_store_redact_and_rerate(sessionmaker, writer, t
     assert 'ppcswitch_transcriptions_total{result="done"} 3.0' in text
     assert 'ppcswitch_transcriptions_total{result="failed"} 1.0' in text
     assert "ppcswitch_transcription_queue_depth 0.0" in text
+    # Re-rateable over history: a stricter gate applied with `ppcswitch rerate` takes the first call back too.
+    from ppcswitch.billing.reports import Period
+    from ppcswitch.billing.rerate import rerate
+
+    await writer.run(lambda s: ledger.set_rule(s, "revenue", campaign_id=ids["campaign"], min_ai_score=100))
+    period = Period(now - timedelta(hours=1), now + timedelta(hours=1))
+    res = await writer.run(lambda s: rerate(s, period, apply=True, user="alice"))
+    assert {c.linkedid for c in res.changes} == {"c1", "c2"} and res.revenue_delta_cents == -4000  # c2: reason only
+    async with sessionmaker() as s:
+        d1 = await s.scalar(select(b.BillingDecision).where(b.BillingDecision.linkedid == "c1"))
+    assert not d1.revenue_billable and json.loads(d1.revenue_reasons) == [f"ai_score_below:{t1['ai_score']}<100"]
     # One of the publisher's two transcribed calls scored low: at the 50 % alert rate, one alert.
     assert [(a.kind, a.subject_id, a.bad, a.total) for a in alerts] == [("publisher_low_ai_score", ids["pub"], 1, 2)]
 
