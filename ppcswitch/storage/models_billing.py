@@ -41,7 +41,7 @@ class BillingRule(Base):
     tiers: Mapped[str | None] = mapped_column(Text)  # JSON [[min_seconds, cents], ...]
     percent_bp: Mapped[int | None] = mapped_column(Integer)
     only_when_buyer_pays: Mapped[bool | None] = mapped_column(Boolean)
-    min_ai_score: Mapped[int | None] = mapped_column(Integer)  # 0004_intelligence
+    min_ai_score: Mapped[int | None] = mapped_column(Integer)  # 0005_intelligence
     deny_dispositions: Mapped[str | None] = mapped_column(Text)  # JSON list of disposition names
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -66,7 +66,7 @@ class BillingDecision(Base):
     connected_ms: Mapped[int] = mapped_column(BigInteger, default=0)
     geo_match: Mapped[bool | None] = mapped_column(Boolean)
     quality_score: Mapped[int | None] = mapped_column(Integer)
-    ai_score: Mapped[int | None] = mapped_column(Integer)  # from the transcript (0004_intelligence); None: none yet
+    ai_score: Mapped[int | None] = mapped_column(Integer)  # from the transcript (0005_intelligence); None: none yet
     dispositions: Mapped[str | None] = mapped_column(Text)  # JSON list, from the transcript; None: none yet
     revenue_override_cents: Mapped[int | None] = mapped_column(BigInteger)
     min_duration_override: Mapped[int | None] = mapped_column(Integer)

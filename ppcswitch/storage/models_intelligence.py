@@ -1,5 +1,5 @@
 """Call intelligence tables: one transcript row per recorded call (also its place in the
-transcription queue), and the phrase rules that set dispositions (migration 0004_intelligence).
+transcription queue), and the phrase rules that set dispositions (migration 0005_intelligence).
 
 Like calls, rows carry campaign/publisher ids without foreign keys: history survives configuration changes.
 """

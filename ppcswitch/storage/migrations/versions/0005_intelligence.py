@@ -1,18 +1,17 @@
 """Call intelligence: transcripts (and the transcription queue), phrase rules; the AI score and
 dispositions as billing facts (billing_decisions) and rule fields (billing_rules).
 
-It alters the billing tables, so it follows the billing branch (0003_billing_daily); `upgrade heads`
-applies it with the other branches.
+It follows 0004_limits (one head there; it alters the billing tables 0004_limits changed too).
 
-Revision ID: 0004_intelligence
-Revises: 0003_billing_daily
+Revision ID: 0005_intelligence
+Revises: 0004_limits
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004_intelligence"
-down_revision = "0003_billing_daily"
+revision = "0005_intelligence"
+down_revision = "0004_limits"
 branch_labels = None
 depends_on = None
 
