@@ -248,9 +248,9 @@ async def reports_page(request: web.Request, adjust=None, adjust_errors=None, st
         rows = await bucket_rows(s, p.start, p.end) if short else []
         prev_rows = await bucket_rows(s, pp.start, pp.end) if compare and short else None
         per_day = None if short else await local_days(s, first, last, tz)
-    # The sub-ID table sums the calls themselves (no rollup has sub-IDs): over a week or more it is
-    # read when asked for, so the rest of the page stays fast.
-    show_sub_ids = (last - first).days < 7 or q.get("sub_ids") == "1" or bool(q.get("publisher"))
+    # The sub-ID table sums the calls themselves (no rollup has sub-IDs): over more than two days it
+    # is read when asked for, so the rest of the page stays fast.
+    show_sub_ids = (last - first).days < 2 or q.get("sub_ids") == "1" or bool(q.get("publisher"))
     over, by_hour = slots(rows, first, last, tz)
     if per_day is not None:
         for slot, (calls, billable, rec, pay) in zip(over, per_day):
