@@ -185,12 +185,7 @@ schedules = st.lists(
 
 def counters_view(router: Router) -> dict:
     c = router.counters
-    per = {}
-    for key, b in c.per_buyer.items():
-        per[key] = {name: {k: v for k, v in getattr(b, name).items() if v}
-                    for name in ("h", "d", "m", "rh", "rd", "rm", "bh", "bd", "bm", "rev_d", "rev_m")}
-        per[key] = {k: v for k, v in per[key].items() if v}
-    return {"per": {k: v for k, v in per.items() if v}, "total": {k: v for k, v in c.total.items() if v},
+    return {"n": {k: v for k, v in c.n.items() if v}, "total": {k: v for k, v in c.total.items() if v},
             "totals": {k: v for k, v in c.totals.items() if v},
             "delivered": c.delivered, "latest": c.latest}
 

@@ -57,32 +57,16 @@ def local(tz: str, epoch: float) -> Local:
     return hit
 
 
-class BuyerCounts:
-    """One scope's counts per local period (keys: Local.hour/day/month): a buyer (key: its id), a
-    campaign link (("l", campaign id, buyer id)), a campaign (("c", id)) or a publisher (("p", id)).
-
-    Calls are counted three ways, so each cap can count what its operator means (Rules.cap_counts):
-    h/d/m connected calls (at the answer), rh/rd/rm routed calls (every hand-off to a buyer, at its
-    dial), bh/bd/bm billable calls (at the answer). rev_d/rev_m: the money billed, revenue for buyers,
-    links and campaigns, payout for publishers (settled amounts only)."""
-
-    __slots__ = ("h", "d", "m", "rh", "rd", "rm", "bh", "bd", "bm", "rev_d", "rev_m")
-
-    def __init__(self) -> None:
-        self.h: dict[int, int] = {}
-        self.d: dict[int, int] = {}
-        self.m: dict[int, int] = {}
-        self.rh: dict[int, int] = {}
-        self.rd: dict[int, int] = {}
-        self.rm: dict[int, int] = {}
-        self.bh: dict[int, int] = {}
-        self.bd: dict[int, int] = {}
-        self.bm: dict[int, int] = {}
-        self.rev_d: dict[int, int] = {}
-        self.rev_m: dict[int, int] = {}
-
-
-# Rules.cap_counts -> the attribute prefix of its counts in BuyerCounts and its key in Counters.totals.
+# What one scope counts, per local period (keys: Local.hour/day/month), in Counters.n under
+# (scope key, what, period): a scope is a buyer (key: its id), a campaign link (("l", campaign id,
+# buyer id)), a campaign (("c", id)) or a publisher (("p", id)). Calls are counted three ways, so each
+# cap can count what its operator means (Rules.cap_counts): "h"/"d"/"m" connected calls (at the
+# answer), "rh"/"rd"/"rm" routed calls (every hand-off to a buyer, at its dial), "bh"/"bd"/"bm"
+# billable calls (at the answer); "rev_d"/"rev_m" the money billed (revenue for buyers, links and
+# campaigns, payout for publishers; settled amounts only). One flat dictionary of tuples of plain
+# values: the garbage collector untracks such tuples, so thousands of scopes cost it nothing, where
+# a dictionary per scope and period kind made its full collections take tens of milliseconds.
+# Rules.cap_counts -> the prefix of its counts in Counters.n and its key in Counters.totals.
 FAMILY = {"connected": "", "routed": "r", "billable": "b"}
 
 
@@ -139,7 +123,7 @@ class Totals(dict):
 
 class Counters:
     def __init__(self) -> None:
-        self.per_buyer: dict[int, BuyerCounts] = {}
+        self.n: dict[tuple, int] = {}  # (scope key, what, period) -> count or cents (see above)
         self._total = Totals(self.forget)
         # Routed and billable calls ever, per (family prefix, scope key); connected ones are in `total`.
         self.totals: dict[tuple, int] = {}
@@ -201,48 +185,41 @@ class Counters:
     def periods(self, buyer_id, lt: Local, family: str = "") -> tuple[int, int, int, int, int]:
         """(calls this hour, today, this month, money today, this month) of a scope at local periods
         `lt`; `family`: FAMILY's prefix of the calls counted ("" connected, "r" routed, "b" billable)."""
-        b = self.per_buyer.get(buyer_id)
-        if b is None:
-            return (0, 0, 0, 0, 0)
-        if family:
-            h, d, m = getattr(b, family + "h"), getattr(b, family + "d"), getattr(b, family + "m")
-        else:
-            h, d, m = b.h, b.d, b.m
-        return (h.get(lt.hour, 0), d.get(lt.day, 0), m.get(lt.month, 0), b.rev_d.get(lt.day, 0),
-                b.rev_m.get(lt.month, 0))
+        get = self.n.get
+        return (get((buyer_id, family + "h", lt.hour), 0), get((buyer_id, family + "d", lt.day), 0),
+                get((buyer_id, family + "m", lt.month), 0), get((buyer_id, "rev_d", lt.day), 0),
+                get((buyer_id, "rev_m", lt.month), 0))
 
     def total_of(self, key, family: str = "") -> int:
         """Calls ever of a scope, counted as `family` says."""
         return self.total.get(key, 0) if not family else self.totals.get((family, key), 0)
 
-    def scope(self, key) -> BuyerCounts:
-        b = self.per_buyer.get(key)
-        if b is None:
-            b = self.per_buyer[key] = BuyerCounts()
-        return b
+    def _bump(self, key, what: str, lt: Local, n: int) -> None:
+        counts = self.n
+        for k in ((key, what + "h", lt.hour), (key, what + "d", lt.day), (key, what + "m", lt.month)):
+            counts[k] = counts.get(k, 0) + n
 
     def add(self, key, tz: str, epoch: float, family: str, n: int = 1) -> None:
         """`n` calls of `family` ("" connected, "r" routed, "b" billable) to a scope at `epoch`."""
-        lt = local(tz, epoch)
-        b = self.scope(key)
         self.forget(key)
-        for counts, period in ((getattr(b, family + "h"), lt.hour), (getattr(b, family + "d"), lt.day),
-                               (getattr(b, family + "m"), lt.month)):
-            counts[period] = counts.get(period, 0) + n
+        self._bump(key, family, local(tz, epoch), n)
         if family:
             self.totals[(family, key)] = self.totals.get((family, key), 0) + n
         else:
             self.total[key] = self.total.get(key, 0) + n
+        self._records += 1
+        if self._records % 200_000 == 0:
+            self.prune(epoch)
 
     def add_money(self, key, tz: str, epoch: float, cents: int) -> None:
         """Money billed to (or, for a publisher, paid for) a scope at `epoch`."""
         if not cents:
             return
         lt = local(tz, epoch)
-        b = self.scope(key)
         self.forget(key)
-        for counts, period in ((b.rev_d, lt.day), (b.rev_m, lt.month)):
-            counts[period] = counts.get(period, 0) + cents
+        counts = self.n
+        for k in ((key, "rev_d", lt.day), (key, "rev_m", lt.month)):
+            counts[k] = counts.get(k, 0) + cents
 
     def deliver(self, caller: str, buyer_id: int, epoch: float) -> None:
         """The caller was connected to the buyer at `epoch` (duplicate rule, repeat callers)."""
@@ -257,36 +234,21 @@ class Counters:
             self.last_offer[buyer_id] = epoch
 
     def delivered_call(self, buyer_id: int, tz: str, epoch: float, caller: str = "", revenue_cents: int = 0) -> None:
-        """A call connected to this buyer at `epoch` (its answer time)."""
-        lt = local(tz, epoch)
-        b = self.per_buyer.get(buyer_id)
-        if b is None:
-            b = self.per_buyer[buyer_id] = BuyerCounts()
-        self.forget(buyer_id)
-        for counts, period in ((b.h, lt.hour), (b.d, lt.day), (b.m, lt.month)):
-            counts[period] = counts.get(period, 0) + 1
-        self.total[buyer_id] = self.total.get(buyer_id, 0) + 1
-        if revenue_cents:
-            for counts, period in ((b.rev_d, lt.day), (b.rev_m, lt.month)):
-                counts[period] = counts.get(period, 0) + revenue_cents
+        """A call connected to this buyer at `epoch` (its answer time): its connected count, its
+        revenue and the caller's delivery (routing.reservations.count does this for settled calls)."""
+        self.add(buyer_id, tz, epoch, "")
+        self.add_money(buyer_id, tz, epoch, revenue_cents)
         if caller:
-            seen = self.delivered.setdefault(caller, {})
-            if epoch > seen.get(buyer_id, 0.0):
-                seen[buyer_id] = epoch
-            if epoch >= self.latest.get(caller, (0.0, 0))[0]:
-                self.latest[caller] = (epoch, buyer_id)
+            self.deliver(caller, buyer_id, epoch)
         self.offered(buyer_id, epoch)
-        self._records += 1
-        if self._records % 10_000 == 0:
-            self.prune(epoch)
 
-    def count(self, buyer_id: int, kind: str, period: tuple) -> int:
-        b = self.per_buyer.get(buyer_id)
-        return getattr(b, kind).get(period, 0) if b is not None else 0
+    def count(self, buyer_id: int, kind: str, period) -> int:
+        """Connected calls of a buyer in one period (kind "h", "d" or "m")."""
+        return self.n.get((buyer_id, kind, period), 0)
 
-    def spent(self, buyer_id: int, kind: str, period: tuple) -> int:
-        b = self.per_buyer.get(buyer_id)
-        return getattr(b, "rev_" + kind).get(period, 0) if b is not None else 0
+    def spent(self, buyer_id: int, kind: str, period) -> int:
+        """Money of a buyer in one period (kind "d" or "m")."""
+        return self.n.get((buyer_id, "rev_" + kind, period), 0)
 
     def last_delivery(self, caller: str, buyer_id: int) -> float | None:
         seen = self.delivered.get(caller)
@@ -305,8 +267,6 @@ class Counters:
             self.latest.pop(caller, None)
         today = datetime.fromtimestamp(now).date().toordinal()
         self.forget()
-        for b in self.per_buyer.values():
-            for counts, per_day in ((b.h, 48), (b.d, 1), (b.rev_d, 1), (b.rh, 48), (b.rd, 1), (b.bh, 48),
-                                    (b.bd, 1)):
-                for k in [k for k in counts if today - k // per_day > 2]:
-                    del counts[k]
+        per_day = {"h": 48, "rh": 48, "bh": 48, "d": 1, "rd": 1, "bd": 1, "rev_d": 1}
+        for k in [k for k in self.n if k[1] in per_day and today - k[2] // per_day[k[1]] > 2]:
+            del self.n[k]
