@@ -180,7 +180,7 @@ async def ami_ctx(app: web.Application):
     app[TRACKER] = tracker
 
     recovery = Recovery(settings.recovery, tracker, lambda: router.network, on_record, app[SESSIONS], writer,
-                        settings.routing.default_region)
+                        settings.routing.default_region, node=settings.cluster.node)
     app[RECOVERY] = recovery
     await recovery.load_floor()  # before this run's first heartbeat
 
@@ -260,7 +260,7 @@ async def metrics_view(request: web.Request) -> web.Response:
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=web_panel.MAX_REQUEST_BYTES)  # CSV imports of numbers
     app[SETTINGS] = settings
-    app[METRICS] = Metrics()
+    app[METRICS] = Metrics(node=settings.cluster.node)
     app[METRICS].watch(lambda: {"ami": app.get(AMI), "agi": app.get(AGI), "writer": app.get(WRITER),
                                 "tracker": app.get(TRACKER), "router": app.get(ROUTER)})
     app.cleanup_ctx.extend([database_ctx, routing_ctx, attribution.attribution_ctx,

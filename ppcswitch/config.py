@@ -214,6 +214,13 @@ class IntelligenceSettings:
 
 
 @dataclass
+class ClusterSettings:
+    # This controller's node name when several Asterisk nodes share one database ('' = a single box):
+    # keys its recovery state and is the `node` label of ppcswitch_node_info on /metrics.
+    node: str = ""
+
+
+@dataclass
 class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     agi: AgiSettings = field(default_factory=AgiSettings)
@@ -227,6 +234,7 @@ class Settings:
     fraud: FraudSettings = field(default_factory=FraudSettings)
     recording: RecordingSettings = field(default_factory=RecordingSettings)
     intelligence: IntelligenceSettings = field(default_factory=IntelligenceSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
 
 
 ENV_PREFIX = "PPCSWITCH_"

@@ -59,8 +59,9 @@ GC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 class Metrics:
     """Every metric of the controller; `render()` is the /metrics body."""
 
-    def __init__(self) -> None:
+    def __init__(self, node: str = "") -> None:
         self._families: list[_Family] = []
+        self.node = node  # cluster.node: ppcswitch_node_info{node} (a single box: node="")
         # Publisher-side counters carry the publisher, buyer-side ones the buyer, never both:
         # series stay bounded by tracking numbers and campaign-buyer links, not their product.
         cp, cb = ("campaign", "publisher"), ("campaign", "buyer")
@@ -144,6 +145,8 @@ class Metrics:
         for family in self._families:
             family.render(out)
         _component_state(self._components(), out)
+        out.append(f"{_header('ppcswitch_node_info', 'Constant 1 labelled with this controller (cluster.node)', 'gauge')}"
+                   f"ppcswitch_node_info{_labels(('node',), (self.node,))} 1.0\n")
         return "".join(out).encode("utf-8")
 
     # -- recording ------------------------------------------------------------

@@ -196,7 +196,7 @@ class Recovery:
     """Resynchronises the controller with Asterisk (see the module doc)."""
 
     def __init__(self, settings, tracker, network: Callable[[], Network], store: Callable[[CallRecord], None],
-                 sessionmaker, writer, region: str = "US") -> None:
+                 sessionmaker, writer, region: str = "US", node: str = "") -> None:
         self.settings = settings
         self.tracker = tracker
         self.network = network
@@ -205,6 +205,7 @@ class Recovery:
         self.writer = writer
         self.floor: datetime | None = None  # calls ending before this were seen by a controller
         self.region = region
+        self.node = node  # cluster.node: the heartbeat row is this node's (each node has its own CDR file)
         self.offset = 0
         self.pending: dict[str, list[CdrRow]] = {}  # CDR rows of calls not stored yet
         self.started = datetime.now(timezone.utc)
@@ -339,7 +340,7 @@ class Recovery:
         Read once, before this run beats; this run then stores it as its own floor."""
         if self.floor is None:
             async with self.sessionmaker() as s:
-                row = await s.get(RecoveryState, 1)
+                row = await s.get(RecoveryState, self.node)
             if row is None:
                 self.floor = self.started
             else:
@@ -359,9 +360,9 @@ class Recovery:
         now = self.seen_until or self.floor or self.started
 
         async def job(session):
-            row = await session.get(RecoveryState, 1)
+            row = await session.get(RecoveryState, self.node)
             if row is None:
-                session.add(RecoveryState(id=1, alive_at=now, started_at=self.floor))
+                session.add(RecoveryState(node=self.node, alive_at=now, started_at=self.floor))
             else:
                 row.alive_at, row.started_at = now, self.floor
 

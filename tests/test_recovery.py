@@ -155,3 +155,29 @@ def test_a_controller_without_its_ami_link_does_not_move_the_recovery_window(con
     while len(controller.calls()) < 2 and time.monotonic() < deadline:
         time.sleep(0.5)
     assert sorted(c["caller"] for c in controller.calls()) == ["+14155550111", "+14155550112"], controller.log()
+
+
+async def test_each_node_keeps_its_own_heartbeat(writer, sessionmaker):
+    """Two controllers of a cluster on one database (cluster.node): each reads back its own floor,
+    never the other's; the single box's row is node ''."""
+    from datetime import timedelta
+
+    from ppcswitch.config import RecoverySettings
+    from ppcswitch.recovery import HEARTBEAT_MARGIN, Recovery
+
+    def recovery(node: str) -> Recovery:
+        return Recovery(RecoverySettings(cdr_file=""), None, network, lambda r: None, sessionmaker, writer, node=node)
+
+    old = recovery("node1")
+    old.started = datetime.now(timezone.utc) - timedelta(hours=1)
+    await old.load_floor()  # new database: its own start
+    old.synced = True  # its AMI link is up and what it missed is recovered: it beats "now"
+    await old.beat(type("Ami", (), {"connected": True})())
+    await old._beat
+    fresh = recovery("node2")
+    assert await fresh.load_floor() == fresh.started  # node1's heartbeat is not node2's
+    again = recovery("node1")
+    floor = await again.load_floor()
+    assert again.started - HEARTBEAT_MARGIN - timedelta(seconds=5) < floor <= again.started - HEARTBEAT_MARGIN
+    single = recovery("")
+    assert await single.load_floor() == single.started
