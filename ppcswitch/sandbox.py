@@ -176,6 +176,8 @@ class Sandbox:
         self.sessions = self.home / "sessions"  # PIDs of test sessions using Asterisk (acquire)
         self.session_owned = self.home / "session-owned"  # Asterisk was started by a session
         self._proc: subprocess.Popen | None = None  # Asterisk, when this process started it
+        self.sip_target = f"{SIP_HOST}:{SIP_PORT}"  # where SIPp callers send
+        self.sipp_dir = SIPP_DIR_IN_ROOT  # scenarios and SIPp logs, as seen in the chroot
 
     # -- building ---------------------------------------------------------
 
@@ -297,7 +299,7 @@ class Sandbox:
         text = _read(hosts)
         if not any(name in line.split()[1:] for line in text.splitlines() if not line.startswith("#")):
             hosts.write_text(text + ("" if text.endswith("\n") or not text else "\n") + f"127.0.1.1\t{name}\n")
-        scenarios = self.root / SIPP_DIR_IN_ROOT.lstrip("/")
+        scenarios = self.root / self.sipp_dir.lstrip("/")
         scenarios.mkdir(parents=True, exist_ok=True)
         for src in SIPP_SCENARIOS.glob("*.xml"):
             shutil.copyfile(src, scenarios / src.name)
@@ -327,9 +329,18 @@ class Sandbox:
         if not _is_mounted(proc):
             subprocess.run(["mount", "-t", "proc", "proc", str(proc)], check=True)
 
+    def _root_in_use(self) -> bool:
+        """Whether a process other than ours still runs from the root (the cluster's nodes)."""
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and entry.name != str(os.getpid()):
+                with contextlib.suppress(OSError):
+                    if os.readlink(entry / "root") == str(self.root) and _alive(int(entry.name)):
+                        return True
+        return False
+
     def umount_proc(self) -> None:
         proc = self.root / "proc"
-        if _is_mounted(proc) and subprocess.call(["umount", str(proc)], stderr=subprocess.DEVNULL) != 0:
+        if _is_mounted(proc) and not self._root_in_use() and subprocess.call(["umount", str(proc)], stderr=subprocess.DEVNULL) != 0:
             subprocess.call(["umount", "-l", str(proc)])
 
     def start(self, timeout: float = 60.0) -> int:
@@ -375,7 +386,7 @@ class Sandbox:
                 raise SandboxError(f"{SIP_HOST}:{port}/{what} is already in use by another program")
         self.install_config()
         if fresh:
-            shutil.rmtree(self.root / SIPP_DIR_IN_ROOT.lstrip("/") / "logs", ignore_errors=True)
+            shutil.rmtree(self.root / self.sipp_dir.lstrip("/") / "logs", ignore_errors=True)
         self.mount_proc()
         with open(self.log_path, "wb" if fresh else "ab") as log:  # fresh: this run's console only
             # -f: stay in the foreground so the PID is ours; -n: no colours in the log.
@@ -494,7 +505,7 @@ class Sandbox:
         if not self.is_running():
             raise SandboxError("the sandbox is not running: ppcswitch sandbox up")
         name = f"{label}-{uuid.uuid4().hex[:8]}"
-        logs = f"{SIPP_DIR_IN_ROOT}/logs"
+        logs = f"{self.sipp_dir}/logs"
         (self.root / logs.lstrip("/")).mkdir(parents=True, exist_ok=True)
         host_logs = self.root / logs.lstrip("/")
         cmd = ["chroot", str(self.root), "sipp", *args, "-nostdin",
@@ -519,7 +530,7 @@ class Sandbox:
         if kind not in BUYER_KINDS:
             raise ValueError(f"buyer kind must be one of {BUYER_KINDS}, not {kind!r}")
         port = port or free_udp_port(ip)
-        args = ["-sf", f"{SIPP_DIR_IN_ROOT}/uas_{kind}.xml", "-i", ip, "-p", str(port)]
+        args = ["-sf", f"{self.sipp_dir}/uas_{kind}.xml", "-i", ip, "-p", str(port)]
         if max_calls:
             args += ["-m", str(max_calls)]
         proc = self._start_sipp(f"uas-{kind}-{port}", args)
@@ -536,7 +547,7 @@ class Sandbox:
     def start_sipp_uac(self, number: str, caller: str = "+14155550123", display: str | None = None,
                        seconds: float = 1.0, source_ip: str = TRUNK_IP, from_host: str | None = None) -> SippProcess:
         """Start one call from source_ip to Asterisk; read it with `call_result()`."""
-        args = [f"{SIP_HOST}:{SIP_PORT}", "-sf", f"{SIPP_DIR_IN_ROOT}/uac_call.xml", "-i", source_ip,
+        args = [self.sip_target, "-sf", f"{self.sipp_dir}/uac_call.xml", "-i", source_ip,
                 "-s", number, "-m", "1", "-l", "1", "-d", str(int(seconds * 1000)),
                 "-set", "from", from_header(caller, display, from_host or source_ip)]
         proc = self._start_sipp("uac", args)
@@ -550,15 +561,15 @@ class Sandbox:
         log tells each call's outcome by caller number). SIPp's own statistics file, dumped every
         second and at the end, is `proc.stats_path`; `extra` are more SIPp options."""
         scenario = "uac_load_logged.xml"
-        scenarios = self.root / SIPP_DIR_IN_ROOT.lstrip("/")
+        scenarios = self.root / self.sipp_dir.lstrip("/")
         scenarios.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(SIPP_SCENARIOS / scenario, scenarios / scenario)  # the sandbox may predate it
-        logs = f"{SIPP_DIR_IN_ROOT}/logs"
+        logs = f"{self.sipp_dir}/logs"
         (self.root / logs.lstrip("/")).mkdir(parents=True, exist_ok=True)
         name = f"load-{uuid.uuid4().hex[:8]}"
         with open(self.root / logs.lstrip("/") / f"{name}.csv", "w") as f:
             f.write("SEQUENTIAL\n" + "".join(f"{number};{caller}\n" for number, caller in calls))
-        args = [f"{SIP_HOST}:{SIP_PORT}", "-sf", f"{SIPP_DIR_IN_ROOT}/{scenario}", "-i", source_ip,
+        args = [self.sip_target, "-sf", f"{self.sipp_dir}/{scenario}", "-i", source_ip,
                 "-inf", f"{logs}/{name}.csv", "-r", f"{rate:g}", "-m", str(len(calls)),
                 "-l", str(len(calls)), "-d", str(int(seconds * 1000)),
                 "-trace_stat", "-stf", f"{logs}/{name}.stats.csv", "-fd", "1", *extra]
@@ -710,3 +721,6 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source", default=TRUNK_IP,
                    help=f"source address (default {TRUNK_IP}, the sandbox trunk; {STRANGER_IP} is no trunk)")
     p.set_defaults(func=lambda settings, args: cmd_call(Sandbox(settings.sandbox), args))
+    from ppcswitch import cluster  # several nodes behind Kamailio (imports this module)
+
+    cluster.add_cli(cmds)
