@@ -367,9 +367,10 @@ class Cluster(Sandbox):
                 d = self.root / base.lstrip("/") / node.name
                 d.mkdir(parents=True, exist_ok=True)
                 os.chown(d, uid, gid)
-            monitor = self.root / SPOOL.lstrip("/") / node.name / "monitor/ppcswitch"
-            monitor.mkdir(parents=True, exist_ok=True)
-            os.chown(monitor, uid, gid)
+            # cdr_csv writes into an existing directory only (Debian's package makes the stock one).
+            for d in (self.root / SPOOL.lstrip("/") / node.name / "monitor/ppcswitch", self.cdr_path(node).parent):
+                d.mkdir(parents=True, exist_ok=True)
+                os.chown(d, uid, gid)
             home = self.node_home(node)
             home.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.config_path(node), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

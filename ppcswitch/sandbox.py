@@ -545,9 +545,10 @@ class Sandbox:
         return proc
 
     def start_sipp_uac(self, number: str, caller: str = "+14155550123", display: str | None = None,
-                       seconds: float = 1.0, source_ip: str = TRUNK_IP, from_host: str | None = None) -> SippProcess:
-        """Start one call from source_ip to Asterisk; read it with `call_result()`."""
-        args = [self.sip_target, "-sf", f"{self.sipp_dir}/uac_call.xml", "-i", source_ip,
+                       seconds: float = 1.0, source_ip: str = TRUNK_IP, from_host: str | None = None,
+                       target: str | None = None) -> SippProcess:
+        """Start one call from source_ip to Asterisk (or `target`, host:port); read it with `call_result()`."""
+        args = [target or self.sip_target, "-sf", f"{self.sipp_dir}/uac_call.xml", "-i", source_ip,
                 "-s", number, "-m", "1", "-l", "1", "-d", str(int(seconds * 1000)),
                 "-set", "from", from_header(caller, display, from_host or source_ip)]
         proc = self._start_sipp("uac", args)
