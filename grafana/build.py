@@ -34,6 +34,7 @@ def variable(name: str, metric: str, label: str | None = None) -> dict:
 CAMPAIGN = variable("campaign", "ppcswitch_calls_offered_total")
 PUBLISHER = variable("publisher", "ppcswitch_calls_offered_total")
 BUYER = variable("buyer", "ppcswitch_calls_routed_total")
+NODE = variable("node", "ppcswitch_node_info")
 
 
 def panel(title: str, kind: str, targets: list[tuple[str, str]], unit: str = "short", w: int = 8, h: int = 8,
@@ -152,7 +153,40 @@ def finance() -> dict:
     ], "Revenue, payout and margin (amounts are counted in cents and shown in the network's currency)")
 
 
-DASHBOARDS = {"noc.json": noc, "buyers.json": buyers, "publishers.json": publishers, "finance.json": finance}
+def node(expr: str) -> str:
+    """expr with each controller's `node` (cluster.node, from ppcswitch_node_info on the same target)."""
+    return f'({expr}) * on (instance) group_left (node) ppcswitch_node_info{{node=~"$node"}}'
+
+
+def cluster() -> dict:
+    offered = node(f"rate(ppcswitch_calls_offered_total{{{C},{P}}}[{RATE}])")
+    connected = node(f'rate(ppcswitch_calls_total{{{C},{P},outcome="connected"}}[{RATE}])')
+    agi = node(f"rate(ppcswitch_agi_request_seconds_bucket[{RATE}])")
+    write = node(f"rate(ppcswitch_db_write_seconds_bucket[{RATE}])")
+    decision = node(f"rate(ppcswitch_routing_decision_seconds_bucket[{RATE}])")
+    return dashboard("ppcswitch-cluster", "ppcswitch / Cluster", [NODE, CAMPAIGN, PUBLISHER], [
+        panel("Nodes reporting", "stat", [("count(ppcswitch_node_info)", "controllers"),
+                                          ('count(up{job="asterisk"} == 1)', "Asterisk nodes")], w=6,
+              description="Controllers whose /metrics are scraped, and Asterisk nodes answering theirs"),
+        panel("Calls per second by node", "timeseries", [(f"sum by (node) ({offered})", "{{node}}")], "reqps", w=18,
+              description="The edge's share of calls to each node (round robin: equal while all are up)"),
+        panel("Live calls by node", "timeseries", [(f"sum by (node) ({node('ppcswitch_live_calls')})", "{{node}}"),
+                                                   ("sum by (instance) (asterisk_channels_count)", "Asterisk {{instance}} channels")], w=12),
+        panel("Connected share by node", "timeseries", [(f"sum by (node) ({connected}) / sum by (node) ({offered})", "{{node}}")],
+              "percentunit", w=12),
+        panel("AMI connected by node", "timeseries", [(f"max by (node) ({node('ppcswitch_ami_connected')})", "{{node}}")], w=8,
+              description="0: the node's controller lost its Asterisk; the edge sends it no new calls"),
+        panel("Fallback calls by node (1h)", "bargauge",
+              [(f"sum by (node) ({node('increase(ppcswitch_fallback_calls_total[1h])')})", "{{node}}")], w=8),
+        panel("FastAGI request p99 by node", "timeseries", [(f"histogram_quantile(0.99, sum by (le, node) ({agi}))", "{{node}}")], "s", w=8),
+        panel("Database writer by node", "timeseries", [(f"max by (node) ({node('ppcswitch_db_write_queue_depth')})", "{{node}} queue"),
+                                                        (f"histogram_quantile(0.95, sum by (le, node) ({write}))", "{{node}} write p95 (s)")],
+              w=12, description="Every node writes to the one shared database"),
+        panel("Routing decision p99 by node", "timeseries", [(f"histogram_quantile(0.99, sum by (le, node) ({decision}))", "{{node}}")], "s", w=12),
+    ], "Several Asterisk nodes behind the edge: traffic and health per node (README: Running several nodes)")
+
+
+DASHBOARDS = {"noc.json": noc, "cluster.json": cluster, "buyers.json": buyers, "publishers.json": publishers, "finance.json": finance}
 
 
 def render() -> dict[str, str]:
