@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ppcswitch.intelligence import cli as intelligence_cli  # transcripts, phrase rules
 
     intelligence_cli.add_cli(sub)
+    from ppcswitch import cluster  # edge and node configuration for several nodes
+
+    cluster.add_top_cli(sub)
     return parser
 
 
