@@ -177,3 +177,38 @@ def test_a_call_its_controller_missed_is_recovered_from_its_node_once(cluster):
     assert node_of(records[0]) == node.name and records[0]["outcome"] == "connected"
     time.sleep(1)
     assert sum(c["caller"] == caller for c in calls(cluster)) == 1
+
+
+def test_a_killed_asterisk_node_gets_no_calls_until_it_is_back_and_its_bridged_call_counts_once(cluster):
+    from ppcswitch.tracker.tracker import CUT_BY_RESTART
+
+    caller = "+14155556000"
+    invites = len(cluster.buyer.invites())
+    proc = cluster.start_sipp_uac(NUMBER, caller=caller, seconds=3)
+    deadline = time.monotonic() + 10
+    while len(cluster.buyer.invites()) == invites and time.monotonic() < deadline:
+        time.sleep(0.05)
+    node = next(n for n in cluster.nodes if f"@{n.ip}>" in cluster.buyer.invites()[invites])
+    other = next(n for n in cluster.nodes if n != node)
+    time.sleep(1)  # bridged
+    cluster.stop_asterisk(node, sig=signal.SIGKILL)  # a crash: no BYE, no CDR row
+    try:
+        assert cluster.wait_node_state(node, active=False, timeout=5) < 3  # the probe interval is 1 s
+        callers = [f"+1415555{6100 + i}" for i in range(4)]
+        assert place(cluster, callers) == {c: "200" for c in callers}
+        records = wait_calls(cluster, set(callers))
+        assert {k: [node_of(r) for r in v] for k, v in records.items()} == {c: [other.name] for c in callers}
+    finally:
+        cluster.stop_sipp(proc)
+        cluster.start_asterisk(node)
+    assert cluster.wait_node_state(node, active=True, timeout=15) < 10
+    # The call the crash cut is recorded once, by its own node's controller, connected until the crash.
+    [record] = wait_calls(cluster, {caller}, timeout=30)[caller]
+    assert node_of(record) == node.name and record["outcome"] == "connected"
+    assert record["hangup_cause_text"] == CUT_BY_RESTART and record["connected_ms"] >= 900
+    callers = [f"+1415555{6200 + i}" for i in range(4)]
+    assert place(cluster, callers) == {c: "200" for c in callers}
+    records = wait_calls(cluster, set(callers))
+    assert collections.Counter(node_of(v[0]) for v in records.values()) == {"node1": 2, "node2": 2}
+    time.sleep(1)
+    assert sum(c["caller"] == caller for c in calls(cluster)) == 1
