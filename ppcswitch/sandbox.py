@@ -35,7 +35,10 @@ ASTERISK_DIR = REPO / "asterisk"
 DIALPLAN_DIR = REPO / "dialplans"
 SIPP_SCENARIOS = Path(__file__).resolve().parent / "sipp"
 
-PACKAGES = ("asterisk", "asterisk-modules", "sip-tester", "asterisk-core-sounds-en-gsm")
+# kamailio and kamailio-utils-modules (http_client): the edge of `ppcswitch sandbox cluster`, which
+# installs them into a root built before they were listed here.
+PACKAGES = ("asterisk", "asterisk-modules", "sip-tester", "asterisk-core-sounds-en-gsm", "kamailio",
+            "kamailio-utils-modules")
 SIP_HOST, SIP_PORT = "127.0.0.1", 5060
 AMI_HOST, AMI_PORT, AMI_USER = "127.0.0.1", 5038, "ppcswitch"
 TRUNK_IP = "127.0.0.2"  # matched by the sandbox-carrier identify

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import fcntl
 import json
 import re
 import signal
@@ -34,6 +35,13 @@ NUMBER = "+18005550100"
 @pytest.fixture(scope="module")
 def cluster():
     c = Cluster(load_settings().sandbox, database="ppcswitch_cluster_test")
+    c.home.mkdir(parents=True, exist_ok=True)
+    with open(c.home / ".tests.lock", "w") as lock:  # one cluster test session at a time on this machine
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield from _cluster(c)
+
+
+def _cluster(c: Cluster):
     try:
         c.check_can_run()
         if c.is_running() or any(c.asterisk_pid(n) or c.controller_pid(n) for n in c.nodes):
