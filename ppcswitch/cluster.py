@@ -165,8 +165,9 @@ def kamailio_nodes(node_list: list[Node], socket: str = "") -> tuple[str, str]:
 EDGE_DIALPLAN = f"""; ppcswitch cluster node: calls come from the edge (Kamailio) only, which names the
 ; carrier's trunk in {TRUNK_HEADER}; only the edge's address reaches this context (pjsip.conf), so
 ; the header is trusted from it alone. A call without it never reaches the controller.
+; (FILTER: a leading "-" is the character itself; elsewhere it makes a range.)
 [ppcswitch-edge]
-exten => _[+0-9].,1,Set(PPC_TRUNK=${{FILTER(0-9A-Za-z_.-,${{PJSIP_HEADER(read,{TRUNK_HEADER})}})}})
+exten => _[+0-9].,1,Set(PPC_TRUNK=${{FILTER(-0-9A-Za-z_.,${{PJSIP_HEADER(read,{TRUNK_HEADER})}})}})
  same => n,GotoIf($["${{PPC_TRUNK}}" = ""]?refuse)
  same => n,Set(CHANNEL(accountcode)=${{PPC_TRUNK}})
  same => n,Goto(ppcswitch-inbound,${{EXTEN}},1)

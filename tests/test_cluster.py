@@ -220,3 +220,31 @@ def test_a_killed_asterisk_node_gets_no_calls_until_it_is_back_and_its_bridged_c
     assert collections.Counter(node_of(v[0]) for v in records.values()) == {"node1": 2, "node2": 2}
     time.sleep(1)
     assert sum(c["caller"] == caller for c in calls(cluster)) == 1
+
+
+def cdr_accountcodes(c: Cluster) -> dict[str, str]:
+    """{linkedid: accountcode} from every node's own CDR file (the node sets it from X-PPC-Trunk)."""
+    import csv
+
+    out = {}
+    for node in c.nodes:
+        path = c.cdr_path(node)
+        for row in csv.reader(path.read_text().splitlines() if path.exists() else []):
+            if len(row) > 16:
+                out[row[16]] = row[0]
+    return out
+
+
+def test_the_trunk_is_named_by_the_edge_never_by_the_carrier(cluster):
+    scenario = cluster.root / cluster.sipp_dir.lstrip("/") / "uac_spoof_trunk.xml"
+    text = (cluster.root / cluster.sipp_dir.lstrip("/") / "uac_call.xml").read_text()
+    scenario.write_text(text.replace("      Max-Forwards: 70\n", "      Max-Forwards: 70\n      X-PPC-Trunk: other-carrier\n", 1))
+    caller = "+14155557000"
+    proc = cluster._start_sipp("uac", [cluster.sip_target, "-sf", f"{cluster.sipp_dir}/uac_spoof_trunk.xml", "-i",
+                                       TRUNK_IP, "-s", NUMBER, "-m", "1", "-l", "1", "-d", "500",
+                                       "-set", "from", f"<sip:{caller}@{TRUNK_IP}>"])
+    proc.number = NUMBER
+    assert cluster.call_result(proc, timeout=30).answered
+    [record] = wait_calls(cluster, {caller})[caller]
+    time.sleep(0.5)  # the CDR row is written as the call ends
+    assert cdr_accountcodes(cluster).get(record["linkedid"]) == "sandbox-carrier"  # the edge's, not "other-carrier"
