@@ -1,15 +1,15 @@
 """Recovery state per node: several controllers (one per Asterisk node) on one database each keep their
 own heartbeat; the single box's row becomes node ''.
 
-Revision ID: 0006_recovery_nodes
-Revises: 0005_intelligence
+Revision ID: 0007_recovery_nodes
+Revises: 0006_web_zones_merge
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006_recovery_nodes"
-down_revision = "0005_intelligence"
+revision = "0007_recovery_nodes"
+down_revision = "0006_web_zones_merge"
 branch_labels = None
 depends_on = None
 
