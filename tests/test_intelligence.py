@@ -257,8 +257,13 @@ async def test_transcripts_queue_store_redact_and_rerate(sessionmaker, writer, t
         ("rerate", "payable", -1000)]
     assert entries2[-1].user == "intelligence"
     assert gone["status"] == "failed" and "FileNotFoundError" in gone["error"] and gone["attempts"] == 2
-    # Waited for its call to be settled, then stored on the last attempt all the same.
-    assert late["status"] == "done" and late["attempts"] == 2 and "water heater" in side_text(late)
+    # Transcribed before its call was settled: stored, and the call gets its facts once settled.
+    assert late["status"] == "done" and late["attempts"] == 1 and "water heater" in side_text(late)
+    late_rec = record(ids, now, 90, linkedid="late")
+    await writer.run(lambda s: ledger.settle(s, late_rec))
+    changed = await writer.run(lambda s: store.rate_settled(s, now - timedelta(days=1)))
+    assert [c.linkedid for c in changed] == ["late"] and changed[0].new_revenue_cents == 0
+    assert await writer.run(lambda s: store.rate_settled(s, now - timedelta(days=1))) == []  # once
     assert total == 1 and hits[0]["linkedid"] == "c1" and "tomorrow morning" in hits[0]["match"]["text"]
     assert qc[0]["calls"] == 3 and qc[0]["low"] == 2 and qc[0]["dispositions"] == {"appointment": 1}
     text = metrics.render().decode()
@@ -272,7 +277,7 @@ async def test_transcripts_queue_store_redact_and_rerate(sessionmaker, writer, t
     await writer.run(lambda s: ledger.set_rule(s, "revenue", campaign_id=ids["campaign"], min_ai_score=100))
     period = Period(now - timedelta(hours=1), now + timedelta(hours=1))
     res = await writer.run(lambda s: rerate(s, period, apply=True, user="alice"))
-    assert {c.linkedid for c in res.changes} == {"c1", "c2"} and res.revenue_delta_cents == -4000  # c2: reason only
+    assert {c.linkedid for c in res.changes} == {"c1", "c2", "late"} and res.revenue_delta_cents == -4000
     async with sessionmaker() as s:
         d1 = await s.scalar(select(b.BillingDecision).where(b.BillingDecision.linkedid == "c1"))
     assert not d1.revenue_billable and json.loads(d1.revenue_reasons) == [f"ai_score_below:{t1['ai_score']}<100"]

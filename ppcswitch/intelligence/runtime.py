@@ -34,12 +34,10 @@ from ppcswitch.storage.writer import SyncJob
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0
+RATE_EVERY = 60.0  # seconds between looks for transcripts whose call has been settled since
+RATE_WITHIN_DAYS = 7  # how far back those looks go (a call waits at most hours for an earlier one)
 LOW_SCORE_ALERT = "publisher_low_ai_score"
 RETENTION_EVERY = 3600.0
-
-
-class CallNotSettled(RuntimeError):
-    """The transcript came before its call's record reached the database (retried)."""
 
 
 class Intelligence:
@@ -119,9 +117,13 @@ class Intelligence:
     async def run(self) -> None:
         """Feed due jobs to the workers, one per worker at a time; the rest waits in the table."""
         tasks: set[asyncio.Task] = set()
+        next_rating = 0.0
         while True:
             try:
                 await self.refresh()
+                if time.monotonic() >= next_rating:  # transcripts that came before their call was settled
+                    next_rating = time.monotonic() + RATE_EVERY
+                    await self.rate_settled()
                 free = max(1, self.s.workers) - self.busy
                 if free > 0:
                     async with self.sessions() as s:
@@ -131,7 +133,7 @@ class Intelligence:
                         for j in jobs:
                             self.busy += 1
                             task = asyncio.create_task(self._one(j.id, j.linkedid, j.recording, j.campaign_id,
-                                                                 j.publisher_id, j.attempts))
+                                                                 j.publisher_id))
                             tasks.add(task)
                             task.add_done_callback(tasks.discard)
             except asyncio.CancelledError:
@@ -145,7 +147,7 @@ class Intelligence:
                 pass
 
     async def _one(self, job_id: int, linkedid: str, recording: str, campaign_id: int | None,
-                   publisher_id: int | None = None, attempts: int = 0) -> None:
+                   publisher_id: int | None = None) -> None:
         s = self.s
         try:
             if self.pool is None:  # stopping: never run the engine on the controller's own threads
@@ -159,12 +161,9 @@ class Intelligence:
             hits = pr.dispositions(result["segments"], rules)
             score = pr.score(hits, result["segments"], result["caller_speech_ms"], result["buyer_speech_ms"],
                              fraud_score, flags)
-            last = attempts + 1 >= s.max_attempts
-            out = await self.writer.run(lambda session: store.save_result(session, job_id, result, hits, score,
-                                                                          final=last))
-            if out.get("waiting"):
-                raise CallNotSettled(f"call {linkedid} is not stored yet")
+            out = await self.writer.run(lambda session: store.save_result(session, job_id, result, hits, score))
             self.done.labels("done").inc()
+            self.depth = max(0, self.depth - 1)  # out of the queue (the next poll counts again)
             self.audio.inc(result["audio_ms"] / 1000)
             self.cpu.inc(result["cpu_ms"] / 1000)
             for h in hits:
@@ -186,17 +185,27 @@ class Intelligence:
                 old, self.pool = self.pool, self._new_pool()
                 if old is not None:
                     old.shutdown(wait=False, cancel_futures=True)
-            if not isinstance(exc, (FileNotFoundError, EngineError, CallNotSettled)):
+            if not isinstance(exc, (FileNotFoundError, EngineError)):
                 log.warning("transcription of %s failed: %s", linkedid, exc)
             try:
                 status = await self.writer.run(lambda session: store.retry_later(
                     session, job_id, f"{type(exc).__name__}: {exc}", s.max_attempts, s.retry_seconds, final))
                 self.done.labels("failed" if status == "failed" else "retried").inc()
+                if status == "failed":
+                    self.depth = max(0, self.depth - 1)
             except Exception:
                 log.exception("could not record the transcription failure of %s", linkedid)
         finally:
             self.busy -= 1
             self.wake.set()
+
+    async def rate_settled(self) -> int:
+        since = datetime.now(timezone.utc) - timedelta(days=RATE_WITHIN_DAYS)
+        changes = await self.writer.run(lambda session: store.rate_settled(session, since))
+        for c in changes:
+            log.info("call %s re-rated on its transcript once settled: revenue %d -> %d cents (%s)", c.linkedid,
+                     c.old_revenue_cents, c.new_revenue_cents, ",".join(c.new_reasons) or "billable")
+        return len(changes)
 
     # -- retention ----------------------------------------------------------------
 

@@ -111,22 +111,16 @@ async def fraud_of(session: AsyncSession, linkedid: str) -> tuple[int | None, li
 
 
 async def save_result(session: AsyncSession, job_id: int, result: dict, hits: list[pr.Hit], score: pr.Score,
-                      now: datetime | None = None, final: bool = True) -> dict:
+                      now: datetime | None = None) -> dict:
     """Store the transcript, give the call's billing decision its AI score and dispositions, and
     re-rate the call with the same rules engine (differences booked through the ledger).
 
-    A call not settled yet (its record still in the writer's queue): with `final` False nothing is
-    stored and {"waiting": True} comes back, so the caller retries; with `final` the transcript is
-    stored without a billing decision to change."""
-    from ppcswitch.billing.rerate import rerate
-
+    A call not settled yet (it waits for an earlier call of its caller, or its record is still in the
+    writer's queue) gets its facts later, from `rate_settled` (the runtime runs it every minute)."""
     now = now or _now()
     row = await session.get(Transcript, job_id)
     if row is None:
         return {}
-    decision = await session.scalar(select(b.BillingDecision).where(b.BillingDecision.linkedid == row.linkedid))
-    if decision is None and not final:
-        return {"linkedid": row.linkedid, "waiting": True}  # the call is not settled yet: try again later
     names = [h.disposition for h in hits]
     row.status, row.error, row.engine, row.transcribed_at = DONE, result.get("error", "")[:300], result["engine"][:100], now
     row.attempts += 1
@@ -136,16 +130,39 @@ async def save_result(session: AsyncSession, job_id: int, result: dict, hits: li
     row.caller_speech_ms, row.buyer_speech_ms = result["caller_speech_ms"], result["buyer_speech_ms"]
     row.dispositions = json.dumps(names)
     row.ai_score, row.score_reasons = score.value, json.dumps(score.reasons)
-    changed = None
-    if decision is not None:
-        decision.ai_score, decision.dispositions = score.value, json.dumps(names)
-        await session.flush()
-        at = decision.started_at
-        res = await rerate(session, Period(at, at + timedelta(microseconds=1)), apply=True, user=RERATE_USER,
-                           now=now, linkedids=[row.linkedid])
-        changed = res.changes[0] if res.changes else None
     await session.flush()
-    return {"linkedid": row.linkedid, "rerated": changed}
+    decision = await session.scalar(select(b.BillingDecision).where(b.BillingDecision.linkedid == row.linkedid))
+    if decision is None:
+        return {"linkedid": row.linkedid, "unrated": True}
+    return {"linkedid": row.linkedid, "rerated": await _rate(session, decision, score.value, names, now)}
+
+
+async def _rate(session: AsyncSession, decision: b.BillingDecision, ai_score: int, names: list[str], now: datetime):
+    from ppcswitch.billing.rerate import rerate
+
+    decision.ai_score, decision.dispositions = ai_score, json.dumps(names)
+    await session.flush()
+    at = decision.started_at
+    res = await rerate(session, Period(at, at + timedelta(microseconds=1)), apply=True, user=RERATE_USER,
+                       now=now, linkedids=[decision.linkedid])
+    return res.changes[0] if res.changes else None
+
+
+async def rate_settled(session: AsyncSession, since: datetime, now: datetime | None = None) -> list:
+    """Transcripts stored before their call was settled: the call's decision gets the AI score and
+    dispositions now, and the call is re-rated. Returns the changes booked."""
+    now = now or _now()
+    rows = (await session.execute(
+        select(Transcript.ai_score, Transcript.dispositions, b.BillingDecision)
+        .join(b.BillingDecision, b.BillingDecision.linkedid == Transcript.linkedid)
+        .where(Transcript.status == DONE, Transcript.ai_score.is_not(None), Transcript.started_at >= since,
+               b.BillingDecision.ai_score.is_(None)).limit(500))).all()
+    out = []
+    for ai_score, names, decision in rows:
+        changed = await _rate(session, decision, ai_score, json.loads(names or "[]"), now)
+        if changed is not None:
+            out.append(changed)
+    return out
 
 
 # --- reading -----------------------------------------------------------------------
