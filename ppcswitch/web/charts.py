@@ -59,7 +59,8 @@ def bars(title: str, labels: Sequence[str], values: Sequence[float], fmt: Callab
         slot = plot_w / n
         bar_w = max(1.0, slot * 0.7)
         every = max(1, math.ceil(n / max(1, plot_w // 48)))
-        show_values = slot >= 30
+        # A value above each bar when it fits (about 7 units per character at this font size).
+        show_values = slot >= max(14, 7 * max(len(fmt(float(v))) for v in values))
         for i, (label, v) in enumerate(zip(labels, values)):
             v = float(v)
             x = left + i * slot + (slot - bar_w) / 2
