@@ -124,3 +124,46 @@ async def test_billing_page_sets_the_ai_score_gate(db_url):
         assert resp.status == 400 and "between 0 and 100" in await resp.text()
     finally:
         await client.close()
+
+
+async def test_phrase_rules_page(db_url):
+    from web_helpers import csrf_of, make_app
+
+    app = make_app(db_url)
+    intelligence_panel.add_routes(app)
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        async def seed(s):
+            for role in ("admin", "noc"):
+                await web_store.create_user(s, role, PASSWORD, role)
+            await repo.create_campaign(s, "HVAC")
+
+        await app[core.WRITER].run(seed)
+        await login(client, "admin")
+        token = await csrf_of(client, "/transcripts/rules?campaign=1")
+        for data in ({"action": "add", "disposition": "hot_lead", "phrase": "New Air Conditioner!", "side": "caller",
+                      "campaign": "1"},
+                     {"action": "off", "disposition": "appointment", "phrase": "schedule", "side": "any", "campaign": "1"}):
+            resp = await client.post("/transcripts/rules", data={"csrf": token, **data}, allow_redirects=False)
+            assert resp.status in (302, 303), await resp.text()
+        page = htmllib.unescape(await (await client.get("/transcripts/rules?campaign=1")).text())
+        assert "<td><code>hot_lead</code></td><td>+0</td><td>caller</td><td>new air conditioner</td><td>campaign</td>" in page
+        assert "<td>schedule</td>" not in page and 'id="phrases-off"' in page
+        assert "<td><code>sale</code></td><td>+30</td><td>buyer</td><td>sign you up</td><td>default</td>" in page
+        network = htmllib.unescape(await (await client.get("/transcripts/rules")).text())
+        assert "<td>schedule</td>" in network and "hot_lead" not in network  # only campaign 1 changed
+        bad = await client.post("/transcripts/rules", data={"csrf": token, "action": "add", "disposition": "Bad Name",
+                                                            "phrase": "x"})
+        assert bad.status == 400 and "letters, digits and _" in await bad.text()
+        async with client.server.app[core.SESSIONS]() as s:
+            rules = await store.rules_for_campaign(s, 1)
+        assert ("hot_lead", "new air conditioner", "caller") in {(r.disposition, r.phrase, r.side) for r in rules}
+        client.session.cookie_jar.clear()
+        await login(client, "noc")
+        token = await csrf_of(client, "/transcripts/rules")
+        resp = await client.post("/transcripts/rules", data={"csrf": token, "action": "add", "disposition": "x",
+                                                             "phrase": "y"})
+        assert resp.status == 403
+    finally:
+        await client.close()

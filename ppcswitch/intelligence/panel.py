@@ -10,9 +10,11 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from ppcswitch import app as core
+from ppcswitch.intelligence import rules as pr
 from ppcswitch.intelligence import store
+from ppcswitch.storage.validate import ValidationError
 from ppcswitch.web import store as web_store
-from ppcswitch.web.panel import need, render
+from ppcswitch.web.panel import _write, need, render
 
 PAGE = 50
 
@@ -61,6 +63,54 @@ async def qc_page(request: web.Request) -> web.Response:
     return render(request, "qc.html", rows=rows, days=days, low=low, names=names, bands=store.BANDS)
 
 
+async def rules_page(request: web.Request, errors=None, values=None, status=200) -> web.Response:
+    need(request, "read")
+    campaign = _int(request.query.get("campaign") or (values or {}).get("campaign"), 1, 2**31 - 1)
+    async with request.app[core.SESSIONS]() as s:
+        rows = await store.phrase_rows(s)
+        campaigns = sorted((await web_store.names(s, "campaign")).items(), key=lambda x: x[1].lower())
+    defaults = {(r.disposition, r.phrase, r.side) for r in pr.defaults()}
+    layer = {(r.disposition, r.phrase, r.side, r.campaign_id): r for r in rows}
+    shown = []
+    for r in pr.effective(rows, campaign):
+        key = (r.disposition, r.phrase, r.side)
+        origin = "campaign" if (*key, campaign) in layer and campaign is not None else \
+            "network" if (*key, None) in layer else "default"
+        shown.append({"rule": r, "origin": origin, "points": pr.POINTS.get(r.disposition, 0)})
+    off = [r for r in rows if not r.enabled and (r.campaign_id is None or r.campaign_id == campaign)]
+    return render(request, "phrase_rules.html", status=status, shown=shown, off=off, campaign=campaign,
+                  campaigns=campaigns, names=dict(campaigns), sides=pr.SIDES, errors=errors or {},
+                  values=values or {})
+
+
+async def rules_submit(request: web.Request) -> web.Response:
+    need(request, "write")
+    form = await request.post()
+    values = {k: str(form.get(k, "")).strip() for k in ("action", "disposition", "phrase", "side", "campaign")}
+    values["side"] = values["side"] or pr.ANY
+    try:
+        campaign = int(values["campaign"]) if values["campaign"] else None
+    except ValueError:
+        campaign = None
+    action = values["action"]
+    try:
+        if action not in ("add", "off", "remove"):
+            raise ValidationError("action", "add, off or remove")
+        if action == "remove":
+            fn = lambda s: store.remove_phrase(s, values["disposition"], values["phrase"], values["side"], campaign)  # noqa: E731
+        else:
+            fn = lambda s: store.set_phrase(s, values["disposition"], values["phrase"], values["side"], campaign,  # noqa: E731
+                                            enabled=action == "add")
+        done = await _write(request, f"phrase.{action}", f"{values['disposition']}:{values['phrase'][:60]}", values, fn)
+        if action == "remove" and not done:
+            raise ValidationError("phrase", "no such phrase rule (a shipped default is switched off instead)")
+    except ValidationError as exc:
+        return await rules_page(request, {"phrase": str(exc)}, values, status=400)
+    raise web.HTTPFound("/transcripts/rules?" + urlencode({"campaign": values["campaign"], "saved": "1"}))
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/transcripts", transcripts_page)
     app.router.add_get("/qc", qc_page)
+    app.router.add_get("/transcripts/rules", rules_page)
+    app.router.add_post("/transcripts/rules", rules_submit)
