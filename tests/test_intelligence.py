@@ -193,8 +193,13 @@ async def test_transcripts_queue_store_redact_and_rerate(sessionmaker, writer, t
     (recs / "c2-buyer.wav").write_bytes((recs / "c2-caller.wav").read_bytes()[:44] + bytes(0))
     now = datetime.now(UTC) - timedelta(minutes=5)
     r1, r2 = record(ids, now, 120, linkedid="c1"), record(ids, now + timedelta(seconds=1), 120, linkedid="c2")
-    await writer.run(lambda s: ledger.settle(s, r1))
-    await writer.run(lambda s: ledger.settle(s, r2))
+    from ppcswitch.attribution import store as attribution_store
+    from ppcswitch.storage import models_attribution as ma
+
+    await writer.run(lambda s: attribution_store.set_target(s, "publisher", ids["pub"], "https://pub.example/pb?p={payout}"))
+    for rec in (r1, r2):  # settled and told "billed", as the pipeline does
+        await writer.run(lambda s, rec=rec: ledger.settle(s, rec))
+        await writer.run(lambda s, rec=rec: attribution_store.enqueue_for_call(s, rec))
     # The gate applies to calls settled before their transcript: both were billable when they ended.
     await writer.run(lambda s: ledger.set_rule(s, "revenue", campaign_id=ids["campaign"], min_ai_score=50))
     async with sessionmaker() as s:
@@ -256,6 +261,11 @@ async def test_transcripts_queue_store_redact_and_rerate(sessionmaker, writer, t
         ("call", "receivable", 4000), ("call", "payable", 1000), ("rerate", "receivable", -4000),
         ("rerate", "payable", -1000)]
     assert entries2[-1].user == "intelligence"
+    async with sessionmaker() as s:
+        outbox = [(o.linkedid, o.event, json.loads(o.body)["payout"]) for o in
+                  await s.scalars(select(ma.PostbackOutbox).order_by(ma.PostbackOutbox.id))]
+    # The publisher was told both calls billed; the one taken back is reversed, like a dispute.
+    assert outbox == [("c1", "billed", "10.00"), ("c2", "billed", "10.00"), ("c2", "reversed", "-10.00")]
     assert gone["status"] == "failed" and "FileNotFoundError" in gone["error"] and gone["attempts"] == 2
     # Transcribed before its call was settled: stored, and the call gets its facts once settled.
     assert late["status"] == "done" and late["attempts"] == 1 and "water heater" in side_text(late)

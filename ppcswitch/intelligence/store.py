@@ -145,7 +145,14 @@ async def _rate(session: AsyncSession, decision: b.BillingDecision, ai_score: in
     at = decision.started_at
     res = await rerate(session, Period(at, at + timedelta(microseconds=1)), apply=True, user=RERATE_USER,
                        now=now, linkedids=[decision.linkedid])
-    return res.changes[0] if res.changes else None
+    change = res.changes[0] if res.changes else None
+    if change is not None and (change.revenue_delta_cents < 0 or change.payout_delta_cents < 0):
+        # Money taken back: whoever was told "billed" hears "reversed", as after a dispute (same transaction).
+        from ppcswitch.attribution import store as attribution_store
+
+        await attribution_store.enqueue_reversal(session, decision.linkedid, min(0, change.revenue_delta_cents),
+                                                 min(0, change.payout_delta_cents))
+    return change
 
 
 async def rate_settled(session: AsyncSession, since: datetime, now: datetime | None = None) -> list:
