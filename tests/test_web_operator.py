@@ -123,6 +123,10 @@ async def test_zone_names_in_any_case_everywhere(sqlite_client):
         assert (await repo_routing.get_buyer_rules(s, buyer_id))["timezone"] == "America/Chicago"
     page = await (await client.get(ok.headers["Location"])).text()
     assert 'value="America/Chicago"' in page and 'id="flash">Saved.' in page
+    # What `ppcswitch buyer rules --set timezone=...` calls: any case too, stored canonically.
+    stored = await client.server.app[core.WRITER].run(
+        lambda s: repo_routing.set_buyer_rules(s, buyer_id, {"timezone": "europe/PARIS"}))
+    assert stored["timezone"] == "Europe/Paris"
     report = await client.get("/reports?from=2026-11-01&to=2026-11-30&tz=europe/berlin")
     assert report.status == 200 and "Europe/Berlin" in await report.text()
     bad = await client.get("/reports?from=2026-11-01&to=2026-11-30&tz=Europe/Atlantis")

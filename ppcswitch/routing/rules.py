@@ -15,6 +15,7 @@ from functools import lru_cache
 from typing import Any, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from ppcswitch import timezones
 from ppcswitch.routing.geo import STATES
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -269,6 +270,8 @@ def normalize(data: Mapping[str, Any] | None) -> dict[str, Any]:
     for key in ("states_allowed", "states_denied", "area_codes_allowed", "area_codes_denied"):
         if key in clean:
             clean[key] = sorted(getattr(rules, key))
+    if "timezone" in clean:
+        clean["timezone"] = rules.timezone
     if "closed_dates" in clean:
         clean["closed_dates"] = sorted(d.isoformat() for d in rules.closed_dates)
     if "duplicate_window" in clean:
@@ -279,6 +282,7 @@ def normalize(data: Mapping[str, Any] | None) -> dict[str, Any]:
 def parse_rules(data: Mapping[str, Any] | None) -> Rules:
     d = dict(data or {})
     tz = str(d.get("timezone") or "UTC").strip()
+    tz = timezones.canonical(tz) or tz  # any case: "america/new_york" is America/New_York
     try:
         zone(tz)
     except (ZoneInfoNotFoundError, ValueError):
