@@ -14,7 +14,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from ppcswitch.storage.models import Base, BigId, UTCDateTime, utcnow
 
-ROLES = ("admin", "finance", "noc")
+ROLES = ("admin", "finance", "noc")  # staff (operator) roles
+# Partner roles (ppcswitch.web.portal): a user of one publisher or one buyer, invited by an operator.
+PARTNER_ROLES = ("publisher", "buyer")
 
 
 class User(Base):
@@ -22,11 +24,14 @@ class User(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str] = mapped_column(String(300))
-    role: Mapped[str] = mapped_column(String(16))  # one of ROLES
+    role: Mapped[str] = mapped_column(String(16))  # one of ROLES or PARTNER_ROLES
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # The user's own time zone for the panel (IANA name); None: the account's.
     timezone: Mapped[str | None] = mapped_column(String(64), nullable=True, default=None)
+    # A partner user's publisher or buyer (migration 0008_portal); None for staff.
+    publisher_id: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
+    buyer_id: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
 
 
 class ApiToken(Base):
