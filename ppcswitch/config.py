@@ -66,6 +66,8 @@ class HttpSettings:
     secure_cookies: bool = False
     # Hours a panel login lasts before the user must log in again.
     session_hours: float = 12.0
+    # Hours a partner's invitation link stays valid (it works once).
+    invite_hours: float = 72.0
     # HTTP Basic credentials for /metrics (empty password: no credentials asked).
     metrics_username: str = "prometheus"
     metrics_password: str = ""

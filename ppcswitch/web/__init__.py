@@ -61,7 +61,8 @@ async def auth_middleware(request: web.Request, handler):
     from ppcswitch.web import api, panel
 
     path = request.path
-    if path in PUBLIC_PATHS or path.startswith(("/static/", "/dni/")):  # /dni/: ppcswitch.attribution
+    if path in PUBLIC_PATHS or path.startswith(("/static/", "/dni/", "/invite/")):  # /dni/: ppcswitch.attribution
+        # /invite/: a partner's one-time link (ppcswitch.web.portal), the token is the credential
         return await handler(request)
     guard = api.guard if path.startswith("/api/") else panel.guard
     if request.method in ("GET", "HEAD", "OPTIONS"):
@@ -107,6 +108,9 @@ def setup(app: web.Application) -> None:
     from ppcswitch.web import attribution_views  # delivery logs, disputes, pools, sub-ID reports
 
     attribution_views.add_routes(app)
+    from ppcswitch.web import portal  # publisher and buyer portals, invites, disputes
+
+    portal.add_routes(app)
 
 
 def standalone_app(settings) -> web.Application:

@@ -41,6 +41,11 @@ async def guard(request: web.Request, handler):
     role = token.role if security.role_within(token.role, user.role) else user.role
     request["user"], request["role"], request["token"] = user, role, token
     request["zone"] = await zones.request_zone(request)
+    from ppcswitch.web import portal
+
+    refused = portal.partner_gate(request)  # partner tokens: the portal's operations only
+    if refused:
+        return error(403, "forbidden", "a partner token reaches only /api/v1/portal operations")
     unknown = _unknown_query(request)
     if unknown:
         return error(400, "invalid", f"{unknown}: is not a query parameter of this operation "

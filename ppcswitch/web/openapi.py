@@ -444,6 +444,9 @@ def document() -> dict:
                        _param("tz", "query", {"type": "string", "example": "America/New_York"}),
                        _param("publisher_id", "query", ID)],
         "responses": {"200": _json(_ref("SubIdReport")), **_errors()}}}
+    from ppcswitch.web import portal_api  # the partner portals' operations (partner tokens)
+
+    paths.update(portal_api.paths())
     for item in paths.values():
         for method, op in item.items():
             if method == "parameters":
@@ -459,6 +462,6 @@ def document() -> dict:
         "servers": [{"url": "/api/v1"}],
         "security": [{"bearer": []}],
         "paths": paths,
-        "components": {"schemas": SCHEMAS,
+        "components": {"schemas": {**SCHEMAS, **portal_api.schemas()},
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
     }

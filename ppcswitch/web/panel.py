@@ -156,6 +156,8 @@ def render(request: web.Request, template: str, status: int = 200, **ctx) -> web
 def render_text(request: web.Request, template: str, **ctx) -> str:
     user = request.get("user")
     zone_name = request.get("zone") or "UTC"
+    if security.is_partner(request.get("role")):  # the portal's menu, never the operator's
+        template = {"error.html": "portal/error.html"}.get(template, template)
     ctx.setdefault("flash", FLASH.get(request.query.get("saved", ""), ""))
     html = request.app[JINJA].get_template(template).render(
         user=user, role=request.get("role"), csrf=request.get("csrf", ""), path=request.path,
@@ -188,6 +190,11 @@ async def guard(request: web.Request, handler):
     user, csrf = found
     request["user"], request["role"], request["csrf"], request["sid"] = user, user.role, csrf, sid
     request["zone"] = await zones.request_zone(request)
+    from ppcswitch.web import portal
+
+    refused = portal.partner_gate(request)  # partners: their own routes only (deny by default)
+    if refused:
+        return _error_page(request, 403, refused)
     if request.method not in ("GET", "HEAD", "OPTIONS"):
         form = await request.post()
         sent = form.get("csrf") or request.headers.get("X-CSRF-Token") or ""

@@ -14,7 +14,7 @@ import secrets
 import time
 from collections import deque
 
-from ppcswitch.storage.models_web import ROLES
+from ppcswitch.storage.models_web import PARTNER_ROLES, ROLES
 from ppcswitch.storage.validate import ValidationError
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2 ** 14, 8, 1
@@ -27,6 +27,9 @@ PERMISSIONS = {
     "admin": {"read", "write", "reports", "hangup", "users"},
     "finance": {"read", "reports"},
     "noc": {"read"},
+    # Partners reach only the portal's own routes (ppcswitch.web.portal.PARTNER_ROUTES), scoped to their party.
+    "publisher": {"portal"},
+    "buyer": {"portal"},
 }
 
 
@@ -84,8 +87,14 @@ def role_allows(role: str, permission: str) -> bool:
 
 
 def role_within(role: str, owner_role: str) -> bool:
-    """A token may not carry more than its owner's permissions."""
+    """A token may not carry more than its owner's permissions (a partner's: only its own role)."""
+    if role in PARTNER_ROLES or owner_role in PARTNER_ROLES:
+        return role == owner_role
     return PERMISSIONS.get(role, set()) <= PERMISSIONS.get(owner_role, set())
+
+
+def is_partner(role: str | None) -> bool:
+    return role in PARTNER_ROLES
 
 
 def new_secret(prefix: str = "") -> str:

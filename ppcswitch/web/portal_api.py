@@ -1,0 +1,330 @@
+"""The partner portals through the API: /api/v1/portal/*, with a partner's own token.
+
+A publisher's or buyer's token reaches these operations only (portal.PARTNER_ROUTES);
+each answers with the token owner's own party's data, as the portal pages do.
+`paths()` is their part of the OpenAPI document (openapi.document adds it).
+"""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from ppcswitch import app as core
+from ppcswitch.money import format_cents
+from ppcswitch.storage import models_portal as mp
+from ppcswitch.storage.validate import ValidationError
+from ppcswitch.web import Forbidden
+from ppcswitch.web import portal
+from ppcswitch.web import portal_store as ps
+
+P = "/api/v1/portal"
+
+
+def _iso(x):
+    return x.isoformat() if x is not None else None
+
+
+def call_json(view: dict) -> dict:
+    out = {"id": view["id"], "started_at": _iso(view["started_at"]), "tracking_number": view["tracking_number"],
+           "caller": view["caller"], "duration_s": view["duration_s"], "billable": view["billable"],
+           "billing_reasons": view["reasons"]}
+    if "payout_cents" in view:
+        out.update(sub_id=view["sub_id"], payout=format_cents(view["payout_cents"]),
+                   payout_cents=view["payout_cents"], buyer=view["buyer"])
+    else:
+        out.update(state=view["state"], revenue=format_cents(view["revenue_cents"]),
+                   revenue_cents=view["revenue_cents"], dispute=view["dispute"])
+    return out
+
+
+def dispute_json(d) -> dict:
+    return {"id": d.id, "call_id": d.call_id, "reason_code": d.reason_code, "note": d.note, "state": d.state,
+            "created_at": _iso(d.created_at), "decided_at": _iso(d.decided_at), "decision_note": d.decision_note,
+            "reversed": format_cents(d.reversed_cents), "reversed_cents": d.reversed_cents}
+
+
+async def _json_body(request: web.Request) -> dict:
+    try:
+        data = json.loads(await request.text() or "null")
+    except (ValueError, UnicodeDecodeError):
+        raise ValidationError("body", "is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ValidationError("body", "must be a JSON object")
+    return data
+
+
+async def me(request: web.Request) -> web.Response:
+    who = await portal.party(request)
+    acc = await portal.access(request, who)
+    return web.json_response({"username": request["user"].username, "role": who.kind,
+                              "party": {"kind": who.kind, "id": who.id, "name": who.name},
+                              "timezone": request["zone"], "caller_display": acc.caller_display,
+                              "dispute_window_days": request.app[core.SETTINGS].billing.dispute_window_days})
+
+
+async def calls(request: web.Request) -> web.Response:
+    from ppcswitch.web import api
+
+    who = await portal.party(request)
+    q = portal.call_query(request.query, request["zone"])
+    limit = api._query_int(request, "limit", 50, 1, 1000)
+    rows, nxt = await portal.calls_for(request, who, q, limit, request.query.get("cursor", ""))
+    return web.json_response({"items": [call_json(c) for c in rows], "next_cursor": nxt or None})
+
+
+async def call_get(request: web.Request) -> web.Response:
+    from ppcswitch.web import api
+
+    who = await portal.party(request)
+    ident = api._ident(request)
+    async with request.app[core.SESSIONS]() as s:
+        call = await ps.get_call(s, who, ident)
+        if call is None:
+            raise web.HTTPNotFound()
+    views = await portal.call_views(request, who, [call])
+    return web.json_response(call_json(views[0]))
+
+
+async def dispute(request: web.Request) -> web.Response:
+    from ppcswitch.web import api
+
+    who = await portal.party(request)
+    ident = api._ident(request)
+    if who.kind != "buyer":
+        raise Forbidden("only buyers dispute calls")
+    data = api._known(await _json_body(request), ("reason_code", "note"))
+    code, note = data.get("reason_code"), data.get("note", "")
+    if not isinstance(code, str):
+        raise ValidationError("reason_code", f"must be one of {', '.join(mp.DISPUTE_REASONS)}")
+    if not isinstance(note, str):
+        raise ValidationError("note", "must be a string")
+    window, user = request.app[core.SETTINGS].billing.dispute_window_days, request["user"].username
+    try:
+        row = await portal.write(request, "portal.dispute", f"call {ident}", {"reason_code": code, "note": note},
+                                 lambda s: ps.open_dispute(s, who, ident, reason_code=code, note=note, user=user,
+                                                           window_days=window), via="portal-api")
+    except ps.DisputeRefused as exc:
+        return api.error(422, "refused", exc.message, exc.field)
+    except ValidationError as exc:
+        if exc.message.startswith("no call"):
+            raise web.HTTPNotFound() from None
+        raise
+    return web.json_response(dispute_json(row), status=201)
+
+
+async def disputes(request: web.Request) -> web.Response:
+    who = await portal.party(request)
+    if who.kind != "buyer":
+        raise Forbidden("disputes are for buyers")
+    async with request.app[core.SESSIONS]() as s:
+        rows = await ps.list_disputes(s, who.id)
+    return web.json_response({"items": [dispute_json(d) for d in rows]})
+
+
+async def numbers(request: web.Request) -> web.Response:
+    who = await portal.party(request)
+    if who.kind != "publisher":
+        raise Forbidden("tracking numbers are for publishers")
+    async with request.app[core.SESSIONS]() as s:
+        nums, pools = await ps.numbers_of(s, who), await ps.pools_of(s, who)
+    base = f"{request.scheme}://{request.host}"
+    return web.json_response({
+        "items": [{"number": n.number, "campaign": name} for n, name in nums],
+        "pools": [{"name": pool.name, "campaign": name, "numbers": count, "public_key": pool.public_key,
+                   "snippet": f'<script src="{base}/dni/v1/dni.js" data-key="{pool.public_key}" async></script>'}
+                  for pool, name, count in pools]})
+
+
+async def report(request: web.Request) -> web.Response:
+    who = await portal.party(request)
+    first, last, rows = await portal.report_rows(request, who)
+    key = "payout" if who.kind == "publisher" else "revenue"
+    return web.json_response({"from": str(first), "to": str(last), "timezone": request["zone"], "days": [
+        {"day": r["day"].isoformat(), "calls": r["calls"], "billable": r["billable"], "connected_s": r["seconds"],
+         key: format_cents(r["amount_cents"]), f"{key}_cents": r["amount_cents"]} for r in rows]})
+
+
+async def statements(request: web.Request) -> web.Response:
+    await portal.party(request)
+    async with request.app[core.SESSIONS]() as s:
+        periods = await ps.closed_periods(s)
+    return web.json_response({"items": [{"id": x.id, "start": _iso(x.start_at), "end": _iso(x.end_at)}
+                                        for x in periods]})
+
+
+async def statement(request: web.Request) -> web.Response:
+    from ppcswitch.web import api
+
+    who = await portal.party(request)
+    ident = 0 if request.path.endswith("/current") else api._ident(request)
+    currency = request.app[core.SETTINGS].billing.currency
+    async with request.app[core.SESSIONS]() as s:
+        try:
+            st = await ps.statement(s, who, ident, request["zone"], currency)
+        except ValidationError:
+            raise web.HTTPNotFound() from None
+        acc = await ps.access_of(s, who.kind, who.id)
+    lines = portal.statement_lines(st, acc)
+    return web.json_response({"id": ident, "title": st.title, "currency": currency,
+                              "total": format_cents(st.total_cents), "total_cents": st.total_cents,
+                              "lines": [{"booked_at": _iso(x["booked_at"]), "kind": x["kind"], "call": x["linkedid"],
+                                         "caller": x["caller"], "connected_s": x["connected_s"],
+                                         "amount": format_cents(x["amount_cents"]), "amount_cents": x["amount_cents"],
+                                         "note": x["reason"]} for x in lines]})
+
+
+async def availability(request: web.Request) -> web.Response:
+    from ppcswitch.web import api
+
+    who = await portal.party(request)
+    if who.kind != "buyer":
+        raise Forbidden("only buyers pause themselves")
+    data = api._known(await _json_body(request), ("paused",))
+    paused = data.get("paused")
+    if not isinstance(paused, bool):
+        raise ValidationError("paused", "must be true or false")
+    try:
+        row = await portal.write(request, "portal.pause" if paused else "portal.resume", f"buyer {who.id}",
+                                 {"paused": paused}, lambda s: ps.set_paused(s, who, paused), via="portal-api")
+    except ValidationError as exc:
+        raise Forbidden(exc.message) from None
+    return web.json_response({"paused": bool(row.paused)})
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get(f"{P}/me", me)
+    r.add_get(f"{P}/calls", calls)
+    r.add_get(f"{P}/calls/{{id}}", call_get)
+    r.add_post(f"{P}/calls/{{id}}/dispute", dispute)
+    r.add_get(f"{P}/disputes", disputes)
+    r.add_get(f"{P}/numbers", numbers)
+    r.add_get(f"{P}/report", report)
+    r.add_get(f"{P}/statements", statements)
+    r.add_get(f"{P}/statements/current", statement)
+    r.add_get(f"{P}/statements/{{id}}", statement)
+    r.add_put(f"{P}/availability", availability)
+
+
+# --- the OpenAPI document's part ---------------------------------------------------------------
+
+def schemas() -> dict:
+    from ppcswitch.web.openapi import NTIME, TIME, _obj
+
+    s = {"type": "string"}
+    i = {"type": "integer"}
+    return {
+        "PortalMe": _obj({"username": s, "role": {"type": "string", "enum": ["publisher", "buyer"]},
+                          "party": _obj({"kind": s, "id": i, "name": s}), "timezone": s,
+                          "caller_display": {"type": "string", "enum": list(mp.CALLER_DISPLAY)},
+                          "dispute_window_days": i}),
+        "PortalCall": {"type": "object", "additionalProperties": False,
+                       "description": "a publisher sees sub_id, payout and (if the operator allows) buyer; a buyer "
+                                      "sees state, revenue and its dispute. Money is the ledger's, reversals included.",
+                       "required": ["id", "started_at", "tracking_number", "caller", "duration_s", "billable",
+                                    "billing_reasons"],
+                       "properties": {"id": i, "started_at": TIME, "tracking_number": s,
+                                      "caller": {"type": "string", "description": "in full, last 4 digits or '' as "
+                                                 "the operator sets for this partner"},
+                                      "duration_s": i, "billable": {"type": "boolean"},
+                                      "billing_reasons": {"type": "array", "items": s}, "sub_id": s, "payout": s,
+                                      "payout_cents": i, "buyer": {"type": "string", "nullable": True}, "state": s,
+                                      "revenue": s, "revenue_cents": i,
+                                      "dispute": {"type": "object", "nullable": True}}},
+        "PortalDispute": _obj({"id": i, "call_id": i, "reason_code": s, "note": s,
+                               "state": {"type": "string", "enum": list(mp.DISPUTE_STATES)}, "created_at": TIME,
+                               "decided_at": NTIME, "decision_note": s, "reversed": s, "reversed_cents": i}),
+        "PortalDisputeInput": _obj({"reason_code": {"type": "string", "enum": list(mp.DISPUTE_REASONS)},
+                                    "note": {"type": "string", "maxLength": 1000}}, required=["reason_code"]),
+    }
+
+
+def paths() -> dict:
+    from ppcswitch.web.openapi import ID, _errors, _json, _obj, _param, _ref
+
+    date = {"type": "string", "format": "date"}
+    pid = _param("id", "path", {"type": "integer", "minimum": 1, "maximum": 2 ** 62})
+    s, i = {"type": "string"}, {"type": "integer"}
+    only = " Partner tokens only (a publisher's or buyer's own token); staff tokens get 403."
+    return {
+        "/portal/me": {"get": {"summary": "The partner the token belongs to", "operationId": "portal_me",
+                               "description": "Who the token's owner is, its publisher or buyer, its time zone." + only,
+                               "responses": {"200": _json(_ref("PortalMe")), **_errors()}}},
+        "/portal/calls": {"get": {
+            "summary": "The partner's own calls, newest first", "operationId": "portal_list_calls",
+            "description": "Only the token owner's publisher's or buyer's calls; times in UTC (ISO 8601)." + only,
+            "parameters": [_param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}),
+                           _param("cursor", "query", s, description="next_cursor of the previous page"),
+                           _param("date_from", "query", date), _param("date_to", "query", date),
+                           _param("sub_id", "query", {"type": "string", "maxLength": 64}),
+                           _param("number", "query", {"type": "string", "maxLength": 32},
+                                  description="tracking number contains these digits"),
+                           _param("billable", "query", {"type": "string", "enum": ["yes", "no"]})],
+            "responses": {"200": _json(_obj({"items": {"type": "array", "items": _ref("PortalCall")},
+                                             "next_cursor": {"type": "string", "nullable": True}})), **_errors()}}},
+        "/portal/calls/{id}": {"get": {
+            "summary": "One of the partner's calls", "operationId": "portal_get_call", "parameters": [pid],
+            "description": "404 for a call that is not the partner's own." + only,
+            "responses": {"200": _json(_ref("PortalCall")), **_errors()}}},
+        "/portal/calls/{id}/dispute": {"post": {
+            "summary": "A buyer disputes one of its billable calls (pending until the operator decides)",
+            "operationId": "portal_dispute_call", "parameters": [pid],
+            "description": "Within billing.dispute_window_days of the call; refused (422) after the window, for "
+                           "a call not billable, or one already disputed." + only,
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("PortalDisputeInput")}}},
+            "responses": {"201": _json(_ref("PortalDispute"), "Created (pending)"),
+                          "422": _json({"$ref": "#/components/schemas/Error"}, "Refused, with the reason"),
+                          **_errors()}}},
+        "/portal/disputes": {"get": {
+            "summary": "A buyer's disputes and their state", "operationId": "portal_list_disputes",
+            "description": "Pending, accepted (with the revenue reversed) or rejected (with the operator's note)." + only,
+            "responses": {"200": _json(_obj({"items": {"type": "array", "items": _ref("PortalDispute")}})),
+                          **_errors()}}},
+        "/portal/numbers": {"get": {
+            "summary": "A publisher's tracking numbers and pools (with the DNI snippet)",
+            "operationId": "portal_list_numbers", "description": "Publishers only." + only,
+            "responses": {"200": _json(_obj({"items": {"type": "array", "items": _obj({"number": s, "campaign": s})},
+                                             "pools": {"type": "array", "items": _obj(
+                                                 {"name": s, "campaign": s, "numbers": i, "public_key": s,
+                                                  "snippet": s})}})), **_errors()}}},
+        "/portal/report": {"get": {
+            "summary": "The partner's calls and money per local day", "operationId": "portal_report",
+            "description": "Days in the token owner's time zone; money is the ledger's entries booked each day "
+                           "(payout for a publisher, revenue for a buyer). At most 92 days." + only,
+            "parameters": [_param("from", "query", date), _param("to", "query", date)],
+            "responses": {"200": _json(_obj({"from": s, "to": s, "timezone": s, "days": {"type": "array", "items": {
+                "type": "object", "required": ["day", "calls", "billable", "connected_s"],
+                "properties": {"day": s, "calls": i, "billable": i, "connected_s": i, "payout": s, "payout_cents": i,
+                               "revenue": s, "revenue_cents": i}, "additionalProperties": False}}})),
+                          **_errors()}}},
+        "/portal/statements": {"get": {
+            "summary": "Closed billing periods (each has the partner's statement or invoice)",
+            "operationId": "portal_list_statements", "description": "The operator closes periods." + only,
+            "responses": {"200": _json(_obj({"items": {"type": "array", "items": _obj(
+                {"id": ID, "start": s, "end": s})}})), **_errors()}}},
+        "/portal/statements/{id}": {"get": {
+            "summary": "The partner's statement (publisher) or invoice (buyer) of one closed period",
+            "operationId": "portal_get_statement", "parameters": [pid],
+            "description": "Every ledger entry of the partner booked in the period, to the cent." + only,
+            "responses": {"200": _json(_obj({"id": i, "title": s, "currency": s, "total": s, "total_cents": i,
+                                             "lines": {"type": "array", "items": _obj(
+                                                 {"booked_at": s, "kind": s, "call": s, "caller": s, "connected_s": i,
+                                                  "amount": s, "amount_cents": i, "note": s})}})), **_errors()}}},
+        "/portal/statements/current": {"get": {
+            "summary": "The partner's statement or invoice of the open period so far",
+            "operationId": "portal_current_statement",
+            "description": "Every ledger entry of the partner booked since the last closed period." + only,
+            "responses": {"200": _json(_obj({"id": i, "title": s, "currency": s, "total": s, "total_cents": i,
+                                             "lines": {"type": "array", "items": _obj(
+                                                 {"booked_at": s, "kind": s, "call": s, "caller": s, "connected_s": i,
+                                                  "amount": s, "amount_cents": i, "note": s})}})), **_errors()}}},
+        "/portal/availability": {"put": {
+            "summary": "A buyer pauses or resumes itself (if the operator allows it)",
+            "operationId": "portal_set_availability",
+            "description": "paused: true stops calls to the buyer until it resumes." + only,
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _obj(
+                {"paused": {"type": "boolean"}})}}},
+            "responses": {"200": _json(_obj({"paused": {"type": "boolean"}})), **_errors()}}},
+    }

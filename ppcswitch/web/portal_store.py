@@ -1,0 +1,417 @@
+"""Database reads and writes of the partner portals, always scoped to one party.
+
+Every read here takes the partner's party ("publisher" or "buyer") and its id and
+filters on it in SQL: nothing of another partner's can come back, whatever ids a
+request carries. Money shown per call is the ledger's (a call's receivable or
+payable entries summed), so a disputed call shows its reversal.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ppcswitch.billing import ledger, reports
+from ppcswitch.storage import models as t
+from ppcswitch.storage import models_attribution as a
+from ppcswitch.storage import models_billing as b
+from ppcswitch.storage import models_portal as p
+from ppcswitch.storage import models_web as w
+from ppcswitch.storage import repo
+from ppcswitch.storage.models import utcnow
+from ppcswitch.storage.validate import ValidationError
+from ppcswitch.web import security, store
+
+INVITE_PREFIX = "inv_"
+MAX_REPORT_DAYS = 92
+
+
+@dataclass(frozen=True)
+class Party:
+    kind: str  # publisher | buyer
+    id: int
+    name: str
+
+    @property
+    def column(self):
+        return t.Call.publisher_id if self.kind == "publisher" else t.Call.buyer_id
+
+    @property
+    def account(self) -> str:
+        return ledger.PAYABLE if self.kind == "publisher" else ledger.RECEIVABLE
+
+
+async def party_of(session: AsyncSession, user: w.User) -> Party | None:
+    """The publisher or buyer a partner user belongs to (None for staff or a party since deleted)."""
+    if user.role == "publisher" and user.publisher_id:
+        row = await session.get(t.Publisher, user.publisher_id)
+    elif user.role == "buyer" and user.buyer_id:
+        row = await session.get(t.Buyer, user.buyer_id)
+    else:
+        return None
+    return None if row is None else Party(user.role, row.id, row.name)
+
+
+# --- what the operator lets a partner see -------------------------------------------------
+
+@dataclass(frozen=True)
+class Access:
+    caller_display: str = "last4"
+    show_buyer_name: bool = False
+    allow_pause: bool = True
+
+
+async def access_of(session: AsyncSession, kind: str, party_id: int) -> Access:
+    row = await session.scalar(select(p.PartnerAccess).where(p.PartnerAccess.party == kind,
+                                                             p.PartnerAccess.party_id == party_id))
+    if row is None:
+        return Access()
+    return Access(row.caller_display, bool(row.show_buyer_name), bool(row.allow_pause))
+
+
+async def all_access(session: AsyncSession) -> dict[tuple[str, int], Access]:
+    return {(r.party, r.party_id): Access(r.caller_display, bool(r.show_buyer_name), bool(r.allow_pause))
+            for r in await session.scalars(select(p.PartnerAccess))}
+
+
+async def set_access(session: AsyncSession, kind: str, party_id: int, *, caller_display: str,
+                     show_buyer_name: bool, allow_pause: bool) -> Access:
+    if kind not in ("publisher", "buyer"):
+        raise ValidationError("party", "must be publisher or buyer")
+    if caller_display not in p.CALLER_DISPLAY:
+        raise ValidationError("caller_display", f"must be one of {', '.join(p.CALLER_DISPLAY)}")
+    model = t.Publisher if kind == "publisher" else t.Buyer
+    if await session.get(model, party_id) is None:
+        raise ValidationError("party", f"no {kind} with id {party_id}")
+    row = await session.scalar(select(p.PartnerAccess).where(p.PartnerAccess.party == kind,
+                                                             p.PartnerAccess.party_id == party_id))
+    if row is None:
+        row = p.PartnerAccess(party=kind, party_id=party_id)
+        session.add(row)
+    row.caller_display, row.show_buyer_name, row.allow_pause = caller_display, bool(show_buyer_name), bool(allow_pause)
+    await session.flush()
+    return await access_of(session, kind, party_id)
+
+
+def show_caller(caller: str, display: str) -> str:
+    if display == "full":
+        return caller
+    if display == "hidden" or not caller:
+        return ""
+    digits = [c for c in caller if c.isdigit()]
+    return "•••" + "".join(digits[-4:]) if len(digits) > 4 else "•••"
+
+
+# --- partner users and invites ----------------------------------------------------------
+
+async def invite(session: AsyncSession, *, username: str, kind: str, party_id: int, by: str, hours: float
+                 ) -> tuple[w.User, str]:
+    """A new partner user without a usable password and its one-time link token (returned once)."""
+    username = security.check_username(username)
+    if kind not in ("publisher", "buyer"):
+        raise ValidationError("role", "must be publisher or buyer")
+    model = t.Publisher if kind == "publisher" else t.Buyer
+    if await session.get(model, party_id) is None:
+        raise ValidationError("party", f"no {kind} with id {party_id}")
+    if await store.user_by_name(session, username) is not None:
+        raise ValidationError("username", f"a user named {username!r} already exists")
+    user = w.User(username=username, password_hash="!invited", role=kind, disabled=False,
+                  publisher_id=party_id if kind == "publisher" else None,
+                  buyer_id=party_id if kind == "buyer" else None)
+    session.add(user)
+    await session.flush()
+    token = await _new_invite(session, user, by, hours)
+    return user, token
+
+
+async def _new_invite(session: AsyncSession, user: w.User, by: str, hours: float) -> str:
+    token = security.new_secret(INVITE_PREFIX)
+    now = utcnow()
+    session.add(p.Invite(token_hash=security.digest(token), user_id=user.id, created_by=by, created_at=now,
+                         expires_at=now + timedelta(hours=hours)))
+    await session.flush()
+    return token
+
+
+async def reinvite(session: AsyncSession, user_id: int, *, by: str, hours: float) -> tuple[w.User, str]:
+    """A fresh link for a partner user (earlier unused links stop working)."""
+    user = await session.get(w.User, user_id)
+    if user is None or not security.is_partner(user.role):
+        raise ValidationError("user", f"no partner user with id {user_id}")
+    for old in await session.scalars(select(p.Invite).where(p.Invite.user_id == user.id, p.Invite.used_at.is_(None))):
+        old.used_at = utcnow()  # spent
+    return user, await _new_invite(session, user, by, hours)
+
+
+async def invite_user(session: AsyncSession, token: str) -> tuple[p.Invite, w.User] | None:
+    """The live (unused, unexpired) invite of `token` and its user."""
+    if not token.startswith(INVITE_PREFIX):
+        return None
+    row = (await session.execute(select(p.Invite, w.User).join(w.User, w.User.id == p.Invite.user_id).where(
+        p.Invite.token_hash == security.digest(token), p.Invite.used_at.is_(None),
+        p.Invite.expires_at > utcnow(), w.User.disabled.is_(False)))).first()
+    return None if row is None else (row[0], row[1])
+
+
+async def accept_invite(session: AsyncSession, token: str, password: str) -> w.User:
+    found = await invite_user(session, token)
+    if found is None:
+        raise ValidationError("invite", "this invitation link is unknown, already used or expired; "
+                                        "ask the operator for a new one")
+    inv, user = found
+    user.password_hash = security.hash_password(security.check_password(password))
+    inv.used_at = utcnow()
+    await session.flush()
+    return user
+
+
+async def partner_users(session: AsyncSession) -> list[tuple[w.User, p.Invite | None]]:
+    """Every partner user with its latest invite."""
+    users = list(await session.scalars(select(w.User).where(w.User.role.in_(w.PARTNER_ROLES)).order_by(w.User.username)))
+    latest: dict[int, p.Invite] = {}
+    for inv in await session.scalars(select(p.Invite).order_by(p.Invite.id)):
+        latest[inv.user_id] = inv
+    return [(u, latest.get(u.id)) for u in users]
+
+
+# --- calls ---------------------------------------------------------------------------------
+
+@dataclass
+class CallQuery:
+    date_from: date | None = None
+    date_to: date | None = None
+    sub_id: str | None = None
+    number: str = ""  # a tracking number's digits (prefix)
+    billable: bool | None = None
+    zone: str = "UTC"
+
+
+def _call_conditions(party: Party, q: CallQuery) -> list:
+    from ppcswitch.web import zones
+
+    c = [party.column == party.id]
+    if q.date_from:
+        c.append(t.Call.started_at >= zones.day_bounds(q.date_from, q.zone)[0])
+    if q.date_to:
+        c.append(t.Call.started_at < zones.day_bounds(q.date_to, q.zone)[1])
+    if q.sub_id is not None:
+        c.append(t.Call.sub_id == q.sub_id)
+    if q.number:
+        c.append(t.Call.tracking_number.like("%" + store._like(q.number) + "%", escape="\\"))
+    if q.billable is not None:
+        c.append(t.Call.billable.is_(q.billable))
+    return c
+
+
+async def list_calls(session: AsyncSession, party: Party, q: CallQuery, limit: int = 50, cursor: str = ""
+                     ) -> tuple[list[t.Call], str]:
+    sel = select(t.Call).where(*_call_conditions(party, q))
+    if cursor:
+        at, ident = store.decode_cursor(cursor)
+        sel = sel.where(or_(t.Call.started_at < at, and_(t.Call.started_at == at, t.Call.id < ident)))
+    rows = list(await session.scalars(sel.order_by(t.Call.started_at.desc(), t.Call.id.desc()).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (store.encode_cursor(rows[-1]) if more and rows else "")
+
+
+async def get_call(session: AsyncSession, party: Party, call_id: int) -> t.Call | None:
+    return await session.scalar(select(t.Call).where(t.Call.id == call_id, party.column == party.id))
+
+
+async def ledger_amounts(session: AsyncSession, party: Party, call_ids: list[int]) -> dict[int, int]:
+    """The party's own side of each call's money in the ledger (payable or receivable)."""
+    if not call_ids:
+        return {}
+    rows = await session.execute(
+        select(b.LedgerEntry.call_id, func.sum(b.LedgerEntry.amount_cents))
+        .where(b.LedgerEntry.call_id.in_(call_ids), b.LedgerEntry.account == party.account)
+        .group_by(b.LedgerEntry.call_id))
+    return {int(cid): int(total or 0) for cid, total in rows.all()}
+
+
+async def disputes_of_calls(session: AsyncSession, party: Party, call_ids: list[int]) -> dict[int, p.Dispute]:
+    if party.kind != "buyer" or not call_ids:
+        return {}
+    rows = await session.scalars(select(p.Dispute).where(p.Dispute.call_id.in_(call_ids),
+                                                         p.Dispute.buyer_id == party.id))
+    return {d.call_id: d for d in rows}
+
+
+def reasons_of(call: t.Call) -> list[str]:
+    try:
+        value = json.loads(call.billing_reasons or "[]")
+    except ValueError:
+        return []
+    return [str(x) for x in value] if isinstance(value, list) else []
+
+
+# --- the report by day ------------------------------------------------------------------------
+
+async def report_by_day(session: AsyncSession, party: Party, first: date, last: date, zone: str) -> list[dict]:
+    """Calls, billable calls, seconds and the party's money per local day (money: ledger entries booked that day)."""
+    from ppcswitch.web import zones
+
+    if last < first:
+        raise ValidationError("to", f"the period ends ({last}) before it starts ({first})")
+    if (last - first).days + 1 > MAX_REPORT_DAYS:
+        raise ValidationError("to", f"at most {MAX_REPORT_DAYS} days at a time")
+    start, end = zones.day_bounds(first, zone)[0], zones.day_bounds(last, zone)[1]
+    z = ZoneInfo(zone)
+    days: dict[date, dict] = {}
+    d = first
+    while d <= last:
+        days[d] = {"day": d, "calls": 0, "billable": 0, "seconds": 0, "amount_cents": 0}
+        d += timedelta(days=1)
+    calls = await session.execute(select(t.Call.started_at, t.Call.billable, t.Call.connected_ms).where(
+        party.column == party.id, t.Call.started_at >= start, t.Call.started_at < end))
+    for at, billable, ms in calls.all():
+        row = days.get(at.astimezone(z).date())
+        if row is not None:
+            row["calls"] += 1
+            row["billable"] += 1 if billable else 0
+            row["seconds"] += int(ms or 0) // 1000
+    col = b.LedgerEntry.publisher_id if party.kind == "publisher" else b.LedgerEntry.buyer_id
+    money = await session.execute(select(b.LedgerEntry.booked_at, b.LedgerEntry.amount_cents).where(
+        col == party.id, b.LedgerEntry.account == party.account, b.LedgerEntry.booked_at >= start,
+        b.LedgerEntry.booked_at < end))
+    for at, cents in money.all():
+        row = days.get(at.astimezone(z).date())
+        if row is not None:
+            row["amount_cents"] += int(cents or 0)
+    return list(days.values())
+
+
+# --- statements --------------------------------------------------------------------------------
+
+async def closed_periods(session: AsyncSession) -> list[b.ClosedPeriod]:
+    return list(await session.scalars(select(b.ClosedPeriod).order_by(b.ClosedPeriod.start_at.desc())))
+
+
+async def statement(session: AsyncSession, party: Party, period_id: int, zone: str, currency: str
+                    ) -> reports.Statement:
+    """The party's statement of one closed period, or (period_id 0) of the open one so far: from the end
+    of the last closed period to now (to the next 15-minute boundary)."""
+    if period_id == 0:
+        last = await session.scalar(select(func.max(b.ClosedPeriod.end_at)))
+        start = last or datetime(2000, 1, 1, tzinfo=timezone.utc)
+        now = datetime.now(timezone.utc)
+        end = ledger.bucket_of(now) + ledger.BUCKET
+        label = f"since {start.astimezone(ZoneInfo(zone)):%Y-%m-%d %H:%M} {zone} (open, so far)"
+        return await reports.statement(session, party.kind, party.id, reports.Period(start, end, zone, label), currency)
+    row = await session.get(b.ClosedPeriod, period_id)
+    if row is None:
+        raise ValidationError("period", f"no closed period with id {period_id}")
+    label = f"{row.start_at.astimezone(ZoneInfo(zone)):%Y-%m-%d %H:%M}..{row.end_at.astimezone(ZoneInfo(zone)):%Y-%m-%d %H:%M} {zone}"
+    per = reports.Period(row.start_at, row.end_at, zone, label)
+    return await reports.statement(session, party.kind, party.id, per, currency)
+
+
+# --- numbers and pools (publishers) -----------------------------------------------------------------
+
+async def numbers_of(session: AsyncSession, party: Party) -> list[tuple[t.TrackingNumber, str]]:
+    rows = await session.execute(select(t.TrackingNumber, t.Campaign.name)
+                                 .join(t.Campaign, t.Campaign.id == t.TrackingNumber.campaign_id)
+                                 .where(t.TrackingNumber.publisher_id == party.id).order_by(t.TrackingNumber.number))
+    return [(r[0], r[1]) for r in rows.all()]
+
+
+async def pools_of(session: AsyncSession, party: Party) -> list[tuple[a.NumberPool, str, int]]:
+    pools = list((await session.execute(
+        select(a.NumberPool, t.Campaign.name).join(t.Campaign, t.Campaign.id == a.NumberPool.campaign_id)
+        .where(a.NumberPool.publisher_id == party.id).order_by(a.NumberPool.name))).all())
+    counts = dict((await session.execute(select(a.PoolNumber.pool_id, func.count()).group_by(a.PoolNumber.pool_id))).all())
+    return [(pool, name, int(counts.get(pool.id, 0))) for pool, name in pools]
+
+
+# --- disputes --------------------------------------------------------------------------------------
+
+class DisputeRefused(ValidationError):
+    pass
+
+
+async def open_dispute(session: AsyncSession, party: Party, call_id: int, *, reason_code: str, note: str,
+                       user: str, window_days: int, now: datetime | None = None) -> p.Dispute:
+    """A buyer disputes one of its billable calls: pending until an operator decides."""
+    now = now or datetime.now(timezone.utc)
+    if party.kind != "buyer":
+        raise ValidationError("call", "only buyers dispute calls")
+    call = await get_call(session, party, call_id)
+    if call is None:
+        raise ValidationError("call", f"no call with id {call_id}")
+    if reason_code not in p.DISPUTE_REASONS:
+        raise ValidationError("reason_code", f"must be one of {', '.join(p.DISPUTE_REASONS)}")
+    note = (note or "").strip()
+    if reason_code == "other" and not note:
+        raise ValidationError("note", "say what is wrong with the call")
+    if len(note) > 1000:
+        raise ValidationError("note", "must be at most 1000 characters")
+    existing = await session.scalar(select(p.Dispute).where(p.Dispute.call_id == call.id))
+    if existing is not None:
+        raise DisputeRefused("call", f"this call was already disputed ({existing.state})")
+    owed = (await ledger_amounts(session, party, [call.id])).get(call.id, 0)
+    if not call.billable or owed <= 0:
+        raise DisputeRefused("call", "only a billable call you were charged for can be disputed")
+    closes = call.started_at + timedelta(days=window_days)
+    if now > closes:
+        raise DisputeRefused("call", f"the dispute window of {window_days} days for this call closed on "
+                                     f"{closes:%Y-%m-%d %H:%M} UTC")
+    row = p.Dispute(call_id=call.id, linkedid=call.linkedid, buyer_id=party.id, reason_code=reason_code, note=note,
+                    state="pending", created_by=user, created_at=now, decided_by="", decision_note="",
+                    reversed_cents=0)
+    session.add(row)
+    await session.flush()
+    return row
+
+
+async def list_disputes(session: AsyncSession, buyer_id: int | None = None, state: str = "") -> list[p.Dispute]:
+    q = select(p.Dispute).order_by(p.Dispute.id.desc()).limit(500)
+    if buyer_id is not None:
+        q = q.where(p.Dispute.buyer_id == buyer_id)
+    if state:
+        q = q.where(p.Dispute.state == state)
+    return list(await session.scalars(q))
+
+
+async def decide_dispute(session: AsyncSession, dispute_id: int, *, accept: bool, note: str, user: str,
+                         now: datetime | None = None) -> p.Dispute:
+    """An operator accepts (the ledger reverses the call's revenue, and payout where it depends on the
+    buyer paying; the signed reversal postback is queued) or rejects (a note is required) a dispute."""
+    now = now or datetime.now(timezone.utc)
+    row = await session.get(p.Dispute, dispute_id)
+    if row is None:
+        raise ValidationError("dispute", f"no dispute with id {dispute_id}")
+    if row.state != "pending":
+        raise ValidationError("dispute", f"this dispute was already {row.state}")
+    note = (note or "").strip()[:1000]
+    if not accept and not note:
+        raise ValidationError("note", "say why the dispute is rejected")
+    if accept:
+        # The buyer filed within the window; the ledger checks the window against now, so it is given
+        # the window that covers the time of the decision.
+        call = await session.get(t.Call, row.call_id)
+        started = call.started_at if call is not None else row.created_at
+        window = max(1, math.ceil((now - started).total_seconds() / 86400) + 1)
+        reason = f"dispute {row.reason_code}: {row.note}".strip().rstrip(":")
+        booked = await ledger.dispute(session, row.linkedid, user=user, reason=reason, window_days=window, now=now)
+        row.reversed_cents = -sum(e.amount_cents for e in booked if e.account == ledger.RECEIVABLE)
+    row.state = "accepted" if accept else "rejected"
+    row.decided_by, row.decided_at, row.decision_note = user, now, note
+    await session.flush()
+    return row
+
+
+# --- a buyer's availability -----------------------------------------------------------------------
+
+async def set_paused(session: AsyncSession, party: Party, paused: bool) -> t.Buyer:
+    if party.kind != "buyer":
+        raise ValidationError("paused", "only buyers pause themselves")
+    if not (await access_of(session, "buyer", party.id)).allow_pause:
+        raise ValidationError("paused", "the operator does not let you pause or resume yourself; ask them")
+    return await repo.update_buyer(session, party.id, paused=bool(paused))

@@ -1,0 +1,391 @@
+"""Publisher and buyer portals: invites, what each partner sees, disputes, and isolation proved over
+every route of the app's route table and every operation of the OpenAPI document."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timedelta, timezone
+
+import aiohttp
+import pytest
+from sqlalchemy import func, select
+
+from ppcswitch import app as core
+from ppcswitch.billing import ledger
+from ppcswitch.calls import Attempt, CallRecord
+from ppcswitch.storage import models_attribution as ma
+from ppcswitch.storage import models_billing as mb
+from ppcswitch.storage import models_web as w
+from ppcswitch.storage import repo
+from ppcswitch.web import openapi, portal
+from ppcswitch.web import portal_store as ps
+from web_helpers import CSRF_RE, PASSWORD, login, start
+
+UTC = timezone.utc
+# Marks of the other partners' data: none may appear in a partner's answers.
+RIVAL_CALLER = "+19995557321"
+
+
+def _rec(linkedid, started, ids, *, publisher, buyer, caller, number, sub_id="", seconds=95):
+    answered = started + timedelta(seconds=2)
+    return CallRecord(linkedid=linkedid, tracking_number=number, caller=caller, caller_valid=True,
+                      started_at=started, ended_at=answered + timedelta(seconds=seconds), outcome="connected",
+                      campaign_id=ids["campaign"], publisher_id=ids[publisher], buyer_id=ids[buyer],
+                      answered_at=answered, connected_ms=seconds * 1000, hangup_cause=16, sub_id=sub_id,
+                      attempts=[Attempt(seq=1, buyer_id=ids[buyer], dial_status="ANSWER", started_at=started,
+                                        answered_at=answered, ended_at=answered + timedelta(seconds=seconds))])
+
+
+async def seed(client) -> dict:
+    app = client.server.app
+    now = datetime.now(UTC)
+
+    async def job(s):
+        ids = {"campaign": (await repo.get_campaign(s, "HVAC")).id}
+        ids["acme"] = (await repo.update_publisher(s, "Acme", payout="12.50")).id
+        ids["rival"] = (await repo.create_publisher(s, "Rival Media", payout="7.77")).id
+        ids["cool"] = (await repo.create_buyer(s, "Cool Air", "sip:a@127.0.0.1:5071", revenue="43.21",
+                                               min_duration=60)).id
+        ids["heat"] = (await repo.create_buyer(s, "Heat Co", "sip:b@127.0.0.1:5072", revenue="55.55",
+                                               min_duration=60)).id
+        await repo.add_tracking_number(s, "+18005550100", ids["campaign"], ids["acme"])
+        await repo.add_tracking_number(s, "+18005550200", ids["campaign"], ids["rival"])
+        await repo.add_tracking_number(s, "+18005550300", ids["campaign"], ids["rival"])
+        s.add(ma.NumberPool(name="rival-pool", campaign_id=ids["campaign"], publisher_id=ids["rival"],
+                            public_key="pk_rivalkey", lease_seconds=600, shortages=0))
+        recs = [
+            _rec("acme-recent", now - timedelta(hours=3), ids, publisher="acme", buyer="cool",
+                 caller="+14155550123", number="+18005550100", sub_id="acme-sub"),
+            _rec("acme-short", now - timedelta(hours=2), ids, publisher="acme", buyer="cool",
+                 caller="+14155550124", number="+18005550100", seconds=20),
+            _rec("acme-old", now - timedelta(days=40), ids, publisher="acme", buyer="cool",
+                 caller="+14155550125", number="+18005550100"),
+            _rec("rival-lid-1", now - timedelta(hours=4), ids, publisher="rival", buyer="heat",
+                 caller=RIVAL_CALLER, number="+18005550200", sub_id="rival-sub"),
+            _rec("rival-lid-2", now - timedelta(days=3), ids, publisher="rival", buyer="heat",
+                 caller=RIVAL_CALLER, number="+18005550300", sub_id="rival-sub"),
+        ]
+        for r in recs:
+            settled = await ledger.settle(s, r)
+            ids[r.linkedid] = settled.call_id
+        day = ledger.bucket_of(now - timedelta(days=41))
+        await ledger.close_period(s, day, day + timedelta(days=7), user="admin")
+        return ids
+
+    return await app[core.WRITER].run(job)
+
+
+async def session_for(client) -> aiohttp.ClientSession:
+    """A second browser (its own cookies) on the same server."""
+    return aiohttp.ClientSession(base_url=str(client.make_url("/")), cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+
+async def invite_and_accept(client, admin_csrf: str, username: str, party: str) -> aiohttp.ClientSession:
+    page = await client.post("/partners/invite", data={"csrf": admin_csrf, "username": username, "party": party})
+    html = await page.text()
+    assert page.status == 200, html
+    link = re.search(r'id="invite-link">([^<]+)<', html).group(1)
+    token_path = link.split(str(client.make_url("/")).rstrip("/"))[-1]
+    browser = await session_for(client)
+    form = await browser.get(token_path)
+    csrf = CSRF_RE.search(await form.text()).group(1)
+    # Passwords that differ are refused, and the link still works.
+    bad = await browser.post(token_path, data={"csrf": csrf, "password": PASSWORD, "password_again": "x" + PASSWORD})
+    assert bad.status == 400
+    done = await browser.post(token_path, data={"csrf": csrf, "password": PASSWORD, "password_again": PASSWORD},
+                              allow_redirects=False)
+    assert done.status == 302 and done.headers["Location"].startswith("/login")
+    again = await browser.get(token_path)  # a link works once
+    assert again.status == 410
+    login_page = await browser.get("/login")
+    csrf = CSRF_RE.search(await login_page.text()).group(1)
+    r = await browser.post("/login", data={"csrf": csrf, "username": username, "password": PASSWORD, "next": "/"},
+                           allow_redirects=False)
+    assert r.status == 302
+    home = await browser.get("/", allow_redirects=False)
+    assert home.status == 302 and home.headers["Location"] == "/portal"
+    return browser
+
+
+@pytest.fixture
+async def world(sqlite_url):
+    client = await start(sqlite_url)
+    ids = await seed(client)
+    await login(client, "admin")
+    csrf = CSRF_RE.search(await (await client.get("/partners")).text()).group(1)
+    pub = await invite_and_accept(client, csrf, "acme-user", f"publisher:{ids['acme']}")
+    buyer = await invite_and_accept(client, csrf, "cool-user", f"buyer:{ids['cool']}")
+    yield {"client": client, "ids": ids, "pub": pub, "buyer": buyer, "admin_csrf": csrf}
+    await pub.close()
+    await buyer.close()
+    await client.close()
+
+
+async def csrf_in(browser, path="/portal") -> str:
+    return CSRF_RE.search(await (await browser.get(path)).text()).group(1)
+
+
+async def test_invite_is_hashed_at_rest_and_expires(sqlite_url):
+    client = await start(sqlite_url)
+    try:
+        ids = await seed(client)
+        await login(client, "admin")
+        csrf = CSRF_RE.search(await (await client.get("/partners")).text()).group(1)
+        html = await (await client.post("/partners/invite", data={"csrf": csrf, "username": "late",
+                                                                  "party": f"buyer:{ids['heat']}"})).text()
+        token = re.search(r"/invite/(inv_[A-Za-z0-9_-]+)", html).group(1)
+        app = client.server.app
+        async with app[core.SESSIONS]() as s:
+            from ppcswitch.storage import models_portal as mp
+
+            rows = list(await s.scalars(select(mp.Invite)))
+            assert len(rows) == 1 and rows[0].token_hash != token and token not in rows[0].token_hash
+            user = await s.scalar(select(w.User).where(w.User.username == "late"))
+            assert user.role == "buyer" and user.buyer_id == ids["heat"] and user.password_hash == "!invited"
+
+        async def expire(s):
+            row = await s.scalar(select(mp.Invite))
+            row.expires_at = datetime.now(UTC) - timedelta(seconds=1)
+
+        await app[core.WRITER].run(expire)
+        browser = await session_for(client)
+        try:
+            page = await browser.get(f"/invite/{token}")
+            assert page.status == 410 and "does not work" in await page.text()
+            # An invited user without a password cannot log in.
+            lp = await browser.get("/login")
+            r = await browser.post("/login", data={"csrf": CSRF_RE.search(await lp.text()).group(1),
+                                                   "username": "late", "password": "!invited", "next": "/"})
+            assert r.status == 401
+        finally:
+            await browser.close()
+        # The invite was audited; a staff role cannot be invited and a bad party is refused.
+        bad = await client.post("/partners/invite", data={"csrf": csrf, "username": "x", "party": "admin:1"})
+        assert bad.status == 400
+        async with app[core.SESSIONS]() as s:
+            actions = set(await s.scalars(select(w.AuditEntry.action)))
+        assert "partner.invite" in actions
+    finally:
+        await client.close()
+
+
+async def test_publisher_sees_its_own_calls_payout_and_never_revenue(world):
+    pub, ids = world["pub"], world["ids"]
+    home = await (await pub.get("/portal")).text()
+    assert "+18005550100" in home and "+18005550200" not in home
+    calls = await pub.get("/portal/calls")
+    html = await calls.text()
+    assert calls.status == 200
+    assert "acme-sub" in html and "$12.50" in html and "43.21" not in html and "Cool Air" not in html
+    assert "•••0123" in html and "+14155550123" not in html  # masked by default
+    assert "Shorter than the minimum" in html or "minimum" in html.lower()  # the reason in words
+    csv_text = await (await pub.get("/portal/calls.csv")).text()
+    header = csv_text.splitlines()[0]
+    assert header == "started_at,tracking_number,caller,sub_id,duration_s,billable,reason,payout"
+    assert len(csv_text.splitlines()) == 4 and "43.21" not in csv_text
+    # The operator lets Acme see callers in full and the buyer's name.
+    client = world["client"]
+    r = await client.post("/partners/access", data={"csrf": world["admin_csrf"], "party": f"publisher:{ids['acme']}",
+                                                    "caller_display": "full", "show_buyer_name": "1"},
+                          allow_redirects=False)
+    assert r.status == 302
+    html = await (await pub.get("/portal/calls")).text()
+    assert "+14155550123" in html and "Cool Air" in html
+    report = await (await pub.get("/portal/report.csv?from=" + (datetime.now(UTC) - timedelta(days=45)).date().isoformat()
+                                   + "&to=" + datetime.now(UTC).date().isoformat())).text()
+    total = report.splitlines()[-1].split(",")
+    assert total[0] == "total" and total[1] == "3" and total[-1] == "25.00"  # two billable calls at 12.50
+    stmts = await (await pub.get("/portal/statements")).text()
+    period_id = re.search(r'/portal/statements/(\d+)"', stmts).group(1)
+    st = await (await pub.get(f"/portal/statements/{period_id}?format=csv")).text()
+    assert st.splitlines()[-1].startswith("total") and "12.50" in st  # the old call's payout
+
+
+async def test_dispute_workflow_and_window(world):
+    buyer, client, ids = world["buyer"], world["client"], world["ids"]
+    page = await (await buyer.get(f"/portal/calls/{ids['acme-recent']}")).text()
+    assert "$43.21" in page and 'id="dispute-form"' in page and "12.50" not in page
+    csrf = await csrf_in(buyer)
+    # Past the window: refused, with the reason.
+    old = await buyer.post(f"/portal/calls/{ids['acme-old']}/dispute",
+                           data={"csrf": csrf, "reason_code": "not_a_customer", "note": "late"})
+    assert old.status == 400 and "dispute window of 30 days" in await old.text()
+    # Not billable: refused.
+    short = await buyer.post(f"/portal/calls/{ids['acme-short']}/dispute",
+                             data={"csrf": csrf, "reason_code": "poor_quality", "note": ""})
+    assert short.status == 400
+    # Another buyer's call: not found.
+    other = await buyer.post(f"/portal/calls/{ids['rival-lid-1']}/dispute",
+                             data={"csrf": csrf, "reason_code": "other", "note": "x"})
+    assert other.status == 404
+    ok = await buyer.post(f"/portal/calls/{ids['acme-recent']}/dispute",
+                          data={"csrf": csrf, "reason_code": "not_a_customer", "note": "robocall"},
+                          allow_redirects=False)
+    assert ok.status == 302
+    disputes = await (await buyer.get("/portal/disputes")).text()
+    assert "pending" in disputes and "robocall" in disputes
+    app = client.server.app
+    async with app[core.SESSIONS]() as s:
+        entries = await s.scalar(select(func.count()).select_from(mb.LedgerEntry).where(mb.LedgerEntry.kind == "dispute"))
+    assert entries == 0  # nothing moves before the operator decides
+    admin = await (await client.get("/disputes")).text()
+    dispute_id = re.search(r"/disputes/(\d+)/accept", admin).group(1)
+    token = CSRF_RE.search(admin).group(1)
+    rej = await client.post(f"/disputes/{dispute_id}/reject", data={"csrf": token, "note": ""})
+    assert rej.status == 400 and "say why" in await rej.text()
+    acc = await client.post(f"/disputes/{dispute_id}/accept", data={"csrf": token, "note": "confirmed"},
+                            allow_redirects=False)
+    assert acc.status == 302
+    async with app[core.SESSIONS]() as s:
+        rows = list(await s.scalars(select(mb.LedgerEntry).where(mb.LedgerEntry.kind == "dispute")))
+        outbox = list(await s.scalars(select(ma.PostbackOutbox).where(ma.PostbackOutbox.event == "reversed")))
+    # The revenue is reversed, and the payout with it (by default the publisher is paid when the buyer pays).
+    assert sorted((e.account, e.amount_cents) for e in rows) == [(ledger.PAYABLE, -1250), (ledger.RECEIVABLE, -4321)]
+    assert outbox == [] or all(o.linkedid == "acme-recent" for o in outbox)
+    page = await (await buyer.get(f"/portal/calls/{ids['acme-recent']}")).text()
+    assert "accepted" in page and "$0.00" in page
+    current = await (await buyer.get("/portal/statements/current?format=csv")).text()
+    lines = current.splitlines()
+    assert any(",dispute,acme-recent," in x and "-43.21" in x for x in lines)
+    assert lines[-1].split(",")[5] == "0.00"  # the call's 43.21 and its reversal (the old call: a closed period)
+    # The publisher's statement shows the reversal of its payout too.
+    pub_current = await (await world["pub"].get("/portal/statements/current?format=csv")).text()
+    assert any(",dispute,acme-recent," in x and "-12.50" in x for x in pub_current.splitlines())
+    assert pub_current.splitlines()[-1].split(",")[5] == "0.00"
+    async with app[core.SESSIONS]() as s:
+        actions = [a for a in await s.scalars(select(w.AuditEntry.action).order_by(w.AuditEntry.id))]
+    assert "portal.dispute" in actions and "dispute.accept" in actions
+
+
+async def test_buyer_pause_within_bounds(world):
+    buyer, client, ids = world["buyer"], world["client"], world["ids"]
+    csrf = await csrf_in(buyer)
+    r = await buyer.post("/portal/availability", data={"csrf": csrf, "paused": "1"}, allow_redirects=False)
+    assert r.status == 302
+    async with client.server.app[core.SESSIONS]() as s:
+        assert (await repo.get_buyer(s, ids["cool"])).paused and not (await repo.get_buyer(s, ids["heat"])).paused
+    await client.post("/partners/access", data={"csrf": world["admin_csrf"], "party": f"buyer:{ids['cool']}",
+                                                "caller_display": "hidden"})
+    r = await buyer.post("/portal/availability", data={"csrf": csrf, "paused": "0"})
+    assert r.status == 403
+    html = await (await buyer.get("/portal/calls")).text()
+    assert "0123" not in html  # caller hidden
+
+
+def _markers(role: str) -> list[str]:
+    common = ["Rival Media", "Heat Co", "rival-sub", "8005550200", "8005550300", "rival-lid", "7.77", "55.55",
+              "9995557321", "pk_rivalkey", "rival-pool"]
+    if role == "publisher":
+        return common + ["43.21", "Cool Air"]  # never revenue; the buyer's name hidden by default
+    return common + ["12.50", "Acme", "acme-sub"]  # never payout nor the publisher
+
+
+def _fill(pattern: str, values: dict) -> list[str]:
+    """Every way to fill the route's placeholders with the other partner's (and operator) ids."""
+    names = re.findall(r"{(\w+)}", pattern)
+    if not names:
+        return [pattern]
+    out = []
+    for candidate in values["ids"]:
+        path = pattern
+        for n in names:
+            path = path.replace("{" + n + "}", str(values.get(n, candidate)))
+        out.append(path)
+    return sorted(set(out))
+
+
+def _unecho(body: str, query: dict) -> str:
+    """The answer without the search terms the request itself sent (a filter form shows what was typed)."""
+    for v in query.values():
+        if len(str(v)) > 3:
+            body = body.replace(str(v), "")
+    return body
+
+
+OTHER_QUERY = {"publisher": "", "buyer": "", "publisher_id": "", "buyer_id": "", "sub_id": "rival-sub",
+               "caller": "999", "number": "8005550200", "q": "Rival"}
+
+
+async def test_isolation_every_route_and_operation(world):
+    """Each partner requests every route of the route table and every OpenAPI operation with the other
+    partner's ids, in lists, detail pages, search, CSV and downloads: nothing of theirs comes back, and no
+    operator page or operation answers."""
+    client, ids = world["client"], world["ids"]
+    app = client.server.app
+    other_ids = [ids["rival-lid-1"], ids["rival-lid-2"], ids["rival"], ids["heat"], 1, 2]
+    values = {"ids": other_ids, "number": "+18005550200", "linkedid": "rival-lid-1", "code": "1234",
+              "token": "inv_" + "x" * 43, "buyer_id": ids["heat"], "filename": "x"}
+    query = {**OTHER_QUERY, "publisher": ids["rival"], "buyer": ids["heat"], "publisher_id": ids["rival"],
+             "buyer_id": ids["heat"]}
+    routes = sorted({(r.method, r.resource.canonical) for r in app.router.routes()
+                     if r.resource is not None and r.method != "HEAD" and r.method != "*"})
+    assert len(routes) > 60
+    async with app[core.SESSIONS]() as s:
+        users = {u.username: u for u in await s.scalars(select(w.User))}
+        tokens = {}
+    for role, browser, username in (("publisher", world["pub"], "acme-user"), ("buyer", world["buyer"], "cool-user")):
+        marks = _markers(role)
+        csrf = await csrf_in(browser)
+        answered = 0
+        for method, pattern in routes:
+            if pattern.startswith(("/static", "/dni/", "/invite/", "/login", "/logout", "/healthz", "/metrics",
+                                   "/favicon")):
+                continue
+            if pattern.startswith("/api/"):
+                continue  # with the token below
+            for path in _fill(pattern, values):
+                if method == "GET":
+                    r = await browser.get(path, params=query, allow_redirects=False)
+                else:
+                    r = await browser.request(method, path, data={"csrf": csrf, "note": "x", "reason_code": "other",
+                                                                  "paused": "0", "name": "n"},
+                                              allow_redirects=False)
+                body = _unecho(await r.text(), query)
+                allowed = (method, pattern) in portal.PARTNER_ROUTES
+                if not allowed:
+                    assert r.status in (403, 404, 405), f"{role}: {method} {path} answered {r.status}"
+                    if r.status == 302:
+                        assert r.headers["Location"] == "/portal"
+                else:
+                    answered += 1
+                for m in marks:
+                    assert m not in body, f"{role}: {method} {path} shows {m!r}"
+        assert answered > 10
+        # The API with the partner's own token (made on its account page).
+        page = await browser.post("/portal/tokens", data={"csrf": csrf, "name": "t"})
+        token = re.search(r'id="new-token">([^<]+)<', await page.text()).group(1)
+        api = await session_for(client)
+        headers = {"Authorization": f"Bearer {token}"}
+        try:
+            doc = openapi.document()
+            for path_t, item in doc["paths"].items():
+                for method, op in item.items():
+                    if method == "parameters":
+                        continue
+                    for path in _fill(path_t, values):
+                        params = {}
+                        for prm in list(item.get("parameters", [])) + list(op.get("parameters", [])):
+                            if prm["in"] == "query" and prm["name"] in query:
+                                params[prm["name"]] = str(query[prm["name"]])
+                        body = {"reason_code": "other", "note": "x"} if "dispute" in path else {"paused": False}
+                        r = await api.request(method.upper(), "/api/v1" + path, params=params, headers=headers,
+                                              json=body if method in ("post", "put", "patch") else None)
+                        text = _unecho(await r.text(), params)
+                        if not path_t.startswith("/portal/"):
+                            assert r.status == 403, f"{role} token: {method} {path} answered {r.status}"
+                        for m in marks:
+                            assert m not in text, f"{role} token: {method} {path} shows {m!r}"
+            # Its own data does come back.
+            mine = await (await api.get("/api/v1/portal/calls", headers=headers)).json()
+            assert len(mine["items"]) == 3
+            assert all(("payout" in c) == (role == "publisher") and ("revenue" in c) == (role == "buyer")
+                       for c in mine["items"])
+        finally:
+            await api.close()
+    # Staff roles do not reach the portal (it is a partner's), and still reach their panel.
+    r = await client.get("/portal")
+    assert r.status == 403
+    async with app[core.SESSIONS]() as s:
+        portal_actions = set(await s.scalars(select(w.AuditEntry.action).where(w.AuditEntry.via.like("portal%"))))
+    assert {"portal.invite.accept", "portal.token.create"} <= portal_actions
