@@ -1,7 +1,7 @@
 """The panel's settings and reports in headless Debian Chromium, from the panel alone (a panel on a
 real SQLite database, no Asterisk needed): report presets and a chart bar opening its calls, a
-billing rule and a re-rating dry run, a block-list entry, a webhook, a number pool, a bulk reassign
-with its preview, a user's own time zone; then, with JavaScript off, a release through its
+billing rule and a re-rating dry run, an invoice download, a period closed, a block-list entry, a webhook, a number pool, a bulk reassign
+with its preview, a password change, a user's own time zone; then, with JavaScript off, a release through its
 confirmation page and the live-calls page."""
 
 from __future__ import annotations
@@ -60,10 +60,10 @@ def panel_url(tmp_path):
     thread.join(30)
 
 
-def _login(page, base: str) -> None:
+def _login(page, base: str, password: str = PASSWORD) -> None:
     page.goto(base + "/login")
     page.fill("input[name=username]", "admin")
-    page.fill("input[name=password]", PASSWORD)
+    page.fill("input[name=password]", password)
     page.click("button[type=submit]")
     page.wait_for_url(base + "/")
 
@@ -103,6 +103,20 @@ def test_settings_and_reports_from_the_panel(panel_url):
         assert "would change" in page.locator("#rerate-summary").inner_text()
         assert page.locator("#rerate-apply").count() == 1
 
+        # An invoice to download, and a period closed through its confirmation page.
+        page.select_option("#st-party", "buyer")
+        page.select_option("#st-buyer", label="Heat Co")
+        with page.expect_download() as got:
+            page.click("#statement-form button")
+        assert got.value.suggested_filename.startswith("invoice-Heat_Co-")
+        page.fill("#close-form input[name=from]", "2026-01-01")
+        page.fill("#close-form input[name=to]", "2026-01-31")
+        page.click("#close-form button")
+        assert page.locator("h1").inner_text().startswith("Close 2026-01-01..2026-01-31")
+        page.click("#confirm-yes")
+        assert "closed" in page.locator("#done").inner_text()
+        assert "admin" in page.locator("#closed-periods").inner_text()
+
         # Fraud prevention, a webhook, a pool.
         page.goto(base + "/fraud")
         page.fill("#fl-pattern", "+1900")
@@ -136,6 +150,19 @@ def test_settings_and_reports_from_the_panel(panel_url):
         assert page.locator("#done").inner_text() == "2 numbers reassigned."
         assert page.locator("#numbers tr", has_text="+18005550111").inner_text().count("Solar") == 1
 
+        # A user's own password: the wrong current one is refused, the right one keeps the login.
+        page.goto(base + "/account")
+        page.fill("#p-current", "not my password")
+        page.fill("#p-new", "a brand new password")
+        page.fill("#p-again", "a brand new password")
+        page.click("#password-form button")
+        assert page.locator("#e-current").is_visible()
+        page.fill("#p-current", PASSWORD)
+        page.fill("#p-new", "a brand new password")
+        page.fill("#p-again", "a brand new password")
+        page.click("#password-form button")
+        assert page.locator("#flash").inner_text() == "Password changed."
+
         # A user's own time zone, typed in lower case.
         page.goto(base + "/account")
         page.fill("#u-timezone", "asia/tokyo")
@@ -146,7 +173,7 @@ def test_settings_and_reports_from_the_panel(panel_url):
         context = browser.new_context(java_script_enabled=False)
         plain = context.new_page()
         plain.set_default_timeout(10_000)
-        _login(plain, base)
+        _login(plain, base, "a brand new password")
         plain.goto(base + "/numbers?q=0113")
         plain.click("a[aria-label='Release +18005550113']")
         assert plain.locator("h1").inner_text() == "Release +18005550113?"
