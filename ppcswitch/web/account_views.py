@@ -29,7 +29,9 @@ async def settings_page(request: web.Request, errors=None, values=None, status=2
     need(request, "users")
     zone, chosen = await zones.account_zone(request.app)
     return panel.render(request, "settings.html", status=status, errors=errors or {},
-                        values=values or {"timezone": zone if chosen else ""}, account_zone=zone, chosen=chosen,
+                        # First run: the server's own zone is offered, one click to accept it.
+                        values=values or {"timezone": zone if chosen else timezones.server_zone()},
+                        account_zone=zone, chosen=chosen,
                         default_zone=zones.default_zone(request.app), server_zone=timezones.server_zone(),
                         zone_names=timezones.names())
 
