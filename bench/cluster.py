@@ -11,7 +11,8 @@ buyer, fresh callers (the duplicate rule never refuses).
 
 Figures: achieved calls/s (180s received per second over the run), failed calls (SIPp),
 post-dial delay p50/p99 (INVITE -> 180, SIPp rtd: edge + node + controller + buyer), records
-stored, and each node's share. On one machine both nodes share its cores, so the cluster's
+stored, and each node's share; then each controller's shared reservations (one round trip to
+PostgreSQL per leg: every bench buyer has a concurrency cap, never reached) and their mean time. On one machine both nodes share its cores, so the cluster's
 ceiling is about one node's: the run shows what the edge and the shared database cost, and
 that calls spread; a second machine is what adds capacity.
 """
@@ -23,10 +24,12 @@ import asyncio
 import collections
 import contextlib
 import csv
+import re
 import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,7 +50,8 @@ async def seed(url: str, buyer_uri: str) -> None:
             await repo.create_campaign(s, "Bench")
             await repo.create_publisher(s, "Pub", payout="1.00")
             for i in range(5):
-                await repo.create_buyer(s, name=f"B{i}", destination=buyer_uri, revenue="5.00", min_duration=1)
+                await repo.create_buyer(s, name=f"B{i}", destination=buyer_uri, revenue="5.00", min_duration=1,
+                                        concurrency_cap=1000)  # a limit, never reached: every leg is reserved
                 await repo.add_campaign_buyer(s, "Bench", f"B{i}", i + 1)
             for n in NUMBERS:
                 await repo.add_tracking_number(s, n, "Bench", "Pub")
@@ -140,6 +144,13 @@ def main() -> int:
         for r in (one, both):
             print(f"{r['label']:<10} {r['offered']:>9g} {r['placed']:>7} {r['cps']:>6.1f} {r['failed']:>6} "
                   f"{r['p50']:>10.1f} {r['p99']:>7.1f} {r['stored']:>7}  {r['nodes']}")
+        for node in c.nodes:  # the shared reservations (cluster.reservations = postgresql): one round trip each
+            text = urllib.request.urlopen(f"http://{node.ip}:8080/metrics", timeout=5).read().decode()
+            got = dict(re.findall(r"^(ppcswitch_cluster_reservation\w+|ppcswitch_cluster_reservations_total\{result=\"\w+\"\}) (\S+)$",
+                                  text, re.M))
+            n = float(got.get("ppcswitch_cluster_reservation_seconds_count", 0))
+            mean = float(got.get("ppcswitch_cluster_reservation_seconds_sum", 0)) / n * 1000 if n else float("nan")
+            print(f"{node.name}: {n:.0f} shared reservations, 1 round trip each, mean {mean:.2f} ms")
     finally:
         c.down()
         c.drop_database()

@@ -36,6 +36,7 @@ from ppcswitch.config import Settings
 from ppcswitch.metrics import CONTENT_TYPE, Metrics, metrics_authorized
 from ppcswitch.pipeline import FinishedCalls
 from ppcswitch.recovery import Recovery
+from ppcswitch.routing import shared as shared_reservations
 from ppcswitch.routing.service import Router
 from ppcswitch.rtb.auction import Auctioneer
 from ppcswitch.storage import db, repo, repo_routing
@@ -263,7 +264,8 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = Metrics(node=settings.cluster.node)
     app[METRICS].watch(lambda: {"ami": app.get(AMI), "agi": app.get(AGI), "writer": app.get(WRITER),
                                 "tracker": app.get(TRACKER), "router": app.get(ROUTER)})
-    app.cleanup_ctx.extend([database_ctx, routing_ctx, attribution.attribution_ctx,
+    app.cleanup_ctx.extend([database_ctx, routing_ctx, shared_reservations.reservations_ctx(SETTINGS, ROUTER),
+                            attribution.attribution_ctx,
                             fraud_runtime.fraud_ctx(SESSIONS, SETTINGS, WRITER, METRICS, ROUTER),
                             intelligence_runtime.intelligence_ctx(SESSIONS, SETTINGS, WRITER, METRICS, ROUTER),
                             ami_ctx, agi_ctx])

@@ -270,6 +270,8 @@ directory = "{monitor}"
 local_directory = "{root}{monitor}"
 [cluster]
 node = "{node.name}"
+reservations = "postgresql"
+lease_seconds = 15.0
 """
 
 

@@ -220,6 +220,11 @@ class ClusterSettings:
     # This controller's node name when several Asterisk nodes share one database ('' = a single box):
     # keys its recovery state and is the `node` label of ppcswitch_node_info on /metrics.
     node: str = ""
+    # Where caps, budgets and concurrency are reserved: "memory" (this controller's calls only) or
+    # "postgresql" (every controller on the database: caps hold across the cluster; PostgreSQL only).
+    reservations: str = "memory"
+    # Seconds a controller's reservations outlive it when it dies (it renews them every third of this).
+    lease_seconds: float = 30.0
 
 
 @dataclass
@@ -312,6 +317,12 @@ def load_settings(path: str | os.PathLike | None = None, env: Mapping[str, str] 
     if engine not in ("", "pocketsphinx") and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", engine):
         raise ConfigError(f"intelligence.engine: expected 'pocketsphinx', 'package.module:Class' or empty (off), "
                           f"got {engine!r}")
+    if settings.cluster.reservations not in ("memory", "postgresql"):
+        raise ConfigError(f"cluster.reservations: expected memory or postgresql, got {settings.cluster.reservations!r}")
+    if settings.cluster.reservations == "postgresql" and not settings.database.url.startswith("postgresql"):
+        raise ConfigError("cluster.reservations = postgresql needs database.url on PostgreSQL")
+    if settings.cluster.lease_seconds < 3:
+        raise ConfigError(f"cluster.lease_seconds: at least 3, got {settings.cluster.lease_seconds!r}")
     if not sound_names_ok(settings.attribution.code_prompt):
         raise ConfigError(f"attribution.code_prompt: expected Asterisk sound names joined by '&' "
                           f"(letters, digits, / _ -), got {settings.attribution.code_prompt!r}")

@@ -391,6 +391,15 @@ def _component_state(c: dict[str, Any], out: list[str]) -> None:
         _gauge(out, "ppcswitch_live_calls", "Calls in progress", len(tracker.calls))
     if router is not None:
         _buyer_load(router, out)
+        shared = getattr(router, "reservations", None)
+        if hasattr(shared, "admitted"):  # cluster.reservations = postgresql (routing.shared)
+            name = "ppcswitch_cluster_reservations_total"
+            out.append(_header(name, "Shared reservations asked of PostgreSQL, by result", "counter"))
+            for result, n in (("admitted", shared.admitted), ("refused", shared.refused), ("error", shared.errors)):
+                out.append(f'{name}{{result="{result}"}} {float(n)!r}\n')
+            name = "ppcswitch_cluster_reservation_seconds"
+            out.append(_header(name, "Time of each shared reservation (one round trip to PostgreSQL)", "summary"))
+            out.append(f"{name}_sum {shared.seconds_sum!r}\n{name}_count {float(shared.admitted + shared.refused + shared.errors)!r}\n")
 
 
 def _buyer_load(router, out: list[str]) -> None:

@@ -102,9 +102,9 @@ def node_of(call: dict) -> str:
     return call["linkedid"].split("-", 1)[0]  # systemname-epoch.sequence
 
 
-def place(c: Cluster, callers: list[str], rate: float = 4, seconds: float = 0.5) -> dict[str, str]:
+def place(c: Cluster, callers: list[str], rate: float = 4, seconds: float = 0.5, number: str = NUMBER) -> dict[str, str]:
     """Offer one call per caller through the edge; {caller: SIPp's final code}."""
-    proc = c.start_sipp_uac_load([(NUMBER, caller) for caller in callers], rate=rate, seconds=seconds)
+    proc = c.start_sipp_uac_load([(number, caller) for caller in callers], rate=rate, seconds=seconds)
     try:
         proc.wait(30 + len(callers) / rate)
     finally:
@@ -248,3 +248,64 @@ def test_the_trunk_is_named_by_the_edge_never_by_the_carrier(cluster):
     [record] = wait_calls(cluster, {caller})[caller]
     time.sleep(0.5)  # the CDR row is written as the call ends
     assert cdr_accountcodes(cluster).get(record["linkedid"]) == "sandbox-carrier"  # the edge's, not "other-carrier"
+
+
+def test_a_buyers_concurrency_cap_and_daily_budget_hold_across_nodes(cluster):
+    """Shared reservations (cluster.reservations = postgresql): simultaneous calls on both nodes."""
+    from ppcswitch.storage import repo_routing
+
+    capped, overflow, budget = (cluster.start_sipp_uas("answer", port=free_udp_port()) for _ in range(3))
+    try:
+        async def seed():
+            engine = db.make_engine(cluster.database_url)
+            try:
+                async with db.make_sessionmaker(engine)() as s, s.begin():
+                    for name, proc, extra in (("Capped", capped, {"concurrency_cap": 2}), ("Overflow", overflow, {}),
+                                              ("Budget", budget, {})):
+                        await repo.create_buyer(s, name=name, destination=proc.dest.split("/", 2)[2],
+                                                revenue="40.00", min_duration=1, **extra)
+                    await repo_routing.set_buyer_rules(s, "Budget", {"budget_daily": "100.00"})
+                    for campaign, number, first in (("Caps", "+18005550101", "Capped"), ("Money", "+18005550102", "Budget")):
+                        await repo.create_campaign(s, campaign)
+                        await repo.add_campaign_buyer(s, campaign, first, 1)
+                        await repo.add_campaign_buyer(s, campaign, "Overflow", 2)
+                        await repo.add_tracking_number(s, number, campaign, "Pub")
+            finally:
+                await engine.dispose()
+
+        before = {n.name: cluster.health(n)["config_version"] for n in cluster.nodes}
+        asyncio.run(seed())
+        deadline = time.monotonic() + 10
+        while any(cluster.health(n)["config_version"] == before[n.name] for n in cluster.nodes) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        # Eight calls at once, held 4 s: the cap of 2 is the cluster's, not each node's.
+        callers = [f"+1415558{1000 + i}" for i in range(8)]
+        assert place(cluster, callers, rate=40, seconds=4, number="+18005550101") == {c: "200" for c in callers}
+        assert len(capped.invites()) == 2 and len(overflow.invites()) == 6
+        records = wait_calls(cluster, set(callers))
+        nodes_used = collections.Counter(node_of(v[0]) for v in records.values())
+        assert nodes_used == {"node1": 4, "node2": 4}
+        # A daily budget of 100.00 at 40.00 a call: two calls, whichever node takes them.
+        callers = [f"+1415558{2000 + i}" for i in range(5)]
+        assert place(cluster, callers, rate=2, seconds=1.5, number="+18005550102") == {c: "200" for c in callers}
+        assert len(budget.invites()) == 2
+        records = wait_calls(cluster, set(callers))
+        billed = [v[0] for v in records.values() if v[0]["buyer_id"] and v[0]["revenue_cents"] and v[0]["billable"]]
+        ids = cluster_ids(cluster)
+        assert sum(r["revenue_cents"] for r in billed if r["buyer_id"] == ids["Budget"]) == 8000
+    finally:
+        for proc in (capped, overflow, budget):
+            cluster.stop_sipp(proc)
+
+
+def cluster_ids(c: Cluster) -> dict[str, int]:
+    async def go():
+        engine = db.make_engine(c.database_url)
+        try:
+            async with db.make_sessionmaker(engine)() as s:
+                net = await repo.load_network(s, load_settings(env={}).routing)
+                return {b.name: b.id for b in net.buyers.values()}
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())

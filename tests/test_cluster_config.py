@@ -89,3 +89,16 @@ def test_the_example_matches_what_edge_config_writes(tmp_path):
     trunks.write_text(TRUNKS)
     files = edge_files("203.0.113.10", ["node1=10.0.0.11", "node2=10.0.0.12"], [trunks], private="10.0.0.10")
     assert {p.name: p.read_text() for p in example.iterdir()} == {k: v for k, v in files.items() if k != "kamailio.cfg"}
+
+
+def test_shared_reservations_settings_are_checked():
+    from ppcswitch.config import ConfigError, load_settings
+
+    pg = {"PPCSWITCH_DATABASE_URL": "postgresql+asyncpg://ppcswitch@10.0.0.20/ppcswitch"}
+    assert load_settings(env={}).cluster.reservations == "memory"
+    assert load_settings(env={**pg, "PPCSWITCH_CLUSTER_RESERVATIONS": "postgresql"}).cluster.reservations == "postgresql"
+    for env, why in (({"PPCSWITCH_CLUSTER_RESERVATIONS": "redis"}, "memory or postgresql"),
+                     ({"PPCSWITCH_CLUSTER_RESERVATIONS": "postgresql"}, "needs database.url on PostgreSQL"),
+                     ({**pg, "PPCSWITCH_CLUSTER_LEASE_SECONDS": "1"}, "at least 3")):
+        with pytest.raises(ConfigError, match=why):
+            load_settings(env=env)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ppcswitch.agi.server import AgiRequest
 from ppcswitch.routing.service import Router
+from ppcswitch.routing.shared import confirm  # the cluster's shared reservations admit the buyer
 
 
 def make_handler(router: Router, attribution=None):
@@ -19,7 +20,7 @@ def make_handler(router: Router, attribution=None):
         variables, outcome = await router.with_code_async(linkedid, digits)
         if attribution is not None and outcome is not None and outcome.status != "retry":
             attribution.on_code(linkedid, outcome)
-        for name, value in variables.items():
+        for name, value in (await confirm(router, linkedid, variables)).items():
             await request.set_variable(name, value)
 
     return code

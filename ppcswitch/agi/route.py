@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ppcswitch.agi.server import AgiRequest
 from ppcswitch.routing.service import Router
+from ppcswitch.routing.shared import confirm  # the cluster's shared reservations admit the buyer
 
 
 def make_handler(router: Router, attribution=None):
@@ -16,7 +17,7 @@ def make_handler(router: Router, attribution=None):
         known = attribution.values_of(linkedid) if attribution is not None else {}
         facts = router.facts(h.get("agi_extension", ""), h.get("agi_callerid", ""),
                              known.get("sub_id", ""), known.get("click_id", ""))
-        variables = await router.first_async(linkedid, facts)
+        variables = await confirm(router, linkedid, await router.first_async(linkedid, facts))
         for name, value in variables.items():
             await request.set_variable(name, value)
 

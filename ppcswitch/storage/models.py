@@ -174,3 +174,4 @@ from ppcswitch.storage import models_recovery  # noqa: E402,F401
 from ppcswitch.storage import models_codes  # noqa: E402,F401
 from ppcswitch.storage import models_intelligence  # noqa: E402,F401
 from ppcswitch.storage import models_portal  # noqa: E402,F401
+from ppcswitch.storage import models_cluster  # noqa: E402,F401

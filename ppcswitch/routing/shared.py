@@ -1,0 +1,286 @@
+"""Reservations shared by every controller of a cluster, on PostgreSQL (`cluster.reservations = "postgresql"`).
+
+The in-process `Reservations` (routing.reservations) keeps counting what this controller sees, so
+each decision still reads memory only. PostgreSQL is the authority at one moment: when a leg is
+handed to a buyer, `admit()` asks the database, in one round trip (the `ppc_reserve` function,
+migration 0009_cluster_reservations), whether one more leg still fits every limit of every level it
+touches (buyer, campaign link, campaign, publisher: concurrency, hourly/daily/monthly/total caps,
+daily/monthly budgets), counting the holds of *all* controllers and the calls *all* of them
+settled. It takes advisory locks on those levels' scopes (in one order: no deadlock), so two
+controllers admitting at once are serialised; either the hold is written or the reason is
+returned and the AGI handler asks the router for the next buyer (`confirm`).
+
+Each hold has a lease (`cluster.lease_seconds`): the controller renews its own every third of it,
+so the holds of a controller that died stop counting within one lease. A leg that ends unanswered
+stops holding money and concurrency; a settled call's holds are deleted and its counts (the same
+`count()` the in-process counters use) are added to the shared counts, once per call
+(`cluster_settled`). Those writes go through one ordered queue off the decision path; if the
+database is unreachable they are dropped with a log line (holds then lapse with their lease).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from ppcswitch import channel_vars as cv
+from ppcswitch.routing.counters import local
+from ppcswitch.routing.limits import NO_LIMITS, Limits, limits_of
+from ppcswitch.routing.model import Network
+from ppcswitch.routing.plan import buyer_cap
+from ppcswitch.routing.reservations import Reservations, SettledCall, count
+
+log = logging.getLogger(__name__)
+
+FAMILIES = ("", "r", "b")  # connected, routed, billable calls (counters.FAMILY); "$": money in cents
+
+RESERVE_SQL = "SELECT ppc_reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+
+
+def scope_text(scope) -> str:
+    """A scope key (routing.limits) as stored: b<buyer>, l:<campaign>:<buyer>, c:<campaign>, p:<publisher>."""
+    if isinstance(scope, int):
+        return f"b{scope}"
+    return ":".join(str(x) for x in scope)
+
+
+def scope_limits(network: Network, scope) -> Limits:
+    """The limits a scope carries, as routing reads them (a buyer's concurrency is its --cap or rules')."""
+    if isinstance(scope, int):
+        buyer = network.buyers.get(scope)
+        if buyer is None:
+            return NO_LIMITS
+        own = limits_of(buyer.rules, buyer=True)
+        cap = buyer_cap(buyer)
+        if cap is None:
+            return own
+        return Limits(own.prefix, own.timezone, own.family, cap, own.cap_hourly, own.cap_daily, own.cap_monthly,
+                      own.cap_total, own.budget_daily_cents, own.budget_monthly_cents)
+    kind = scope[0]
+    if kind == "l":
+        campaign = network.campaigns.get(scope[1])
+        link = campaign.links.get(scope[2]) if campaign is not None else None
+        lim = getattr(link, "limits", None)
+        return lim if isinstance(lim, Limits) else NO_LIMITS
+    lim = (network.campaign_limits if kind == "c" else network.publisher_limits).get(scope[1])
+    return lim if lim is not None else NO_LIMITS
+
+
+class _Recorder:
+    """Stands in for Counters under `count()`: collects the increments a settled call makes."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str, str], int] = {}
+
+    def _bump(self, scope, family: str, period: str, n: int) -> None:
+        key = (scope_text(scope), family, period)
+        self.rows[key] = self.rows.get(key, 0) + n
+
+    def add(self, scope, tz: str, at: float, family: str, n: int = 1) -> None:
+        lt = local(tz, at)
+        for period in (f"h{lt.hour}", f"d{lt.day}", f"m{lt.month}", "t"):
+            self._bump(scope, family, period, n)
+
+    def add_money(self, scope, tz: str, at: float, cents: int) -> None:
+        if cents:
+            lt = local(tz, at)
+            for period in (f"d{lt.day}", f"m{lt.month}"):
+                self._bump(scope, "$", period, cents)
+
+    def deliver(self, *args) -> None:
+        pass
+
+    def offered(self, *args) -> None:
+        pass
+
+
+def increments(call: SettledCall, network: Network) -> list[tuple[str, str, str, int]]:
+    """(scope, family, period, amount) rows a settled call adds to the shared counts."""
+    rec = _Recorder()
+    count(rec, call, network)  # type: ignore[arg-type]
+    return [(s, f, p, n) for (s, f, p), n in rec.rows.items()]
+
+
+class SharedReservations(Reservations):
+    """Reservations checked against every controller's, on PostgreSQL (see the module doc)."""
+
+    def __init__(self, counters, dsn: str, node: str, lease_seconds: float = 30.0, clock=time.time) -> None:
+        super().__init__(counters)
+        self.dsn = dsn
+        self.node = node or "node"
+        self.lease = float(lease_seconds)
+        self.clock = clock
+        self.network: Network | None = None  # the router's snapshot, read at each admission
+        self.pool = None
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.tasks: list[asyncio.Task] = []
+        self.admitted = self.refused = self.errors = 0
+        self.round_trips: list[float] = []  # seconds of recent admissions (tests, bench)
+        self.seconds_sum = 0.0  # all admissions' time (metrics: ppcswitch_cluster_reservation_seconds)
+
+    async def start(self) -> None:
+        import asyncpg
+
+        self.pool = await asyncpg.create_pool(self.dsn, min_size=2, max_size=4)
+        self.tasks = [asyncio.create_task(self._writes()), asyncio.create_task(self._renew())]
+
+    async def stop(self) -> None:
+        if self.tasks and not self.tasks[0].done():
+            try:  # the settled calls' counts still queued
+                await asyncio.wait_for(self.queue.join(), 5)
+            except asyncio.TimeoutError:
+                log.warning("shared reservations: %d write(s) not done at stop", self.queue.qsize())
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.pool is not None:
+            await self.pool.close()
+
+    # -- the decision path ---------------------------------------------------------------
+    async def admit(self, network: Network, linkedid: str, attempt: int) -> str:
+        """'' when the leg's hold fits every limit across the cluster (and is now stored), else why not.
+        One round trip; a database error admits (the local checks have passed) and is logged."""
+        h = self.holds.get((linkedid, attempt))
+        if h is None or self.pool is None:
+            return ""
+        at = self.clock()
+        args: dict[str, list[Any]] = {k: [] for k in ("s", "f", "c", "ch", "cd", "cm", "ct", "bd", "bm", "kh", "kd", "km", "m")}
+        for scope, money in zip(h.scopes, h.money):
+            lim = scope_limits(network, scope)
+            if not lim.any:
+                continue  # nothing to hold there: no row, no lock
+            lt = local(lim.timezone, at)
+            for k, v in zip(args, (scope_text(scope), lim.family, lim.concurrency, lim.cap_hourly, lim.cap_daily,
+                                   lim.cap_monthly, lim.cap_total, lim.budget_daily_cents, lim.budget_monthly_cents,
+                                   f"h{lt.hour}", f"d{lt.day}", f"m{lt.month}", money)):
+                args[k].append(v)
+        if not args["s"]:
+            return ""  # no level of this leg has a limit: no round trip
+        started = time.perf_counter()
+        try:
+            async with self.pool.acquire() as conn:
+                why = await conn.fetchval(RESERVE_SQL, self.node, linkedid, attempt, self.lease, *args.values())
+        except Exception as exc:  # the database is down: the local checks stand alone
+            self.errors += 1
+            log.warning("shared reservation of %s/%d not checked: %s", linkedid, attempt, exc)
+            return ""
+        finally:
+            took = time.perf_counter() - started
+            self.seconds_sum += took
+            self.round_trips.append(took)
+            if len(self.round_trips) > 10000:
+                del self.round_trips[:5000]
+        if why:
+            self.refused += 1
+        else:
+            self.admitted += 1
+        return why or ""
+
+    # -- what calls do after (queued, in order, off the decision path) ----------------------
+    def unanswered(self, linkedid: str, attempt: int) -> None:
+        super().unanswered(linkedid, attempt)
+        self.queue.put_nowait(("UPDATE cluster_holds SET live = false WHERE linkedid = $1 AND attempt = $2",
+                               (linkedid, attempt)))
+
+    def release(self, linkedid: str) -> None:
+        super().release(linkedid)
+        if not self._settling:
+            self.queue.put_nowait(("DELETE FROM cluster_holds WHERE linkedid = $1", (linkedid,)))
+
+    _settling = False
+
+    def settled(self, call: SettledCall, network: Network) -> None:
+        self._settling = True  # its holds go in the same transaction as its counts (below)
+        try:
+            super().settled(call, network)  # local: releases and counts
+        finally:
+            self._settling = False
+        self.queue.put_nowait((None, (call.linkedid, increments(call, network))))
+
+    async def _settle(self, conn, linkedid: str, rows: list) -> None:
+        """Holds out and counts in, in one transaction: an admission running meanwhile sees the hold,
+        or the count, or both (it reads holds first), never neither."""
+        async with conn.transaction():
+            await conn.execute("DELETE FROM cluster_holds WHERE linkedid = $1", linkedid)
+            if await conn.fetchval("INSERT INTO cluster_settled (linkedid, node) VALUES ($1, $2) "
+                                   "ON CONFLICT DO NOTHING RETURNING 1", linkedid, self.node) is None:
+                return  # counted already (a replay)
+            if rows:
+                await conn.executemany(
+                    "INSERT INTO cluster_counts (scope, family, period, n) VALUES ($1, $2, $3, $4) "
+                    "ON CONFLICT (scope, family, period) DO UPDATE SET n = cluster_counts.n + EXCLUDED.n", rows)
+
+    async def _writes(self) -> None:
+        while True:
+            sql, params = await self.queue.get()
+            try:
+                async with self.pool.acquire() as conn:
+                    if sql is None:
+                        await self._settle(conn, *params)
+                    else:
+                        await conn.execute(sql, *params)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.errors += 1
+                log.warning("shared reservations: a write was lost (%s); holds lapse with their lease", exc)
+            finally:
+                self.queue.task_done()
+
+    async def _renew(self) -> None:
+        """Keep this controller's holds alive; a dead controller's lapse within one lease."""
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            try:
+                async with self.pool.acquire() as conn:
+                    await conn.execute("UPDATE cluster_holds SET lease_until = now() + $2 * interval '1 second' "
+                                       "WHERE node = $1", self.node, self.lease)
+                    await conn.execute("DELETE FROM cluster_holds WHERE lease_until < now() - interval '1 hour'")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("shared reservations: leases not renewed (%s)", exc)
+
+
+async def confirm(router, linkedid: str, answer: dict[str, str]) -> dict[str, str]:
+    """The router's answer, once the shared reservations admit its buyer; else the next buyer's (or
+    none). Nothing to do with in-process reservations."""
+    res = router.reservations
+    if not isinstance(res, SharedReservations):
+        return answer
+    while answer.get(cv.ROUTE_STATUS) == cv.RouteStatus.ROUTE:
+        try:
+            attempt = int(answer.get(cv.ATTEMPT) or 0)
+        except ValueError:
+            return answer
+        why = await res.admit(router.network, linkedid, attempt)
+        if not why:
+            return answer
+        log.info("call %s: buyer %s refused across the cluster (%s); trying the next", linkedid,
+                 answer.get(cv.BUYER_ID), why)
+        answer = router.next(linkedid, "CONGESTION")
+    return answer
+
+
+def reservations_ctx(settings_key, router_key):
+    """An aiohttp cleanup context, after routing's and before AMI's: with cluster.reservations =
+    "postgresql" the router's reservations become shared (the counts loaded at start stay, the
+    in-process holds are none yet)."""
+
+    async def ctx(app):
+        settings = app[settings_key]
+        if settings.cluster.reservations != "postgresql":
+            yield
+            return
+        router = app[router_key]
+        dsn = settings.database.url.replace("postgresql+asyncpg://", "postgresql://", 1)
+        shared = SharedReservations(router.counters, dsn, settings.cluster.node, settings.cluster.lease_seconds)
+        await shared.start()
+        router.reservations = shared
+        log.info("reservations shared on PostgreSQL (node %s, lease %.0f s)", shared.node, shared.lease)
+        yield
+        await shared.stop()
+
+    return ctx

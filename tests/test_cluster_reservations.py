@@ -1,0 +1,156 @@
+"""Shared reservations (ppcswitch.routing.shared): caps that hold across controllers, on a real PostgreSQL.
+
+Two controllers' routers (the real Router, each with its own SharedReservations and its own
+connection pool) on one database take simultaneous calls. A buyer's concurrency cap and its daily
+budget hold across both, where each controller alone would have let its own share through; the
+holds of a controller that died stop counting within the lease; a settled call counts once even
+when it is settled twice. Also measured: one admission is one round trip (printed p50/p99).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+
+import pytest  # noqa: F401  (fixtures)
+
+from ppcswitch import channel_vars as cv
+from ppcswitch.config import load_settings
+from ppcswitch.routing.reservations import SettledAttempt, SettledCall
+from ppcswitch.routing.service import Router
+from ppcswitch.routing.shared import SharedReservations, confirm
+from ppcswitch.storage import db, repo, repo_routing
+
+NUMBER = "+18005550100"
+
+
+@pytest.fixture
+def pg_url(postgres_url):
+    return postgres_url  # emptied for each test
+
+
+async def network_with(url: str, cap: int | None = None, budget: str | None = None):
+    await db.upgrade(url)
+    engine = db.make_engine(url)
+    try:
+        async with db.make_sessionmaker(engine)() as s, s.begin():
+            await repo.create_campaign(s, "HVAC")
+            await repo.create_publisher(s, "Pub", payout="10.00")
+            await repo.create_buyer(s, "A", "sip:a@127.0.0.1:5071", revenue="40.00", concurrency_cap=cap)
+            await repo.create_buyer(s, "B", "sip:b@127.0.0.1:5072", revenue="30.00")
+            await repo.add_campaign_buyer(s, "HVAC", "A", 1)
+            await repo.add_campaign_buyer(s, "HVAC", "B", 2)
+            await repo.add_tracking_number(s, NUMBER, "HVAC", "Pub")
+            if budget:
+                await repo_routing.set_buyer_rules(s, "A", {"budget_daily": budget})
+        async with db.make_sessionmaker(engine)() as s:
+            return await repo.load_network(s, load_settings(env={}).routing)
+    finally:
+        await engine.dispose()
+
+
+async def controllers(url: str, network, lease: float = 30.0, n: int = 2) -> list[Router]:
+    dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    routers = []
+    for i in range(n):
+        r = Router(network)
+        r.reservations = SharedReservations(r.counters, dsn, f"node{i + 1}", lease)
+        await r.reservations.start()
+        routers.append(r)
+    return routers
+
+
+async def stop(routers) -> None:
+    for r in routers:
+        await r.reservations.stop()
+
+
+async def call(router: Router, linkedid: str, caller: str) -> str | None:
+    """A new call through the real router and the shared admission: the buyer's name it goes to."""
+    answer = await confirm(router, linkedid, await router.first_async(linkedid, router.facts(NUMBER, caller)))
+    if answer.get(cv.ROUTE_STATUS) != cv.RouteStatus.ROUTE:
+        return None
+    return router.network.buyers[int(answer[cv.BUYER_ID])].name
+
+
+async def test_a_concurrency_cap_holds_across_controllers_under_simultaneous_calls(pg_url):
+    network = await network_with(pg_url, cap=2)
+    routers = await controllers(pg_url, network)
+    try:
+        got = await asyncio.gather(*(call(routers[i % 2], f"node{i % 2 + 1}-{i}", f"+1415555{1000 + i}")
+                                     for i in range(8)))
+        assert got.count("A") == 2 and got.count("B") == 6  # each controller alone would give A two
+        per_node = [sum(1 for i, b in enumerate(got) if b == "A" and i % 2 == n) for n in range(2)]
+        assert sum(per_node) == 2
+        # A call that ends frees its slot for the other controller.
+        first_a = next(i for i, b in enumerate(got) if b == "A")
+        owner = routers[first_a % 2]
+        owner.reservations.release(f"node{first_a % 2 + 1}-{first_a}")
+        await owner.reservations.queue.join()
+        other = routers[1 - first_a % 2]
+        assert await call(other, "later-1", "+14155552000") == "A"
+        assert await call(other, "later-2", "+14155552001") == "B"
+    finally:
+        await stop(routers)
+
+
+async def test_a_daily_budget_holds_across_controllers_and_settled_calls_count_once(pg_url):
+    network = await network_with(pg_url, budget="100.00")  # A bills 40.00 a call: two fit, not three
+    routers = await controllers(pg_url, network)
+    try:
+        got = await asyncio.gather(*(call(routers[i % 2], f"c{i}", f"+1415555{3000 + i}") for i in range(6)))
+        assert got.count("A") == 2  # 2 x 40.00 held; a third would pass 100.00
+        a = next(b for b in network.buyers.values() if b.name == "A")
+        now = time.time()
+        for i, b in enumerate(got):
+            r = routers[i % 2]
+            if b == "A":  # both settle billable at 40.00: 80.00 spent today
+                settled = SettledCall(f"c{i}", f"+1415555{3000 + i}", a_campaign(network), a_publisher(network),
+                                      a.id, now, (SettledAttempt(a.id, now),), True, True, 4000, 1000)
+                r.reservations.settled(settled, network)
+                r.reservations.settled(settled, network)  # a replay counts nothing more
+            else:
+                r.reservations.release(f"c{i}")
+        for r in routers:
+            await r.reservations.queue.join()
+        # 80.00 settled + 40.00 > 100.00: neither controller gives A another call today, though each
+        # settled only 40.00 itself.
+        assert [await call(r, f"after-{j}", f"+1415555{4000 + j}") for j, r in enumerate(routers)] == ["B", "B"]
+    finally:
+        await stop(routers)
+
+
+def a_campaign(network) -> int:
+    return next(iter(network.campaigns))
+
+
+def a_publisher(network) -> int:
+    return next(iter(network.publishers))
+
+
+async def test_a_dead_controllers_holds_lapse_within_the_lease(pg_url):
+    network = await network_with(pg_url, cap=1)
+    routers = await controllers(pg_url, network, lease=1.5)
+    try:
+        assert await call(routers[0], "held", "+14155555000") == "A"
+        routers[0].reservations.tasks[1].cancel()  # node1 dies: its leases are no longer renewed
+        assert await call(routers[1], "blocked", "+14155555001") == "B"
+        await asyncio.sleep(2.0)
+        assert await call(routers[1], "freed", "+14155555002") == "A"
+    finally:
+        await stop(routers)
+
+
+async def test_an_admission_is_one_round_trip(pg_url):
+    network = await network_with(pg_url, cap=1000, budget="100000.00")
+    routers = await controllers(pg_url, network)
+    try:
+        for i in range(200):
+            assert await call(routers[i % 2], f"rt{i}", f"+1415556{i:04d}") == "A"
+        samples = sorted(routers[0].reservations.round_trips + routers[1].reservations.round_trips)
+        p50, p99 = statistics.median(samples), samples[int(len(samples) * 0.99) - 1]
+        print(f"\nshared reservation: 1 round trip, p50 {p50 * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms over {len(samples)}")
+        assert len(samples) == 200 and p50 < 0.05
+    finally:
+        await stop(routers)
