@@ -30,7 +30,7 @@ def pg_url(postgres_url):
     return postgres_url  # emptied for each test
 
 
-async def network_with(url: str, cap: int | None = None, budget: str | None = None):
+async def network_with(url: str, cap: int | None = None, budget: str | None = None, duplicate: str | None = None):
     await db.upgrade(url)
     engine = db.make_engine(url)
     try:
@@ -44,6 +44,8 @@ async def network_with(url: str, cap: int | None = None, budget: str | None = No
             await repo.add_tracking_number(s, NUMBER, "HVAC", "Pub")
             if budget:
                 await repo_routing.set_buyer_rules(s, "A", {"budget_daily": budget})
+            if duplicate:
+                await repo_routing.set_buyer_rules(s, "A", {"duplicate_window": duplicate})
         async with db.make_sessionmaker(engine)() as s:
             return await repo.load_network(s, load_settings(env={}).routing)
     finally:
@@ -127,6 +129,18 @@ def a_campaign(network) -> int:
 
 def a_publisher(network) -> int:
     return next(iter(network.publishers))
+
+
+async def test_a_repeat_caller_on_two_controllers_at_once_reaches_the_buyer_once(pg_url):
+    network = await network_with(pg_url, duplicate="1h")  # A takes a caller once an hour
+    routers = await controllers(pg_url, network)
+    try:
+        got = await asyncio.gather(call(routers[0], "dup-1", "+14155556000"), call(routers[1], "dup-2", "+14155556000"))
+        assert sorted(got) == ["A", "B"]  # each controller alone would have sent both to A
+        other = await call(routers[0], "other", "+14155556001")  # another caller is not held back
+        assert other == "A"
+    finally:
+        await stop(routers)
 
 
 async def test_a_dead_controllers_holds_lapse_within_the_lease(pg_url):

@@ -5,7 +5,7 @@ each decision still reads memory only. PostgreSQL is the authority at one moment
 handed to a buyer, `admit()` asks the database, in one round trip (the `ppc_reserve` function,
 migration 0009_cluster_reservations), whether one more leg still fits every limit of every level it
 touches (buyer, campaign link, campaign, publisher: concurrency, hourly/daily/monthly/total caps,
-daily/monthly budgets), counting the holds of *all* controllers and the calls *all* of them
+daily/monthly budgets; and, for a buyer with a duplicate rule, one live leg per caller), counting the holds of *all* controllers and the calls *all* of them
 settled. It takes advisory locks on those levels' scopes (in one order: no deadlock), so two
 controllers admitting at once are serialised; either the hold is written or the reason is
 returned and the AGI handler asks the router for the next buyer (`confirm`).
@@ -27,6 +27,7 @@ from typing import Any
 
 from ppcswitch import channel_vars as cv
 from ppcswitch.routing.counters import local
+from ppcswitch.routing.engine import link_rules
 from ppcswitch.routing.limits import NO_LIMITS, Limits, limits_of
 from ppcswitch.routing.model import Network
 from ppcswitch.routing.plan import buyer_cap
@@ -156,6 +157,15 @@ class SharedReservations(Reservations):
                                    lim.cap_monthly, lim.cap_total, lim.budget_daily_cents, lim.budget_monthly_cents,
                                    f"h{lt.hour}", f"d{lt.day}", f"m{lt.month}", money)):
                 args[k].append(v)
+        if h.caller:
+            # The duplicate rule across nodes: one live leg per caller and buyer in the whole cluster
+            # (a repeat caller arriving on two nodes at once reaches the buyer once).
+            campaign_id = next((s[1] for s in h.scopes if isinstance(s, tuple) and s[0] == "l"), 0)
+            if link_rules(network, campaign_id, h.buyer_id).duplicate_seconds:
+                lt = local("UTC", at)
+                for k, v in zip(args, (f"u:{h.caller}:{h.buyer_id}"[:64], "", 1, None, None, None, None, None, None,
+                                       f"h{lt.hour}", f"d{lt.day}", f"m{lt.month}", 0)):
+                    args[k].append(v)
         if not args["s"]:
             return ""  # no level of this leg has a limit: no round trip
         started = time.perf_counter()
