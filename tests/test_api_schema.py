@@ -34,6 +34,7 @@ def live_api(tmp_path_factory):
             try:
                 client = await start(url)
                 state["client"], state["token"] = client, await token_for(client, "admin")
+                state["partners"] = await _partner_tokens(client)
             except BaseException as exc:  # surfaced in the test thread
                 state["error"] = exc
             ready.set()
@@ -47,7 +48,7 @@ def live_api(tmp_path_factory):
     if "error" in state:
         raise state["error"]
     client = state["client"]
-    yield f"http://127.0.0.1:{client.server.port}/api/v1", state["token"]
+    yield f"http://127.0.0.1:{client.server.port}/api/v1", state["token"], state["partners"]
     asyncio.run_coroutine_threadsafe(client.close(), loop).result(30)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(30)
@@ -56,5 +57,36 @@ def live_api(tmp_path_factory):
 @schema.parametrize()
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 def test_api_matches_its_openapi_document(case, live_api):
-    base_url, token = live_api
+    base_url, token, _ = live_api
     case.call_and_validate(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, checks=CHECKS)
+
+
+async def _partner_tokens(client) -> dict[str, str]:
+    """A publisher user's and a buyer user's own tokens (the portal's operations answer them)."""
+    from ppcswitch import app as core
+    from ppcswitch.storage import repo
+    from ppcswitch.web import portal_store, security, store
+
+    async def job(s):
+        buyer = await repo.create_buyer(s, "Portal Buyer", "sip:pb@127.0.0.1:5071", revenue="40.00")
+        publisher = await repo.get_publisher(s, "Acme")
+        out = {}
+        for kind, ident in (("publisher", publisher.id), ("buyer", buyer.id)):
+            user, _link = await portal_store.invite(s, username=f"{kind}-user", kind=kind, party_id=ident,
+                                                    by="admin", hours=1)
+            user.password_hash = security.hash_password("correct horse battery")
+            out[kind] = (await store.create_token(s, user, f"{kind}-token"))[1]
+        return out
+
+    return await client.server.app[core.WRITER].run(job)
+
+
+portal_schema = schema.include(path_regex="^/portal/")
+
+
+@pytest.mark.parametrize("role", ["publisher", "buyer"])
+@portal_schema.parametrize()
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+def test_portal_operations_match_the_document_with_partner_tokens(case, live_api, role):
+    base_url, _, partners = live_api
+    case.call_and_validate(base_url=base_url, headers={"Authorization": f"Bearer {partners[role]}"}, checks=CHECKS)

@@ -1,0 +1,200 @@
+"""Partner portals in headless Debian Chromium against a real controller wired to the sandbox Asterisk:
+an operator invites a buyer and a publisher user; each sets its password from the one-time link; a real
+SIPp call is billed; the buyer finds it on its portal (caller masked, revenue, never payout) and disputes
+it; nothing moves until the operator accepts it on Disputes; then the ledger's reversal shows on the
+buyer's invoice and the publisher's statement (to the cent), the signed "reversed" webhook and postback
+arrive, and the operator's own invoice download agrees. Screenshots of both portals go to artifacts/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+import sys
+from datetime import datetime, timezone
+
+import pytest
+
+from test_browser_panel import ARTIFACTS, chromium
+from test_postback_e2e import SECRET, FlakyReceiver
+
+from ppcswitch.attribution import postback, store
+from ppcswitch.storage import db
+
+PASSWORD = "browser test password"
+PARTNER_PASSWORD = "partner password 42"
+NUMBER = "+18005550100"
+CALLER = "+14155550123"
+
+
+def shoot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    for width in (1366, 800):
+        page.set_viewport_size({"width": width, "height": 900})
+        page.screenshot(path=str(ARTIFACTS / f"portal-{name}-{width}.png"), full_page=True)
+    page.set_viewport_size({"width": 1366, "height": 900})
+
+
+def set_targets(controller, url: str) -> None:
+    async def go():
+        engine = db.make_engine(controller.db_url)
+        try:
+            async with db.make_sessionmaker(engine)() as s, s.begin():
+                await store.set_target(s, "publisher", "Pub", url + "/pub?payout={payout}", SECRET)
+                await store.set_target(s, "buyer", "Cool Air", url + "/buyer", SECRET)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(go())
+
+
+def log_in(page, base: str, username: str, password: str) -> None:
+    page.goto(base + "/login")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+
+
+def invite(page, base: str, username: str, party_label: str) -> str:
+    page.goto(base + "/partners")
+    page.fill("#i-username", username)
+    page.select_option("#i-party", label=party_label)
+    page.click("text=Make the invitation link")
+    return page.locator("#invite-link").inner_text()
+
+
+def accept(page, link: str, base: str, username: str) -> None:
+    page.goto(link)
+    page.fill("#i-pass", PARTNER_PASSWORD)
+    page.fill("#i-again", PARTNER_PASSWORD)
+    page.click("text=Set password")
+    page.wait_for_url(re.compile(r".*/login.*"))
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", PARTNER_PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(base + "/portal")
+
+
+def _cells(page, selector: str) -> list[str]:
+    return [x.strip() for x in page.locator(selector).all_inner_texts()]
+
+
+@pytest.mark.asterisk
+def test_buyer_disputes_a_real_call_and_the_operator_accepts(controller, sipp):
+    receiver = FlakyReceiver(failures=0)
+    try:
+        buyer = sipp.buyer("answer")
+        controller.seed([{"name": "Cool Air", "destination": buyer.dest.split("/", 2)[2], "ring_timeout": 5,
+                          "min_duration": 1, "revenue": "40.00"}], publisher_payout="12.50", numbers=(NUMBER,))
+        set_targets(controller, f"http://127.0.0.1:{receiver.port}")
+        controller.env["PPCSWITCH_ATTRIBUTION_POSTBACK_RETRY_MIN"] = "1"
+        made = subprocess.run([sys.executable, "-m", "ppcswitch", "user", "add", "admin", "--role", "admin",
+                               "--password-stdin"], env=controller.env, input=PASSWORD + "\n", capture_output=True,
+                              text=True, timeout=60)
+        assert made.returncode == 0, made.stderr
+        controller.start()
+        assert sipp.call(NUMBER, caller=CALLER, seconds=3).answered
+        [call] = controller.wait_calls(1)
+        assert call["billable"] and call["revenue_cents"] == 4000 and call["payout_cents"] == 1250
+        receiver.wait(2)  # the "billed" webhook and postback
+        with chromium() as browser:
+            run(controller, browser, call, receiver)
+    finally:
+        receiver.close()
+
+
+def run(controller, browser, call, receiver) -> None:
+    base = f"http://127.0.0.1:{controller.http_port}"
+    op = browser.new_context(viewport={"width": 1366, "height": 900}).new_page()
+    op.set_default_timeout(10_000)
+    log_in(op, base, "admin", PASSWORD)
+    buyer_link = invite(op, base, "coolair-ops", "Cool Air")
+    shoot(op, "operator-partners")
+    pub_link = invite(op, base, "pub-ops", "Pub")
+    assert "/invite/inv_" in buyer_link and buyer_link != pub_link
+
+    # The buyer sets its password from the link, and finds the call.
+    bp = browser.new_context(viewport={"width": 1366, "height": 900}).new_page()
+    bp.set_default_timeout(10_000)
+    accept(bp, buyer_link, base, "coolair-ops")
+    assert "Taking calls." in bp.locator("#state").inner_text()
+    shoot(bp, "buyer-home")
+    bp.goto(base + "/calls")  # an operator page: refused
+    assert "Not allowed" in bp.locator("h1").inner_text()
+    bp.goto(base + "/portal/calls")
+    row = bp.locator("#calls tr", has_text="•••0123")
+    assert row.count() == 1 and CALLER not in bp.content() and "12.50" not in bp.content()
+    assert "$40.00" in row.inner_text()
+    shoot(bp, "buyer-calls")
+    row.locator("a").first.click()
+    bp.wait_for_url(re.compile(r".*/portal/calls/\d+"))
+    assert bp.locator("#amount").inner_text() == "$40.00"
+    bp.select_option("#reason_code", "not_a_customer")
+    bp.fill("#note", "robocall, caller never spoke")
+    shoot(bp, "buyer-call")
+    bp.click("#dispute-form button")
+    bp.wait_for_load_state()
+    assert bp.locator("#flash").count() == 1, bp.locator("main").inner_text()
+    assert "Dispute sent" in bp.locator("#flash").inner_text()
+    assert "pending" in bp.locator("#dispute-state").inner_text()
+    bp.goto(base + "/portal/disputes")
+    assert "pending" in bp.locator("#disputes").inner_text()
+    shoot(bp, "buyer-disputes")
+    assert len(receiver.requests) == 2  # nothing reversed before the operator decides
+
+    # The operator accepts it.
+    op.goto(base + "/disputes")
+    assert "robocall" in op.locator("#disputes").inner_text() and "Cool Air" in op.locator("#disputes").inner_text()
+    shoot(op, "operator-disputes")
+    op.fill("input[aria-label='note on accepting']", "listened: no customer")
+    op.click("text=Accept: reverse the revenue")
+    op.goto(base + "/disputes?state=accepted")
+    assert "$40.00 reversed" in op.locator("#disputes").inner_text()
+
+    # The signed "reversed" webhook (revenue) and postback (payout: paid only when the buyer pays).
+    receiver.wait(4)
+    reversed_ = {}
+    for path, headers, body in receiver.requests[2:]:
+        assert postback.verify(SECRET, headers["X-Ppcswitch-Timestamp"], body, headers["X-Ppcswitch-Signature"])
+        sent = json.loads(body)
+        assert sent["event"] == "reversed" and sent["call_id"] == call["linkedid"]
+        reversed_[path.split("?")[0]] = sent
+    assert reversed_["/buyer"]["revenue"] == "-40.00" and reversed_["/pub"]["payout"] == "-12.50"
+
+    # The buyer's invoice of the open period: the call and its reversal, to the cent.
+    bp.goto(base + "/portal/disputes")
+    assert "accepted" in bp.locator("#disputes").inner_text() and "$40.00" in bp.locator("#disputes").inner_text()
+    bp.goto(base + "/portal/statements/current")
+    text = bp.locator("#statement").inner_text()
+    assert "$40.00" in text and "-$40.00" in text
+    assert bp.locator("#statement-total").inner_text().split() == ["Total", "$0.00"]
+    shoot(bp, "buyer-invoice")
+
+    # The publisher sees its payout reversed too, never the revenue nor the buyer.
+    pp = browser.new_context(viewport={"width": 1366, "height": 900}).new_page()
+    pp.set_default_timeout(10_000)
+    accept(pp, pub_link, base, "pub-ops")
+    assert NUMBER in pp.locator("#numbers").inner_text()
+    shoot(pp, "publisher-home")
+    pp.goto(base + "/portal/calls")
+    assert "40.00" not in pp.content() and "Cool Air" not in pp.content()
+    assert "$0.00" in pp.locator("#calls").inner_text()  # 12.50 paid, then reversed
+    shoot(pp, "publisher-calls")
+    pp.goto(base + "/portal/report")
+    assert pp.locator("#total").inner_text().split()[:3] == ["Total", "1", "1"]
+    shoot(pp, "publisher-report")
+    pp.goto(base + "/portal/statements/current")
+    text = pp.locator("#statement").inner_text()
+    assert "$12.50" in text and "-$12.50" in text
+    assert pp.locator("#statement-total").inner_text().split() == ["Total", "$0.00"]
+    shoot(pp, "publisher-statement")
+
+    # The operator's own invoice for today agrees.
+    today = datetime.now(timezone.utc).date().isoformat()
+    ids = controller.ids()
+    resp = op.request.get(base + f"/billing/statement?party=buyer&buyer={ids['Cool Air']}&from={today}&to={today}"
+                                 f"&tz=UTC&format=csv")
+    lines = resp.text().strip().splitlines()
+    assert lines[-1].split(",")[5] == "0.00" and any("dispute" in x and "-40.00" in x for x in lines)
