@@ -99,13 +99,14 @@ def test_buyer_disputes_a_real_call_and_the_operator_accepts(controller, sipp):
         [call] = controller.wait_calls(1)
         assert call["billable"] and call["revenue_cents"] == 4000 and call["payout_cents"] == 1250
         receiver.wait(2)  # the "billed" webhook and postback
+        ids = controller.ids()  # (before the browser: its sync API runs an event loop)
         with chromium() as browser:
-            run(controller, browser, call, receiver)
+            run(controller, browser, call, receiver, ids)
     finally:
         receiver.close()
 
 
-def run(controller, browser, call, receiver) -> None:
+def run(controller, browser, call, receiver, ids) -> None:
     base = f"http://127.0.0.1:{controller.http_port}"
     op = browser.new_context(viewport={"width": 1366, "height": 900}).new_page()
     op.set_default_timeout(10_000)
@@ -193,7 +194,6 @@ def run(controller, browser, call, receiver) -> None:
 
     # The operator's own invoice for today agrees.
     today = datetime.now(timezone.utc).date().isoformat()
-    ids = controller.ids()
     resp = op.request.get(base + f"/billing/statement?party=buyer&buyer={ids['Cool Air']}&from={today}&to={today}"
                                  f"&tz=UTC&format=csv")
     lines = resp.text().strip().splitlines()
