@@ -229,6 +229,8 @@ async def test_dispute_workflow_and_window(world):
     async with app[core.SESSIONS]() as s:
         entries = await s.scalar(select(func.count()).select_from(mb.LedgerEntry).where(mb.LedgerEntry.kind == "dispute"))
     assert entries == 0  # nothing moves before the operator decides
+    billing = await (await client.get("/billing")).text()
+    assert "1 pending" in billing and 'href="/disputes"' in billing
     admin = await (await client.get("/disputes")).text()
     dispute_id = re.search(r"/disputes/(\d+)/accept", admin).group(1)
     token = CSRF_RE.search(admin).group(1)

@@ -57,7 +57,11 @@ async def billing_page(request: web.Request, errors=None, rule_values=None, stat
         closed = list(await s.scalars(select(mb.ClosedPeriod).order_by(mb.ClosedPeriod.start_at.desc()).limit(20)))
         scope = {"side": q.get("side", "revenue"), "campaign": q.get("campaign", ""), "party": q.get("party", "")}
         shown = await _rules_shown(s, scope)
+        from ppcswitch.web import portal_store  # buyers' disputes waiting on /disputes
+
+        pending = await portal_store.pending_disputes(s)
     return panel.render(request, "billing.html", status=status, values=values, names=names, closed=closed,
+                        pending_disputes=pending,
                         errors=errors or {}, rule_fields=RULE_FIELDS, yes_no=YES_NO, rule_values=rule_values or {},
                         scope=scope, shown=shown, rerated=rerated, zone_names=timezones.names(),
                         message=q.get("done", "")[:200])

@@ -300,8 +300,13 @@ async def statement(session: AsyncSession, party: Party, period_id: int, zone: s
     of the last closed period to now (to the next 15-minute boundary)."""
     if period_id == 0:
         last = await session.scalar(select(func.max(b.ClosedPeriod.end_at)))
-        start = last or datetime(2000, 1, 1, tzinfo=timezone.utc)
         now = datetime.now(timezone.utc)
+        if last is None:  # nothing closed yet: from the party's first entry
+            col = b.LedgerEntry.publisher_id if party.kind == "publisher" else b.LedgerEntry.buyer_id
+            first = await session.scalar(select(func.min(b.LedgerEntry.booked_at)).where(
+                col == party.id, b.LedgerEntry.account == party.account))
+            last = ledger.bucket_of(first or now)
+        start = last
         end = ledger.bucket_of(now) + ledger.BUCKET
         label = f"since {start.astimezone(ZoneInfo(zone)):%Y-%m-%d %H:%M} {zone} (open, so far)"
         return await reports.statement(session, party.kind, party.id, reports.Period(start, end, zone, label), currency)
@@ -377,6 +382,11 @@ async def list_disputes(session: AsyncSession, buyer_id: int | None = None, stat
     if state:
         q = q.where(p.Dispute.state == state)
     return list(await session.scalars(q))
+
+
+async def pending_disputes(session: AsyncSession) -> int:
+    return int(await session.scalar(select(func.count()).select_from(p.Dispute).where(p.Dispute.state == "pending"))
+               or 0)
 
 
 async def decide_dispute(session: AsyncSession, dispute_id: int, *, accept: bool, note: str, user: str,
