@@ -391,3 +391,45 @@ async def test_isolation_every_route_and_operation(world):
     async with app[core.SESSIONS]() as s:
         portal_actions = set(await s.scalars(select(w.AuditEntry.action).where(w.AuditEntry.via.like("portal%"))))
     assert {"portal.invite.accept", "portal.token.create"} <= portal_actions
+
+
+async def test_pool_snippet_and_the_api_of_a_partner(world):
+    client, ids, pub, buyer = world["client"], world["ids"], world["pub"], world["buyer"]
+
+    async def pool(s):
+        s.add(ma.NumberPool(name="acme-pool", campaign_id=ids["campaign"], publisher_id=ids["acme"],
+                            public_key="pk_acmekey", lease_seconds=900, shortages=0))
+
+    await client.server.app[core.WRITER].run(pool)
+    home = await (await pub.get("/portal")).text()
+    assert 'data-key="pk_acmekey"' in home and "/dni/v1/dni.js" in home and "pk_rivalkey" not in home
+    # A buyer's token: its calls, a dispute refused past the window (422 with the reason), one accepted as pending.
+    csrf = await csrf_in(buyer, "/portal/account")
+    page = await buyer.post("/portal/tokens", data={"csrf": csrf, "name": "crm"})
+    token = re.search(r'id="new-token">([^<]+)<', await page.text()).group(1)
+    api = await session_for(client)
+    h = {"Authorization": f"Bearer {token}"}
+    try:
+        me = await (await api.get("/api/v1/portal/me", headers=h)).json()
+        assert me["party"] == {"kind": "buyer", "id": ids["cool"], "name": "Cool Air"}
+        late = await api.post(f"/api/v1/portal/calls/{ids['acme-old']}/dispute", headers=h,
+                              json={"reason_code": "duplicate"})
+        assert late.status == 422 and "dispute window" in (await late.json())["error"]["message"]
+        other = await api.post(f"/api/v1/portal/calls/{ids['rival-lid-1']}/dispute", headers=h,
+                               json={"reason_code": "duplicate"})
+        assert other.status == 404
+        ok = await api.post(f"/api/v1/portal/calls/{ids['acme-recent']}/dispute", headers=h,
+                            json={"reason_code": "duplicate", "note": "same caller yesterday"})
+        assert ok.status == 201 and (await ok.json())["state"] == "pending"
+        again = await api.post(f"/api/v1/portal/calls/{ids['acme-recent']}/dispute", headers=h,
+                               json={"reason_code": "duplicate"})
+        assert again.status == 422
+        staff = await api.get("/api/v1/buyers", headers=h)
+        assert staff.status == 403
+        paused = await api.put("/api/v1/portal/availability", headers=h, json={"paused": True})
+        assert paused.status == 200 and (await paused.json()) == {"paused": True}
+    finally:
+        await api.close()
+    async with client.server.app[core.SESSIONS]() as s:
+        rows = list(await s.execute(select(w.AuditEntry.via, w.AuditEntry.action).where(w.AuditEntry.username == "cool-user")))
+    assert ("portal-api", "portal.dispute") in rows and ("portal-api", "portal.pause") in rows
