@@ -23,8 +23,9 @@ def make_app(db_url: str) -> web.Application:
     return panel_web.standalone_app(load_settings(env={"PPCSWITCH_DATABASE_URL": db_url}))
 
 
-async def start(db_url: str) -> TestClient:
-    client = TestClient(TestServer(make_app(db_url)))
+async def start(db_url: str, **server_args) -> TestClient:
+    """The app on a test server; `server_args` go to aiohttp's request handler (e.g. max_line_size)."""
+    client = TestClient(TestServer(make_app(db_url), **server_args))
     await client.start_server()
     app = client.server.app
 
