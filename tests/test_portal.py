@@ -109,8 +109,9 @@ async def invite_and_accept(client, admin_csrf: str, username: str, party: str) 
 
 
 @pytest.fixture
-async def world(sqlite_url):
-    client = await start(sqlite_url)
+async def world(db_url):
+    """Two publishers and two buyers with calls, on SQLite and on PostgreSQL."""
+    client = await start(db_url)
     ids = await seed(client)
     await login(client, "admin")
     csrf = CSRF_RE.search(await (await client.get("/partners")).text()).group(1)
@@ -196,6 +197,16 @@ async def test_publisher_sees_its_own_calls_payout_and_never_revenue(world):
                                    + "&to=" + datetime.now(UTC).date().isoformat())).text()
     total = report.splitlines()[-1].split(",")
     assert total[0] == "total" and total[1] == "3" and total[-1] == "25.00"  # two billable calls at 12.50
+    days = {"from": (datetime.now(UTC) - timedelta(days=45)).date().isoformat(), "to": datetime.now(UTC).date().isoformat()}
+    by_sub = await (await pub.get("/portal/report.csv", params={**days, "by": "sub_id"})).text()
+    assert by_sub.splitlines()[0] == "sub_id,calls,billable,connected_s,payout"
+    assert "acme-sub,1,1,95,12.50" in by_sub.splitlines() and "rival" not in by_sub
+    by_number = await (await pub.get("/portal/report", params={**days, "by": "number"})).text()
+    assert "+18005550100" in by_number and "8005550200" not in by_number
+    by_campaign = await (await pub.get("/portal/report.csv", params={**days, "by": "campaign"})).text()
+    assert "HVAC,3,2,210,25.00" in by_campaign.splitlines()
+    refused = await world["buyer"].get("/portal/report", params={**days, "by": "sub_id"})
+    assert refused.status == 400
     stmts = await (await pub.get("/portal/statements")).text()
     period_id = re.search(r'/portal/statements/(\d+)"', stmts).group(1)
     st = await (await pub.get(f"/portal/statements/{period_id}?format=csv")).text()

@@ -341,15 +341,32 @@ def _report_days(request: web.Request) -> tuple[date, date]:
     return first, last
 
 
+REPORT_BY = {"day": "Day", "number": "Tracking number", "campaign": "Campaign", "sub_id": "Sub-ID"}
+
+
+def _report_by(request: web.Request, who: ps.Party) -> str:
+    by = request.query.get("by", "day")
+    if by not in REPORT_BY or (by == "sub_id" and who.kind != "publisher"):
+        raise ValidationError("by", "must be " + ", ".join(k for k in REPORT_BY if k != "sub_id" or who.kind == "publisher"))
+    return by
+
+
 async def report_rows(request: web.Request, who: ps.Party) -> tuple[date, date, list[dict]]:
     first, last = _report_days(request)
+    by = _report_by(request, who)
     async with request.app[core.SESSIONS]() as s:
-        rows = await ps.report_by_day(s, who, first, last, request["zone"])
+        if by == "day":
+            rows = await ps.report_by_day(s, who, first, last, request["zone"])
+            for r in rows:
+                r["key"] = r["day"].isoformat()
+        else:
+            rows = await ps.report_by(s, who, first, last, request["zone"], by)
     return first, last, rows
 
 
 async def report_page(request: web.Request) -> web.Response:
     who = await party(request)
+    by = request.query.get("by", "day")
     try:
         first, last, rows = await report_rows(request, who)
         errors = {}
@@ -357,9 +374,11 @@ async def report_page(request: web.Request) -> web.Response:
         first, last, rows, errors = request.query.get("from", ""), request.query.get("to", ""), [], {exc.field: exc.message}
     total = {k: sum(r[k] for r in rows) for k in ("calls", "billable", "seconds", "amount_cents")}
     top = max([r["calls"] for r in rows] + [1])
+    choices = [(k, v) for k, v in REPORT_BY.items() if k != "sub_id" or who.kind == "publisher"]
     return render(request, "portal/report.html", status=400 if errors else 200, rows=rows, total=total, top=top,
-                  first=str(first), last=str(last), errors=errors,
-                  csv_url="/portal/report.csv?" + urlencode({"from": str(first), "to": str(last)}))
+                  first=str(first), last=str(last), errors=errors, by=by if by in REPORT_BY else "day",
+                  choices=choices, by_label=REPORT_BY.get(by, "Day"),
+                  csv_url="/portal/report.csv?" + urlencode({"from": str(first), "to": str(last), "by": by}))
 
 
 async def report_csv(request: web.Request) -> web.Response:
@@ -368,16 +387,17 @@ async def report_csv(request: web.Request) -> web.Response:
         first, last, rows = await report_rows(request, who)
     except ValidationError as exc:
         return await _error(request, 400, str(exc))
+    by = request.query.get("by", "day")
     money = "payout" if who.kind == "publisher" else "revenue"
     out = io.StringIO()
     w = csv.writer(out)
-    w.writerow(["day", "calls", "billable", "connected_s", money])
+    w.writerow([by, "calls", "billable", "connected_s", money])
     for r in rows:
-        w.writerow([r["day"].isoformat(), r["calls"], r["billable"], r["seconds"], format_cents(r["amount_cents"])])
+        w.writerow([_csv_safe(r["key"]), r["calls"], r["billable"], r["seconds"], format_cents(r["amount_cents"])])
     w.writerow(["total", sum(r["calls"] for r in rows), sum(r["billable"] for r in rows),
                 sum(r["seconds"] for r in rows), format_cents(sum(r["amount_cents"] for r in rows))])
     return web.Response(text=out.getvalue(), content_type="text/csv", headers={
-        "Content-Disposition": f'attachment; filename="report-{first}-{last}.csv"'})
+        "Content-Disposition": f'attachment; filename="report-{by}-{first}-{last}.csv"'})
 
 
 async def statements_page(request: web.Request) -> web.Response:

@@ -141,8 +141,9 @@ async def report(request: web.Request) -> web.Response:
     who = await portal.party(request)
     first, last, rows = await portal.report_rows(request, who)
     key = "payout" if who.kind == "publisher" else "revenue"
-    return web.json_response({"from": str(first), "to": str(last), "timezone": request["zone"], "days": [
-        {"day": r["day"].isoformat(), "calls": r["calls"], "billable": r["billable"], "connected_s": r["seconds"],
+    by = request.query.get("by", "day")
+    return web.json_response({"from": str(first), "to": str(last), "timezone": request["zone"], "by": by, "rows": [
+        {"key": str(r["key"]), "calls": r["calls"], "billable": r["billable"], "connected_s": r["seconds"],
          key: format_cents(r["amount_cents"]), f"{key}_cents": r["amount_cents"]} for r in rows]})
 
 
@@ -290,13 +291,17 @@ def paths() -> dict:
                                                  {"name": s, "campaign": s, "numbers": i, "public_key": s,
                                                   "snippet": s})}})), **_errors()}}},
         "/portal/report": {"get": {
-            "summary": "The partner's calls and money per local day", "operationId": "portal_report",
+            "summary": "The partner's calls and money per local day, number, campaign or sub-ID",
+            "operationId": "portal_report",
             "description": "Days in the token owner's time zone; money is the ledger's entries booked each day "
                            "(payout for a publisher, revenue for a buyer). At most 92 days." + only,
-            "parameters": [_param("from", "query", date), _param("to", "query", date)],
-            "responses": {"200": _json(_obj({"from": s, "to": s, "timezone": s, "days": {"type": "array", "items": {
-                "type": "object", "required": ["day", "calls", "billable", "connected_s"],
-                "properties": {"day": s, "calls": i, "billable": i, "connected_s": i, "payout": s, "payout_cents": i,
+            "parameters": [_param("from", "query", date), _param("to", "query", date),
+                           _param("by", "query", {"type": "string", "enum": ["day", "number", "campaign", "sub_id"]},
+                                  description="rows per local day (default), tracking number, campaign or sub-ID "
+                                              "(publishers)")],
+            "responses": {"200": _json(_obj({"from": s, "to": s, "timezone": s, "by": s, "rows": {"type": "array", "items": {
+                "type": "object", "required": ["key", "calls", "billable", "connected_s"],
+                "properties": {"key": s, "calls": i, "billable": i, "connected_s": i, "payout": s, "payout_cents": i,
                                "revenue": s, "revenue_cents": i}, "additionalProperties": False}}})),
                           **_errors()}}},
         "/portal/statements": {"get": {

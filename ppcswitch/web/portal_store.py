@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ppcswitch.billing import ledger, reports
@@ -286,6 +286,37 @@ async def report_by_day(session: AsyncSession, party: Party, first: date, last: 
         if row is not None:
             row["amount_cents"] += int(cents or 0)
     return list(days.values())
+
+
+GROUPS = {"number": t.Call.tracking_number, "sub_id": t.Call.sub_id, "campaign": t.Call.campaign_id}
+
+
+async def report_by(session: AsyncSession, party: Party, first: date, last: date, zone: str, by: str) -> list[dict]:
+    """Calls started in the local days, per tracking number, sub-ID or campaign, with the party's money
+    booked for those calls (reversals included)."""
+    from ppcswitch.web import zones
+
+    if by not in GROUPS or (by == "sub_id" and party.kind != "publisher"):
+        raise ValidationError("by", "must be day, number, campaign" + (" or sub_id" if party.kind == "publisher" else ""))
+    if last < first:
+        raise ValidationError("to", f"the period ends ({last}) before it starts ({first})")
+    if (last - first).days + 1 > MAX_REPORT_DAYS:
+        raise ValidationError("to", f"at most {MAX_REPORT_DAYS} days at a time")
+    start, end = zones.day_bounds(first, zone)[0], zones.day_bounds(last, zone)[1]
+    key = GROUPS[by]
+    where = [party.column == party.id, t.Call.started_at >= start, t.Call.started_at < end]
+    counts = await session.execute(
+        select(key, func.count(), func.sum(case((t.Call.billable.is_(True), 1), else_=0)), func.coalesce(func.sum(t.Call.connected_ms), 0))
+        .where(*where).group_by(key))
+    money = dict((await session.execute(
+        select(key, func.sum(b.LedgerEntry.amount_cents)).join(b.LedgerEntry, b.LedgerEntry.call_id == t.Call.id)
+        .where(*where, b.LedgerEntry.account == party.account).group_by(key))).all())
+    names = {}
+    if by == "campaign":
+        names = {i: n for i, n in (await session.execute(select(t.Campaign.id, t.Campaign.name))).all()}
+    rows = [{"key": names.get(k, k) if by == "campaign" else (k or ""), "calls": int(c), "billable": int(bl or 0),
+             "seconds": int(ms or 0) // 1000, "amount_cents": int(money.get(k) or 0)} for k, c, bl, ms in counts.all()]
+    return sorted(rows, key=lambda r: (-r["calls"], str(r["key"])))
 
 
 # --- statements --------------------------------------------------------------------------------
