@@ -20,7 +20,7 @@ from ppcswitch.storage import models_web as w
 from ppcswitch.storage import repo
 from ppcswitch.web import openapi, portal
 from ppcswitch.web import portal_store as ps
-from web_helpers import CSRF_RE, PASSWORD, login, start
+from web_helpers import CSRF_RE, PASSWORD, login, start, token_for
 
 UTC = timezone.utc
 # Marks of the other partners' data: none may appear in a partner's answers.
@@ -439,6 +439,18 @@ async def test_pool_snippet_and_the_api_of_a_partner(world):
         assert staff.status == 403
         paused = await api.put("/api/v1/portal/availability", headers=h, json={"paused": True})
         assert paused.status == 200 and (await paused.json()) == {"paused": True}
+        # The operator decides through the API too (a partner token may not).
+        assert (await api.get("/api/v1/disputes", headers=h)).status == 403
+        admin = {"Authorization": f"Bearer {await token_for(client, 'finance')}"}
+        [pending] = (await (await api.get("/api/v1/disputes?state=pending", headers=admin)).json())["items"]
+        noc = {"Authorization": f"Bearer {await token_for(client, 'noc')}"}
+        assert (await api.post(f"/api/v1/disputes/{pending['id']}/accept", headers=noc, json={})).status == 403
+        r = await api.post(f"/api/v1/disputes/{pending['id']}/reject", headers=admin, json={"note": "same caller, new need"})
+        assert r.status == 200 and (await r.json())["state"] == "rejected"
+        again = await api.post(f"/api/v1/disputes/{pending['id']}/accept", headers=admin, json={})
+        assert again.status == 400
+        mine = (await (await api.get("/api/v1/portal/disputes", headers=h)).json())["items"]
+        assert mine[0]["state"] == "rejected" and mine[0]["decision_note"] == "same caller, new need"
     finally:
         await api.close()
     async with client.server.app[core.SESSIONS]() as s:

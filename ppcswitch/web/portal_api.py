@@ -194,8 +194,52 @@ async def availability(request: web.Request) -> web.Response:
     return web.json_response({"paused": bool(row.paused)})
 
 
+# --- operators: buyers' disputes ---------------------------------------------------------------
+
+async def operator_disputes(request: web.Request) -> web.Response:
+    from ppcswitch.web import need
+
+    need(request, "read")
+    state = request.query.get("state", "")
+    if state and state not in mp.DISPUTE_STATES:
+        raise ValidationError("state", f"must be one of {', '.join(mp.DISPUTE_STATES)}")
+    async with request.app[core.SESSIONS]() as s:
+        rows = await ps.list_disputes(s, None, state)
+    return web.json_response({"items": [{**dispute_json(d), "buyer_id": d.buyer_id, "linkedid": d.linkedid}
+                                        for d in rows]})
+
+
+async def operator_decide(request: web.Request) -> web.Response:
+    from ppcswitch.web import api, need
+
+    need(request, "reports")
+    ident = api._ident(request)
+    accept = request.path.endswith("/accept")
+    data = api._known(await _json_body(request), ("note",))
+    note = data.get("note", "")
+    if not isinstance(note, str):
+        raise ValidationError("note", "must be a string")
+    by = request["user"].username
+
+    async def job(s):
+        from ppcswitch.web import store
+
+        if await s.get(mp.Dispute, ident) is None:
+            raise web.HTTPNotFound()
+        row = await ps.decide_dispute(s, ident, accept=accept, note=note, user=by)
+        store.audit(s, by, "api", "dispute.accept" if accept else "dispute.reject", f"call {row.linkedid}",
+                    {"dispute": row.id, "note": note, "reversed": format_cents(row.reversed_cents)})
+        return row
+
+    row = await request.app[core.WRITER].run(job)
+    return web.json_response({**dispute_json(row), "buyer_id": row.buyer_id, "linkedid": row.linkedid})
+
+
 def add_routes(app: web.Application) -> None:
     r = app.router
+    r.add_get("/api/v1/disputes", operator_disputes)
+    r.add_post("/api/v1/disputes/{id}/accept", operator_decide)
+    r.add_post("/api/v1/disputes/{id}/reject", operator_decide)
     r.add_get(f"{P}/me", me)
     r.add_get(f"{P}/calls", calls)
     r.add_get(f"{P}/calls/{{id}}", call_get)
@@ -237,6 +281,9 @@ def schemas() -> dict:
         "PortalDispute": _obj({"id": i, "call_id": i, "reason_code": s, "note": s,
                                "state": {"type": "string", "enum": list(mp.DISPUTE_STATES)}, "created_at": TIME,
                                "decided_at": NTIME, "decision_note": s, "reversed": s, "reversed_cents": i}),
+        "Dispute": _obj({"id": i, "call_id": i, "linkedid": s, "buyer_id": i, "reason_code": s, "note": s,
+                         "state": {"type": "string", "enum": list(mp.DISPUTE_STATES)}, "created_at": TIME,
+                         "decided_at": NTIME, "decision_note": s, "reversed": s, "reversed_cents": i}),
         "PortalDisputeInput": _obj({"reason_code": {"type": "string", "enum": list(mp.DISPUTE_REASONS)},
                                     "note": {"type": "string", "maxLength": 1000}}, required=["reason_code"]),
     }
@@ -249,7 +296,26 @@ def paths() -> dict:
     pid = _param("id", "path", {"type": "integer", "minimum": 1, "maximum": 2 ** 62})
     s, i = {"type": "string"}, {"type": "integer"}
     only = " Partner tokens only (a publisher's or buyer's own token); staff tokens get 403."
+    decided = _json(_ref("Dispute"))
+    note = {"required": True, "content": {"application/json": {"schema": _obj(
+        {"note": {"type": "string", "maxLength": 1000}}, required=[])}}}
     return {
+        "/disputes": {"get": {
+            "summary": "Buyers' disputes (from their portals), newest first", "operationId": "list_disputes",
+            "description": "Any staff role. state: pending, accepted or rejected (default: all).",
+            "parameters": [_param("state", "query", {"type": "string", "enum": list(mp.DISPUTE_STATES)})],
+            "responses": {"200": _json(_obj({"items": {"type": "array", "items": _ref("Dispute")}})), **_errors()}}},
+        "/disputes/{id}/accept": {"post": {
+            "summary": "Accept a pending dispute: the ledger reverses the call's revenue (and payout where it "
+                       "depends on the buyer paying) and the signed reversal postback is queued",
+            "operationId": "accept_dispute", "parameters": [pid], "requestBody": note,
+            "description": "Finance and admin. A dispute decided already is refused (400).",
+            "responses": {"200": decided, **_errors()}}},
+        "/disputes/{id}/reject": {"post": {
+            "summary": "Reject a pending dispute, with a note (required) the buyer sees",
+            "operationId": "reject_dispute", "parameters": [pid], "requestBody": note,
+            "description": "Finance and admin. Nothing moves in the ledger.",
+            "responses": {"200": decided, **_errors()}}},
         "/portal/me": {"get": {"summary": "The partner the token belongs to", "operationId": "portal_me",
                                "description": "Who the token's owner is, its publisher or buyer, its time zone." + only,
                                "responses": {"200": _json(_ref("PortalMe")), **_errors()}}},
