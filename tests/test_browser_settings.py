@@ -1,7 +1,7 @@
 """The panel's settings and reports in headless Debian Chromium, from the panel alone (a panel on a
 real SQLite database, no Asterisk needed): report presets and a chart bar opening its calls, a
 billing rule and a re-rating dry run, an invoice download, a period closed, a block-list entry, a webhook, a number pool, a bulk reassign
-with its preview, a password change, a user's own time zone; then, with JavaScript off, a release through its
+with its preview, a password change, a user's role and password set by an admin, a user's own time zone; then, with JavaScript off, a release through its
 confirmation page and the live-calls page."""
 
 from __future__ import annotations
@@ -168,6 +168,26 @@ def test_settings_and_reports_from_the_panel(panel_url):
         page.fill("#u-timezone", "asia/tokyo")
         page.click("#user-zone-form button")
         assert page.locator("#zone-name").inner_text() == "Asia/Tokyo"
+
+        # Users: an admin changes a user's role and sets a new password for it; the user logs in with it
+        # and has the new role's rights (the billing page needs finance's "reports" permission, which noc lacks).
+        page.goto(base + "/users")
+        page.select_option("select[aria-label='Role of noc']", "finance")
+        page.click("button[aria-label='Change the role of noc']")
+        page.wait_for_url(re.compile(r".*/users\?saved=role.*"))
+        assert page.locator("select[aria-label='Role of noc']").input_value() == "finance"
+        page.fill("input[aria-label='New password for noc']", "the noc's new password")
+        page.click("button[aria-label='Set the password of noc']")
+        page.wait_for_url(re.compile(r".*/users\?saved=password.*"))
+        other = browser.new_context().new_page()
+        other.set_default_timeout(10_000)
+        other.goto(base + "/login")
+        other.fill("input[name=username]", "noc")
+        other.fill("input[name=password]", "the noc's new password")
+        other.click("button[type=submit]")
+        other.wait_for_url(base + "/")
+        assert other.goto(base + "/billing").status == 200  # finance's page; noc was refused it
+        other.context.close()
 
         # Without JavaScript: confirmations and live calls still work.
         context = browser.new_context(java_script_enabled=False)
