@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sqlite3
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -98,7 +99,7 @@ class Net:
         out = self.ctl.cli(*args)
         assert out.returncode == 0, (args, out.stdout, out.stderr)
         if self.ctl.proc is not None and args[0] in ("buyer", "publisher", "campaign", "rule"):
-            time.sleep(1.0)  # a CLI edit reaches the running controller within routing.reload_interval
+            time.sleep(0.7)  # a CLI edit reaches the running controller within routing.reload_interval (0.3 s)
         return out.stdout
 
     def caller(self) -> str:
@@ -117,12 +118,22 @@ class Net:
         for proc, spec in procs:
             spec["result"] = self.sipp.result(proc, timeout=90)
             self.placed.append(spec)
-        self.ctl.wait_calls(len(self.placed), timeout=30)
-        # Settled, not only stored: a caller's later call may wait for its earlier one.
+        # Stored means settled (a caller's later call may wait for its earlier one to settle first).
+        db_file = self.ctl.db_url.split(":///", 1)[1]
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and len(self.ctl.calls()) < len(self.placed):
-            time.sleep(0.3)
+        while time.monotonic() < deadline:
+            with sqlite3.connect(db_file, timeout=5) as db:
+                if db.execute("SELECT count(*) FROM calls").fetchone()[0] >= len(self.placed):
+                    break
+            time.sleep(0.2)
+        self.stored = self.ctl.calls()
         return [spec for _, spec in procs]
+
+    def buyer_of(self, spec: dict) -> str | None:
+        """The buyer a placed call was connected to (from the last phase's stored calls), or None."""
+        mine = [c for c in self.stored if c["caller"] == spec["caller"]]
+        assert len(mine) == 1, mine
+        return self.names.get(mine[0]["buyer_id"]) if mine[0]["buyer_id"] else None
 
 
 def test_every_call_billed_once_by_its_rules_overlaps_bursts_restart(controller, sipp, bidder):
@@ -158,14 +169,15 @@ def test_every_call_billed_once_by_its_rules_overlaps_bursts_restart(controller,
                                         (ROOF, "Roof", "Pub")):
         cli("number", "add", number, "--campaign", campaign, "--publisher", publisher)
     controller.start()
+    net.names = {v: k for k, v in controller.ids().items() if not k.startswith(("campaign:", "publisher:"))}
     ph = net.phase
 
-    # P0, steady traffic: 10 callers call Roof 3 times each: 8 s (billable), 3 s (below F's 6 s), 8 s again
-    # (a repeat within the campaign's 1-day unique window: not billable).
+    # P0, traffic: 10 callers call Roof 3 times each, all 30 calls up at once, in this order: 8 s
+    # (billable), 3 s (below F's 6 s), 8 s again (a repeat within the campaign's 1-day unique window:
+    # not billable, although it overlaps the first and ends about when it does).
     roof = [net.caller() for _ in range(10)]
-    ph([(ROOF, c, 8, "F", "Pub") for c in roof])
-    ph([(ROOF, c, 3, "F", "Pub") for c in roof])
-    ph([(ROOF, c, 8, "F", "Pub") for c in roof])
+    ph([(ROOF, c, 8, "F", "Pub") for c in roof] + [(ROOF, c, 3, "F", "Pub") for c in roof]
+       + [(ROOF, c, 8, "F", "Pub") for c in roof], gap=0.1)
     for spec in net.placed[20:30]:
         spec["duplicate"] = True
 
@@ -184,8 +196,8 @@ def test_every_call_billed_once_by_its_rules_overlaps_bursts_restart(controller,
     spent_a = sum(expected(s)[0] for s in net.placed if s["buyer"] == "A")
     cli("buyer", "rules", "A", "--set", f"budget_daily={(spent_a + 100_00) / 100:.2f}")
     burst = ph([(HVAC, net.caller(), 12, None, "Pub") for _ in range(4)])
-    on_a = [s for s in burst if buyer_of(controller, s) == "A"]
-    assert len(on_a) == 2, [buyer_of(controller, s) for s in burst]
+    on_a = [s for s in burst if net.buyer_of(s) == "A"]
+    assert len(on_a) == 2, [net.buyer_of(s) for s in burst]
     for s in burst:
         s["buyer"] = "A" if s in on_a else "B"
     # 10.00 left of A's budget: the next call goes to B.
@@ -194,7 +206,7 @@ def test_every_call_billed_once_by_its_rules_overlaps_bursts_restart(controller,
     # P4, B's daily cap on the HVAC link (5): 3 used, so of 3 simultaneous calls 2 connect, 1 finds no buyer
     # (A's budget cannot take a 45.00 call).
     p4 = ph([(HVAC, net.caller(), 6, None, "Pub") for _ in range(3)])
-    got = [buyer_of(controller, s) for s in p4]
+    got = [net.buyer_of(s) for s in p4]
     assert sorted(got, key=str) == sorted(["B", "B", None], key=str), got
     for s, b in zip(p4, got):
         s["buyer"] = b
@@ -202,7 +214,7 @@ def test_every_call_billed_once_by_its_rules_overlaps_bursts_restart(controller,
     # P5, Plumb: the campaign's concurrency (3) holds against a burst of 4; a caller on a live call with D
     # (duplicate window 1 h) is not offered to D again but to E; then the publisher Pct's payout budget.
     p5 = ph([(PLUMB, net.caller(), 8, None, "Pct") for _ in range(4)])
-    got = [buyer_of(controller, s) for s in p5]
+    got = [net.buyer_of(s) for s in p5]
     assert sorted(got, key=str) == sorted(["D", "D", "D", None], key=str), got
     for s, b in zip(p5, got):
         s["buyer"] = b
@@ -213,7 +225,7 @@ def test_every_call_billed_once_by_its_rules_overlaps_bursts_restart(controller,
     # 15.00 left: a call to D may cost 10.00 of payout (40 % of 25.00), one to E 6.00: one call is held at D,
     # the others would pass the budget at D (20.00) and at E (16.00).
     p5c = ph([(PLUMB, net.caller(), 8, None, "Pct") for _ in range(3)])
-    got = [buyer_of(controller, s) for s in p5c]
+    got = [net.buyer_of(s) for s in p5c]
     assert sorted(got, key=str) == sorted(["D", None, None], key=str), got
     for s, b in zip(p5c, got):
         s["buyer"] = b
@@ -241,10 +253,12 @@ def test_every_call_billed_once_by_its_rules_overlaps_bursts_restart(controller,
     assert len(net.placed) >= 60
 
     # Call by call: the stored record against the README's rules.
-    stored = {c["caller"]: [] for c in controller.calls()}
-    for c in sorted(controller.calls(), key=lambda c: c["started_at"]):
+    calls = controller.calls()
+    stored = {c["caller"]: [] for c in calls}
+    for c in sorted(calls, key=lambda c: c["started_at"]):
         stored[c["caller"]].append(c)
-    ids = {v: k for k, v in controller.ids().items() if not k.startswith(("campaign:", "publisher:"))}
+    ids = net.names
+    pids = {k.split(":", 1)[1]: v for k, v in controller.ids().items() if k.startswith("publisher:")}
     seen: dict[str, int] = {}
     diffs = []
     for spec in net.placed:
@@ -262,8 +276,8 @@ def test_every_call_billed_once_by_its_rules_overlaps_bursts_restart(controller,
     assert diffs == []
 
     # Totals: the period report, statements and invoices agree with the calls, to the cent.
-    rev_total = sum(c["revenue_cents"] for c in controller.calls())
-    pay_total = sum(c["payout_cents"] for c in controller.calls())
+    rev_total = sum(c["revenue_cents"] for c in calls)
+    pay_total = sum(c["payout_cents"] for c in calls)
     today = datetime.now(timezone.utc).date()
     span = ["--from", str(today - timedelta(days=1)), "--to", str(today + timedelta(days=1))]
     rows = {(r["group"], r["name"]): r for r in csv.DictReader(io.StringIO(cli("report", "period", *span, "--csv")))}
@@ -271,10 +285,10 @@ def test_every_call_billed_once_by_its_rules_overlaps_bursts_restart(controller,
     assert cents(rows[("total", "total")]["payable"]) == pay_total
     for pub in ("Pub", "Pct", "Own"):
         st = list(csv.reader(io.StringIO(cli("report", "statement", pub, *span, "--csv"))))
-        assert cents(st[-1][5]) == sum(payout_of(net, controller, pub)), pub
+        assert cents(st[-1][5]) == sum(c["payout_cents"] for c in calls if c["publisher_id"] == pids[pub]), pub
     for name in ("A", "B", "D", "E", "F", "R"):
         inv = list(csv.reader(io.StringIO(cli("report", "invoice", name, *span, "--csv"))))
-        assert cents(inv[-1][5]) == sum(c["revenue_cents"] for c in controller.calls() if ids.get(c["buyer_id"]) == name)
+        assert cents(inv[-1][5]) == sum(c["revenue_cents"] for c in calls if ids.get(c["buyer_id"]) == name)
     # /metrics since the restart against what the ledger booked since then.
     after = samples(controller.metrics())
     assert metric_sum(after, "ppcswitch_revenue_cents_total") == rev_total - before_restart[0]
@@ -297,18 +311,6 @@ def expected(spec: dict, seconds: int | None = None) -> tuple[int, int]:
 def settled_totals(net: Net) -> tuple[int, int]:
     calls = net.ctl.calls()
     return sum(c["revenue_cents"] for c in calls), sum(c["payout_cents"] for c in calls)
-
-
-def buyer_of(controller, spec: dict) -> str | None:
-    ids = {v: k for k, v in controller.ids().items() if not k.startswith(("campaign:", "publisher:"))}
-    mine = [c for c in controller.calls() if c["caller"] == spec["caller"]]
-    assert len(mine) == 1, mine
-    return ids.get(mine[0]["buyer_id"]) if mine[0]["buyer_id"] else None
-
-
-def payout_of(net: Net, controller, publisher: str) -> list[int]:
-    pids = {k.split(":", 1)[1]: v for k, v in controller.ids().items() if k.startswith("publisher:")}
-    return [c["payout_cents"] for c in controller.calls() if c["publisher_id"] == pids[publisher]]
 
 
 def metric_sum(scrape: dict, name: str) -> int:
