@@ -242,14 +242,6 @@ class Counters:
             self.deliver(caller, buyer_id, epoch)
         self.offered(buyer_id, epoch)
 
-    def count(self, buyer_id: int, kind: str, period) -> int:
-        """Connected calls of a buyer in one period (kind "h", "d" or "m")."""
-        return self.n.get((buyer_id, kind, period), 0)
-
-    def spent(self, buyer_id: int, kind: str, period) -> int:
-        """Money of a buyer in one period (kind "d" or "m")."""
-        return self.n.get((buyer_id, "rev_" + kind, period), 0)
-
     def last_delivery(self, caller: str, buyer_id: int) -> float | None:
         seen = self.delivered.get(caller)
         return seen.get(buyer_id) if seen else None

@@ -114,10 +114,6 @@ class Reservations:
                 got[2] -= cents
         self._off_call(h)
 
-    def answered(self, linkedid: str) -> list[int]:
-        """Buyer ids holding for this call (tests, the panel's live view)."""
-        return [self.holds[(linkedid, a)].buyer_id for a in self.calls.get(linkedid, ())]
-
     def release(self, linkedid: str) -> None:
         """Drop every hold of this call without counting anything."""
         held_map = self.counters.held
