@@ -275,6 +275,87 @@ lease_seconds = 15.0
 """
 
 
+# -- a PostgreSQL server of its own (drills restart it) -------------------------------------------
+
+
+class PrivatePostgres:
+    """A throwaway PostgreSQL server in `directory` (initdb with the machine's binaries, run as
+    user postgres, trust on 127.0.0.1:`port`): fault drills stop and restart it while the
+    machine's own server, which other programs use, is never touched. Stopped by its PID."""
+
+    def __init__(self, directory: Path, port: int = 0, bindir: str | None = None, user: str = "postgres"):
+        self.dir = Path(directory)
+        self.data = self.dir / "data"
+        self.log = self.dir / "postgres.log"
+        self.user = user
+        self.bindir = Path(bindir or next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)),
+                                          Path("/usr/lib/postgresql/15/bin")))
+        self.port = port or self._free_port()
+
+    @staticmethod
+    def _free_port(start: int = 55432) -> int:
+        import socket
+
+        for port in range(start, start + 200):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) != 0 and not Path(f"/tmp/.s.PGSQL.{port}").exists():
+                    return port
+        raise SandboxError("no free port for a private PostgreSQL")
+
+    @property
+    def admin_dsn(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _as_user(self, *cmd: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        res = subprocess.run(["runuser", "-u", self.user, "--", *cmd], capture_output=True, text=True,
+                             timeout=timeout, cwd="/")
+        if res.returncode != 0:
+            raise SandboxError(f"{Path(cmd[0]).name} failed: {(res.stderr or res.stdout).strip()[-300:]}")
+        return res
+
+    def init(self) -> None:
+        if (self.data / "PG_VERSION").exists():
+            return
+        if not (self.bindir / "initdb").exists():
+            raise SandboxError(f"no PostgreSQL binaries in {self.bindir}")
+        import pwd
+
+        pw = pwd.getpwnam(self.user)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+        self._as_user(str(self.bindir / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres",
+                      "--no-sync", "-E", "UTF8")
+
+    def pid(self) -> int | None:
+        try:
+            pid = int((self.data / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if _alive(pid) else None
+
+    def start(self, timeout: float = 60) -> None:
+        if self.pid():
+            return
+        opts = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} -c fsync=off -c full_page_writes=off "
+                "-c max_connections=60 -c shared_buffers=32MB")
+        self._as_user(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", opts, "-w",
+                      "-t", str(int(timeout)), "start", timeout=timeout + 10)
+
+    def stop(self, mode: str = "fast") -> None:
+        """mode: smart | fast (what `systemctl restart` does) | immediate (a crash)."""
+        if self.pid():
+            self._as_user(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def destroy(self) -> None:
+        with contextlib.suppress(SandboxError):
+            self.stop("immediate")
+        pid = self.pid()
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 # -- processes --------------------------------------------------------------------------------
 
 

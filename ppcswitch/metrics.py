@@ -399,7 +399,15 @@ def _component_state(c: dict[str, Any], out: list[str]) -> None:
                 out.append(f'{name}{{result="{result}"}} {float(n)!r}\n')
             name = "ppcswitch_cluster_reservation_seconds"
             out.append(_header(name, "Time of each shared reservation (one round trip to PostgreSQL)", "summary"))
+            recent = sorted(shared.round_trips)
+            for q in (0.5, 0.99):  # over the recent admissions (up to the last 10000)
+                if recent:
+                    out.append(f'{name}{{quantile="{q}"}} {recent[min(len(recent) - 1, int(len(recent) * q))]!r}\n')
             out.append(f"{name}_sum {shared.seconds_sum!r}\n{name}_count {float(shared.admitted + shared.refused + shared.errors)!r}\n")
+            _gauge(out, "ppcswitch_cluster_write_queue_depth",
+                   "Shared reservation writes (releases, settled counts) waiting for PostgreSQL", shared.queue.qsize())
+            _counter(out, "ppcswitch_cluster_write_retries_total",
+                     "Shared reservation writes tried again while PostgreSQL was unreachable", shared.retries)
 
 
 def _buyer_load(router, out: list[str]) -> None:

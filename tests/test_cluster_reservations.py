@@ -5,13 +5,22 @@ connection pool) on one database take simultaneous calls. A buyer's concurrency 
 budget hold across both, where each controller alone would have let its own share through; the
 holds of a controller that died stop counting within the lease; a settled call counts once even
 when it is settled twice. Also measured: one admission is one round trip (printed p50/p99).
+
+The PostgreSQL restart drill runs on a private PostgreSQL server (ppcswitch.cluster.PrivatePostgres:
+initdb into a temporary directory, its own port), never on the machine's shared one: while it is
+down both controllers route from memory, each admission giving up within ADMIT_TIMEOUT, and the
+writes of the calls that end meanwhile wait in order and land once when it is back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import pytest  # noqa: F401  (fixtures)
 
@@ -19,7 +28,7 @@ from ppcswitch import channel_vars as cv
 from ppcswitch.config import load_settings
 from ppcswitch.routing.reservations import SettledAttempt, SettledCall
 from ppcswitch.routing.service import Router
-from ppcswitch.routing.shared import SharedReservations, confirm
+from ppcswitch.routing.shared import ADMIT_TIMEOUT, SharedReservations, confirm
 from ppcswitch.storage import db, repo, repo_routing
 
 NUMBER = "+18005550100"
@@ -168,3 +177,106 @@ async def test_an_admission_is_one_round_trip(pg_url):
         assert len(samples) == 200 and p50 < 0.05
     finally:
         await stop(routers)
+
+
+@pytest.fixture(scope="module")
+def private_pg():
+    """A PostgreSQL server of this module's own (it is restarted): root and the machine's binaries."""
+    from ppcswitch.cluster import PrivatePostgres
+    from ppcswitch.sandbox import SandboxError
+
+    if os.geteuid() != 0 or shutil.which("runuser") is None:
+        pytest.skip("a private PostgreSQL needs root (runuser -u postgres)")
+    pg = PrivatePostgres(Path(tempfile.mkdtemp(prefix="ppcswitch-pg-")))
+    try:
+        pg.init()
+        pg.start()
+    except SandboxError as exc:
+        pg.destroy()
+        pytest.skip(f"private PostgreSQL unavailable: {exc}")
+    yield pg
+    pg.destroy()
+
+
+async def admin(pg, sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(pg.admin_dsn, timeout=5)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def fetch(url: str, sql: str, *args):
+    import asyncpg
+
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://", 1), timeout=5)
+    try:
+        return await conn.fetch(sql, *args)
+    finally:
+        await conn.close()
+
+
+async def test_a_postgresql_restart_routing_goes_on_from_memory_and_writes_land_once(private_pg):
+    await admin(private_pg, "DROP DATABASE IF EXISTS restart_drill WITH (FORCE)")
+    await admin(private_pg, "CREATE DATABASE restart_drill")
+    url = f"postgresql+asyncpg://postgres@127.0.0.1:{private_pg.port}/restart_drill"
+    network = await network_with(url, cap=2)
+    a = next(b for b in network.buyers.values() if b.name == "A")
+    routers = await controllers(url, network)
+
+    def settle(r: Router, linkedid: str, caller: str) -> None:
+        now = time.time()
+        r.live.release_call(linkedid)  # the call is over
+        r.reservations.settled(SettledCall(linkedid, caller, a_campaign(network), a_publisher(network), a.id, now,
+                                           (SettledAttempt(a.id, now),), True, True, 4000, 1000), network)
+
+    try:
+        assert await call(routers[0], "before", "+14155557000") == "A"
+        settle(routers[0], "before", "+14155557000")
+        await routers[0].reservations.queue.join()
+
+        private_pg.stop("fast")  # what `systemctl restart postgresql` does first
+        # Routing goes on from memory: each controller keeps its own count of the cap (2 each), and
+        # no admission waits on the dead database longer than ADMIT_TIMEOUT.
+        took, got = [], []
+        for i in range(6):
+            started = time.perf_counter()
+            got.append(await call(routers[i % 2], f"down-{i}", f"+1415555{7100 + i}"))
+            took.append(time.perf_counter() - started)
+        assert got == ["A", "A", "A", "A", "B", "B"], got
+        assert max(took) < ADMIT_TIMEOUT + 0.5, took
+        assert all(r.reservations.errors for r in routers)
+        # The calls end while the database is down: their writes wait, in order.
+        for i, buyer in enumerate(got):
+            r = routers[i % 2]
+            if buyer == "A":
+                settle(r, f"down-{i}", f"+1415555{7100 + i}")
+                settle(r, f"down-{i}", f"+1415555{7100 + i}")  # a replay (the CDR file) as well
+            else:
+                r.live.release_call(f"down-{i}")
+                r.reservations.release(f"down-{i}")
+        await asyncio.sleep(1.0)
+        # Every write waits (the first one being retried): node1 four settlements (two calls, each
+        # twice) and a release, node2 the same. Nothing dropped, nothing done.
+        assert [r.reservations.queue.qsize() + 1 for r in routers] == [5, 5]
+        assert all(r.reservations.retries for r in routers)
+
+        private_pg.start()
+        for r in routers:
+            await asyncio.wait_for(r.reservations.queue.join(), 15)
+        # Landed once: five settled calls counted once each, no hold left behind.
+        settled = await fetch(url, "SELECT linkedid, node FROM cluster_settled ORDER BY linkedid")
+        assert [(x["linkedid"], x["node"]) for x in settled] == [
+            ("before", "node1"), ("down-0", "node1"), ("down-1", "node2"), ("down-2", "node1"), ("down-3", "node2")]
+        [total] = await fetch(url, "SELECT n FROM cluster_counts WHERE scope = $1 AND family = '' AND period = 't'",
+                              f"b{a.id}")
+        assert total["n"] == 5
+        assert await fetch(url, "SELECT * FROM cluster_holds") == []
+        # And the cap is the cluster's again: two calls in flight across both controllers, not four.
+        got = await asyncio.gather(*(call(routers[i % 2], f"after-{i}", f"+1415555{7200 + i}") for i in range(4)))
+        assert sorted(got) == ["A", "A", "B", "B"], got
+    finally:
+        await stop(routers)
+        await admin(private_pg, "DROP DATABASE IF EXISTS restart_drill WITH (FORCE)")

@@ -14,8 +14,13 @@ Each hold has a lease (`cluster.lease_seconds`): the controller renews its own e
 so the holds of a controller that died stop counting within one lease. A leg that ends unanswered
 stops holding money and concurrency; a settled call's holds are deleted and its counts (the same
 `count()` the in-process counters use) are added to the shared counts, once per call
-(`cluster_settled`). Those writes go through one ordered queue off the decision path; if the
-database is unreachable they are dropped with a log line (holds then lapse with their lease).
+(`cluster_settled`). Those writes go through one ordered queue off the decision path; while the
+database is unreachable (a restart, a network cut) the queue waits and retries its first write
+with back-off, in order, so every settled call's counts land once when it is back (a settlement
+is keyed by linkedid; dropping a hold or marking it unanswered twice changes nothing). Admissions
+meanwhile are not checked across the cluster: each controller routes from its own memory, as on
+one box, and says so once per outage in its log (`ppcswitch_cluster_reservations_total{result="error"}`).
+An admission never waits more than `ADMIT_TIMEOUT` for the database.
 """
 
 from __future__ import annotations
@@ -38,6 +43,19 @@ log = logging.getLogger(__name__)
 FAMILIES = ("", "r", "b")  # connected, routed, billable calls (counters.FAMILY); "$": money in cents
 
 RESERVE_SQL = "SELECT ppc_reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+ADMIT_TIMEOUT = 1.0  # seconds an admission may wait for the database before the local checks stand alone
+RETRY_MIN, RETRY_MAX = 0.05, 2.0  # back-off of the queued writes while the database is unreachable
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A database error that goes away by itself (connection lost or refused, server restarting,
+    out of resources): the write is worth doing again. Anything else is a bug: logged, dropped."""
+    import asyncpg
+
+    if isinstance(exc, (OSError, asyncio.TimeoutError, asyncpg.InterfaceError)):
+        return True  # refused, reset, timed out; asyncpg: connection closed / does not exist
+    code = getattr(exc, "sqlstate", None) or ""
+    return code.startswith(("08", "53", "57P", "40001", "40P01"))
 
 
 def scope_text(scope) -> str:
@@ -120,6 +138,9 @@ class SharedReservations(Reservations):
         self.admitted = self.refused = self.errors = 0
         self.round_trips: list[float] = []  # seconds of recent admissions (tests, bench)
         self.seconds_sum = 0.0  # all admissions' time (metrics: ppcswitch_cluster_reservation_seconds)
+        self.unchecked_since = 0.0  # monotonic time the database stopped answering admissions (0: it answers)
+        self.retries = 0  # queued writes tried again (the database was unreachable)
+        self.writes = 0  # queued writes done
 
     async def start(self) -> None:
         import asyncpg
@@ -170,11 +191,15 @@ class SharedReservations(Reservations):
             return ""  # no level of this leg has a limit: no round trip
         started = time.perf_counter()
         try:
-            async with self.pool.acquire() as conn:
-                why = await conn.fetchval(RESERVE_SQL, self.node, linkedid, attempt, self.lease, *args.values())
+            async with self.pool.acquire(timeout=ADMIT_TIMEOUT) as conn:
+                why = await conn.fetchval(RESERVE_SQL, self.node, linkedid, attempt, self.lease, *args.values(),
+                                          timeout=ADMIT_TIMEOUT)
         except Exception as exc:  # the database is down: the local checks stand alone
             self.errors += 1
-            log.warning("shared reservation of %s/%d not checked: %s", linkedid, attempt, exc)
+            if not self.unchecked_since:
+                self.unchecked_since = time.monotonic()
+                log.warning("shared reservations not checked (%s: %s): routing from this controller's memory "
+                            "until the database answers", exc.__class__.__name__, exc)
             return ""
         finally:
             took = time.perf_counter() - started
@@ -182,6 +207,9 @@ class SharedReservations(Reservations):
             self.round_trips.append(took)
             if len(self.round_trips) > 10000:
                 del self.round_trips[:5000]
+        if self.unchecked_since:
+            log.warning("shared reservations checked again after %.1f s", time.monotonic() - self.unchecked_since)
+            self.unchecked_since = 0.0
         if why:
             self.refused += 1
         else:
@@ -226,18 +254,39 @@ class SharedReservations(Reservations):
         while True:
             sql, params = await self.queue.get()
             try:
+                await self._write(sql, params)
+            finally:
+                self.queue.task_done()
+
+    async def _write(self, sql, params) -> None:
+        """One queued write, retried while the database is unreachable (order kept: the next waits)."""
+        delay, since = RETRY_MIN, None
+        while True:
+            try:
                 async with self.pool.acquire() as conn:
                     if sql is None:
                         await self._settle(conn, *params)
                     else:
                         await conn.execute(sql, *params)
+                self.writes += 1
+                if since is not None:
+                    log.warning("shared reservations: writes land again after %.1f s", time.monotonic() - since)
+                return
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self.errors += 1
-                log.warning("shared reservations: a write was lost (%s); holds lapse with their lease", exc)
-            finally:
-                self.queue.task_done()
+                if not is_transient(exc):
+                    self.errors += 1
+                    log.error("shared reservations: a write failed and is dropped (%s: %s)",
+                              exc.__class__.__name__, exc)
+                    return
+                if since is None:
+                    since = time.monotonic()
+                    log.warning("shared reservations: database unreachable (%s); %d write(s) wait",
+                                exc.__class__.__name__, self.queue.qsize() + 1)
+                self.retries += 1
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
 
     async def _renew(self) -> None:
         """Keep this controller's holds alive; a dead controller's lapse within one lease."""
