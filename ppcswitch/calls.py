@@ -59,6 +59,9 @@ class CallRecord:
     sub_id: str = ""
     click_id: str = ""
     attribution: dict = field(default_factory=dict)  # source (lease/sip/ivr), utm_*, keyword, pool
+    # The caller's state (routing's: a ZIP keyed in, else the area code), set when the call is settled
+    # (ppcswitch.pipeline); '' unknown, None not looked up.
+    caller_state: str | None = None
 
     @property
     def connected_seconds(self) -> int:

@@ -26,6 +26,7 @@ from typing import Callable
 
 from ppcswitch.billing import ledger
 from ppcswitch.calls import CallRecord
+from ppcswitch.routing import geo
 from ppcswitch.storage import repo_routing
 from ppcswitch.storage.writer import SyncJob
 
@@ -33,6 +34,14 @@ log = logging.getLogger(__name__)
 
 # A call waits for an earlier call of its caller at most this long (that call's end was never seen).
 ORDER_WAIT_MAX = 6 * 3600
+
+
+def caller_state(record: CallRecord, route) -> str:
+    """The caller's state as routing saw it (a ZIP keyed in, else the area code); a call not routed
+    here (recovered from the CDR file) by its area code; '' when unknown."""
+    if route is not None:
+        return route.facts.state or ""
+    return geo.state_of_area_code(geo.area_code(record.caller)) if record.caller_valid else ""
 
 
 class FinishedCalls:
@@ -90,6 +99,8 @@ class FinishedCalls:
     # -- 5. settle ------------------------------------------------------------------------
     def settle(self, record: CallRecord) -> None:
         trace, route = self.router.finished(record)
+        if record.caller_state is None:  # stored with the call (reports by state)
+            record.caller_state = caller_state(record, route)
         metrics, enqueue = self.metrics, self.enqueue_postbacks
 
         def job(session):

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from ppcswitch.billing import rules as r
 from ppcswitch.calls import CallRecord, Outcome
 from ppcswitch.qualification import CallFacts, Decision, PriorCall, decide
+from ppcswitch.storage import breakdowns
 from ppcswitch.storage import models as t
 from ppcswitch.storage import models_billing as b
 from ppcswitch.storage import repo
@@ -405,10 +406,11 @@ async def dispute(session: AsyncSession, linkedid: str, *, user: str, reason: st
                 paid=-1 if len(parts) > 1 and d.payout_billable else 0)
     d.disputed = True
     await session.flush()
+    amounts = dict(parts)
+    await session.run_sync(breakdowns.dispute_sync, d.call_id, -rev, amounts.get(PAYABLE, 0))
     # The buyer's webhook and (when its payout went too) the publisher's postback hear of it, same transaction.
     from ppcswitch.attribution import store as attribution_store
 
-    amounts = dict(parts)
     await attribution_store.enqueue_reversal(session, linkedid, amounts.get(RECEIVABLE, 0), amounts.get(PAYABLE, 0))
     return [e for e in booked if e is not None]
 

@@ -20,6 +20,7 @@ from ppcswitch.billing import ledger
 from ppcswitch.billing.ledger import BillingError, _balance, _book_decision, _decision_columns, _roll
 from ppcswitch.billing.reports import Period
 from ppcswitch.qualification import PriorCall, decide
+from ppcswitch.storage import breakdowns
 from ppcswitch.storage import models as t
 from ppcswitch.storage import models_billing as b
 
@@ -119,6 +120,8 @@ async def rerate(session: AsyncSession, p: Period, *, apply: bool = False, user:
                              d.publisher_id, False, new.revenue.cents - rev, False, new.payout.cents - pay,
                              reason=f"re-rated (revision {revision})", user=user.strip()[:100],
                              key_suffix=f":r{revision}")
+        await session.run_sync(breakdowns.rerate_sync, d.call_id, d.revenue_billable, new.revenue.billable,
+                               new.revenue.cents - d.revenue_cents, new.payout.cents - d.payout_cents)
         for key, value in _decision_columns(new).items():
             setattr(d, key, value)
         d.revision = revision

@@ -93,6 +93,8 @@ class TrackingNumber(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Ask the caller for a publisher code before routing (a shared number; migration 0002_publisher_codes).
     ask_publisher_code: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Paused: calls to the number are refused ("number_paused") until resumed (migration 0010_breakdowns).
+    paused: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class ConfigVersion(Base):
@@ -145,6 +147,9 @@ class Call(Base):
     quality_score: Mapped[int | None] = mapped_column(Integer, nullable=True)  # fraud/quality score (0002_billing)
     # Attribution (0002_attribution): the visitor's / publisher's traffic source; attribution is JSON.
     sub_id: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    # The caller's state as routing saw it (ZIP keyed in, else area code); '' unknown, NULL: settled
+    # before 0010_breakdowns recorded it.
+    caller_state: Mapped[str | None] = mapped_column(String(2), nullable=True)
     click_id: Mapped[str] = mapped_column(String(128), default="", server_default="")
     attribution: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")
     attempts: Mapped[list[CallAttempt]] = relationship(
@@ -175,3 +180,4 @@ from ppcswitch.storage import models_codes  # noqa: E402,F401
 from ppcswitch.storage import models_intelligence  # noqa: E402,F401
 from ppcswitch.storage import models_portal  # noqa: E402,F401
 from ppcswitch.storage import models_cluster  # noqa: E402,F401
+from ppcswitch.storage import models_breakdowns  # noqa: E402,F401

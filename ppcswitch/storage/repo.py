@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, selectinload
 from ppcswitch import calls as c
 from ppcswitch.config import RoutingSettings
 from ppcswitch.routing import model as m
+from ppcswitch.storage import breakdowns
 from ppcswitch.storage import models as t
 from ppcswitch.storage import validate as v
 from ppcswitch.storage.validate import ValidationError
@@ -300,7 +301,7 @@ async def remove_tracking_number(session: AsyncSession, number: str, *, region: 
 _CALL_FIELDS = ("linkedid", "tracking_number", "caller", "caller_valid", "started_at", "ended_at", "outcome",
                 "publisher_id", "campaign_id", "buyer_id", "answered_at", "connected_ms", "hangup_cause",
                 "hangup_cause_text", "reject_reason", "billable", "revenue_cents", "payout_cents",
-                "quality_score", "sub_id", "click_id")
+                "quality_score", "sub_id", "click_id", "caller_state")
 _ATTEMPT_FIELDS = ("seq", "buyer_id", "dial_status", "started_at", "answered_at", "ended_at")
 
 
@@ -336,6 +337,7 @@ def insert_call(session: Session, record: c.CallRecord) -> int | None:
         conn.execute(_ATTEMPT_INSERT,
                         [dict({f: getattr(a, f) for f in _ATTEMPT_FIELDS}, call_id=call_id)
                          for a in sorted(record.attempts, key=lambda a: a.seq)])
+    breakdowns.stored_sync(session, record)  # daily totals by sub-ID and caller's state, same transaction
     return call_id
 
 
