@@ -31,9 +31,9 @@ SERVER = r"""
 import sys
 from aiohttp import web
 from ppcswitch.config import load_settings
-from ppcswitch.attribution.service import standalone_app
+from ppcswitch.app import create_app
 settings = load_settings()
-web.run_app(standalone_app(settings), host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+web.run_app(create_app(settings, telephony=False), host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
 """
 
 

@@ -29,7 +29,8 @@ from aiohttp.test_utils import TestClient, TestServer  # noqa: E402
 from ppcswitch import app as core  # noqa: E402
 from ppcswitch.config import load_settings  # noqa: E402
 from ppcswitch.storage import db, repo  # noqa: E402
-from ppcswitch.web import standalone_app, store  # noqa: E402
+from ppcswitch.app import create_app  # noqa: E402
+from ppcswitch.web import store  # noqa: E402
 
 PASSWORD = "bench password 1"
 FMT = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy stores datetimes in SQLite
@@ -149,7 +150,7 @@ def pages(mid_call_id: int) -> list[tuple[str, str]]:
 
 
 async def measure(url: str, repeat: int, mid_call_id: int) -> dict[str, list[float]]:
-    client = TestClient(TestServer(standalone_app(load_settings(env={"PPCSWITCH_DATABASE_URL": url}))))
+    client = TestClient(TestServer(create_app(load_settings(env={"PPCSWITCH_DATABASE_URL": url}), telephony=False, attribution_service=False)))
     await client.start_server()
     try:
         app = client.server.app

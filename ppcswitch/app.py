@@ -11,7 +11,6 @@ import asyncio
 import gc
 import logging
 import sys
-import time
 
 import aiohttp
 from aiohttp import web
@@ -30,7 +29,6 @@ from ppcswitch.agi.server import FastAgiServer
 from ppcswitch.ami.client import AmiClient
 from ppcswitch.attribution import service as attribution
 from ppcswitch.attribution import store as attribution_store
-from ppcswitch.billing import ledger
 from ppcswitch.calls import CallRecord
 from ppcswitch.config import Settings
 from ppcswitch.metrics import CONTENT_TYPE, Metrics, metrics_authorized
@@ -39,25 +37,16 @@ from ppcswitch.recovery import Recovery
 from ppcswitch.routing import shared as shared_reservations
 from ppcswitch.routing.service import Router
 from ppcswitch.rtb.auction import Auctioneer
-from ppcswitch.storage import db, repo, repo_routing
-from ppcswitch.storage.writer import SyncJob, Writer
+from ppcswitch.storage import db, repo, repo_routing, snapshot
+from ppcswitch.storage.writer import Writer
 from ppcswitch.tracker.tracker import CallTracker
 from ppcswitch import web as web_panel
 
 log = logging.getLogger(__name__)
 
-SETTINGS = web.AppKey("settings", Settings)
-ENGINE = web.AppKey("engine", object)
-SESSIONS = web.AppKey("sessionmaker", object)
-WRITER = web.AppKey("writer", Writer)
-ROUTER = web.AppKey("router", Router)
-TRACKER = web.AppKey("tracker", CallTracker)
-AMI = web.AppKey("ami", AmiClient)
-AGI = web.AppKey("agi", FastAgiServer)
-METRICS = web.AppKey("metrics", Metrics)
-RECOVERY = web.AppKey("recovery", Recovery)
-RELOAD_LOCK = web.AppKey("reload_lock", asyncio.Lock)
-PIPELINE = web.AppKey("pipeline", FinishedCalls)
+# The typed keys live in ppcswitch/keys.py (imported by every layer); re-exported here for scripts.
+from ppcswitch.keys import (AGI, AMI, ENGINE, METRICS, PIPELINE, RECOVERY, RELOAD_LOCK, RELOAD_ROUTING,  # noqa: E402
+                            ROUTER, SESSIONS, SETTINGS, ATTRIBUTION, FRAUD, TRACKER, WRITER)
 
 # Calls whose end the controller never saw (AMI down for hours) are closed after this.
 STALE_CALL_SECONDS = 6 * 3600
@@ -84,7 +73,7 @@ async def database_ctx(app: web.Application):
 
 async def _load_network(app: web.Application):
     async with app[SESSIONS]() as session:
-        return await repo.load_network(session, app[SETTINGS].routing)
+        return await snapshot.load_network(session, app[SETTINGS].routing)
 
 
 async def _config_version(app: web.Application) -> int:
@@ -170,10 +159,10 @@ async def ami_ctx(app: web.Application):
     pipeline = FinishedCalls(router, writer, metrics, attribution_store.enqueue_for_call_sync)
     app[PIPELINE] = pipeline
     scored = fraud_runtime.wrap(app, pipeline, lambda: app[TRACKER], ROUTER, WRITER, METRICS, SETTINGS)
-    scored = intelligence_runtime.wrap(app, scored, fraud_runtime.FRAUD)  # recorded calls queued for transcripts
+    scored = intelligence_runtime.wrap(app, scored, FRAUD)  # recorded calls queued for transcripts
 
     def on_record(record: CallRecord) -> None:
-        app[attribution.ATTRIBUTION].stamp(record)  # sub-ID, click ID, tags (ppcswitch.attribution)
+        app[ATTRIBUTION].stamp(record)  # sub-ID, click ID, tags (ppcswitch.attribution)
         scored(record)
 
     tracker = CallTracker(router.routes, router.live, lambda: router.network, on_record, settings.routing.default_region,
@@ -218,15 +207,15 @@ async def agi_ctx(app: web.Application):
     s = app[SETTINGS].agi
     router = app[ROUTER]
     handlers = {
-        "route": agi_route.make_handler(router, app[attribution.ATTRIBUTION]),
+        "route": agi_route.make_handler(router, app[ATTRIBUTION]),
         "next": agi_next.make_handler(router), "zip": agi_zip.make_handler(router),
-        "code": agi_code.make_handler(router, app[attribution.ATTRIBUTION]),
-        "screen": agi_screen.make_handler(router, app[fraud_runtime.FRAUD], app[SETTINGS].recording.directory),
-        "attribution": agi_attribution.make_handler(app[attribution.ATTRIBUTION])}
+        "code": agi_code.make_handler(router, app[ATTRIBUTION]),
+        "screen": agi_screen.make_handler(router, app[FRAUD], app[SETTINGS].recording.directory),
+        "attribution": agi_attribution.make_handler(app[ATTRIBUTION])}
     # What the dialplan asks for a new call: the three above in one request (ppcswitch.agi.inbound).
     handlers["inbound"] = agi_inbound.make_handler(
         handlers["attribution"], handlers["screen"], handlers["route"],
-        [*agi_attribution.header_expressions(app[attribution.ATTRIBUTION]), *agi_screen.HEADER_EXPRESSIONS])
+        [*agi_attribution.header_expressions(app[ATTRIBUTION]), *agi_screen.HEADER_EXPRESSIONS])
     agi_time = app[METRICS].agi_time
     server = FastAgiServer(
         handlers, s.host, s.port, s.header_timeout, s.max_header_bytes, s.command_timeout, s.allowed_peers,
@@ -258,26 +247,31 @@ async def metrics_view(request: web.Request) -> web.Response:
     return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE})
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, *, telephony: bool = True, attribution_service: bool = True) -> web.Application:
+    """The one application factory. By default the controller: everything. `telephony=False`: the
+    panel and API on the database alone (no routing snapshot, AMI or FastAGI; live calls show as
+    none), with the DNI endpoints, number pools and postback outbox unless `attribution_service=False`;
+    tests, benchmarks and a panel-only process use these."""
     app = web.Application(client_max_size=web_panel.MAX_REQUEST_BYTES)  # CSV imports of numbers
     app[SETTINGS] = settings
     app[METRICS] = Metrics(node=settings.cluster.node)
-    app[METRICS].watch(lambda: {"ami": app.get(AMI), "agi": app.get(AGI), "writer": app.get(WRITER),
-                                "tracker": app.get(TRACKER), "router": app.get(ROUTER)})
-    app.cleanup_ctx.extend([database_ctx, routing_ctx, shared_reservations.reservations_ctx(SETTINGS, ROUTER),
-                            attribution.attribution_ctx,
-                            fraud_runtime.fraud_ctx(SESSIONS, SETTINGS, WRITER, METRICS, ROUTER),
-                            intelligence_runtime.intelligence_ctx(SESSIONS, SETTINGS, WRITER, METRICS, ROUTER),
-                            ami_ctx, agi_ctx])
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics_view)
-    attribution.setup(app, settings)  # public DNI lease endpoint and script under /dni/
-    web_panel.setup(app)  # admin panel and /api/v1
-    from ppcswitch.fraud import panel as fraud_panel  # quality view, recordings (imports the panel: late)
-    fraud_panel.add_routes(app)
-    from ppcswitch.intelligence import panel as intelligence_panel  # transcripts, QC
-
-    intelligence_panel.add_routes(app)
+    app[RELOAD_ROUTING] = lambda: reload_routing(app)  # the panel applies an edit before it says "saved"
+    if telephony:
+        app[METRICS].watch(lambda: {"ami": app.get(AMI), "agi": app.get(AGI), "writer": app.get(WRITER),
+                                    "tracker": app.get(TRACKER), "router": app.get(ROUTER)})
+        app.cleanup_ctx.extend([database_ctx, routing_ctx, shared_reservations.reservations_ctx(SETTINGS, ROUTER),
+                                attribution.attribution_ctx,
+                                fraud_runtime.fraud_ctx(SESSIONS, SETTINGS, WRITER, METRICS, ROUTER),
+                                intelligence_runtime.intelligence_ctx(SESSIONS, SETTINGS, WRITER, METRICS, ROUTER),
+                                ami_ctx, agi_ctx])
+    else:
+        app.cleanup_ctx.extend([database_ctx] + ([attribution.attribution_ctx] if attribution_service else []))
+    if telephony:
+        app.router.add_get("/healthz", healthz)
+        app.router.add_get("/metrics", metrics_view)
+    if telephony or attribution_service:
+        attribution.setup(app, settings)  # public DNI lease endpoint and script under /dni/
+    web_panel.setup(app)  # admin panel, partner portals and /api/v1
     return app
 
 
@@ -300,16 +294,3 @@ def serve(settings: Settings, ready_message: str = "") -> int:
         print(f"ppcswitch: cannot start: {exc}", file=sys.stderr)
         return 2
     return 0
-
-
-def add_cli(sub) -> None:
-    p = sub.add_parser("serve", help="run the controller (FastAGI, AMI, HTTP)")
-    p.set_defaults(func=lambda settings, args: serve(settings))
-    p = sub.add_parser("dev", help="run everything locally: sandbox Asterisk, demo network and buyers, controller")
-    p.set_defaults(func=lambda settings, args: dev(settings))
-
-
-def dev(settings: Settings) -> int:
-    from ppcswitch import devrun
-
-    return devrun.run(settings)

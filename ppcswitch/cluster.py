@@ -45,7 +45,7 @@ from pathlib import Path
 
 from ppcswitch.config import SandboxSettings
 from ppcswitch.sandbox import (ASTERISK_DIR, DIALPLAN_DIR, REPO, SECRET_INCLUDE, SIPP_SCENARIOS, TRUNK_IP, Sandbox,
-                               SandboxError, _alive, _port_in_use, _read, _udp_bound)
+                               SandboxError, alive, port_in_use, read_text, udp_bound)
 
 KAMAILIO_CFG = REPO / "deploy" / "cluster" / "kamailio.cfg"
 KAMAILIO_PACKAGES = ("kamailio", "kamailio-utils-modules")  # utils: http_client, for the /healthz probe
@@ -102,7 +102,7 @@ def read_trunks(*paths: Path) -> dict[str, list[str]]:
     trunks: dict[str, list[str]] = {}
     for path in paths:
         section: dict[str, str] = {}
-        for raw in _read(path).splitlines() + ["[end]"]:
+        for raw in read_text(path).splitlines() + ["[end]"]:
             line = raw.split(";", 1)[0].strip()
             if line.startswith("["):
                 if section.get("endpoint") and section.get("match"):
@@ -404,7 +404,7 @@ class Cluster(Sandbox):
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             return None
-        return pid if _alive(pid) and str(self.config_path_by(what)).encode() in cmdline else None
+        return pid if alive(pid) and str(self.config_path_by(what)).encode() in cmdline else None
 
     def config_path_by(self, what: str) -> Path:
         return self.home / what.partition(":")[2] / "ppcswitch.toml"
@@ -551,7 +551,7 @@ class Cluster(Sandbox):
         pid = self.asterisk_pid(node)
         if pid:
             return pid
-        if _udp_bound(node.ip, SIP_PORT) or _port_in_use(1, node.ip, AMI_PORT):  # 1: SOCK_STREAM
+        if udp_bound(node.ip, SIP_PORT) or port_in_use(1, node.ip, AMI_PORT):  # 1: SOCK_STREAM
             raise SandboxError(f"{node.ip}:{SIP_PORT}/udp or :{AMI_PORT}/tcp is already in use by another program")
         self.mount_proc()
         proc = self._spawn(f"asterisk:{node.name}", ["chroot", str(self.root), "asterisk", "-C",
@@ -604,7 +604,7 @@ class Cluster(Sandbox):
         pid = self.kamailio_pid()
         if pid:
             return pid
-        if _udp_bound(EDGE_IP, SIP_PORT):
+        if udp_bound(EDGE_IP, SIP_PORT):
             raise SandboxError(f"{EDGE_IP}:{SIP_PORT}/udp is already in use by another program")
         cfg = f"{ETC}/kamailio/kamailio.cfg"
         check = subprocess.run(["chroot", str(self.root), "kamailio", "-c", "-f", cfg], capture_output=True, text=True)
@@ -618,7 +618,7 @@ class Cluster(Sandbox):
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise SandboxError(f"Kamailio exited with {proc.returncode}; see {self.log_path}")
-            if _udp_bound(EDGE_IP, SIP_PORT) and self.nodes_state() is not None:
+            if udp_bound(EDGE_IP, SIP_PORT) and self.nodes_state() is not None:
                 return proc.pid
             time.sleep(0.1)
         raise SandboxError(f"Kamailio did not start in {timeout:.0f} s; see {self.log_path}")
@@ -656,13 +656,13 @@ class Cluster(Sandbox):
             os.kill(pid, sig)
         proc = self.procs.pop(what, None)
         deadline = time.monotonic() + timeout
-        while _alive(pid) and time.monotonic() < deadline:
+        while alive(pid) and time.monotonic() < deadline:
             if proc is not None:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(0.05)
             else:
                 time.sleep(0.05)
-        if _alive(pid):
+        if alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             if proc is not None:

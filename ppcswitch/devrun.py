@@ -14,21 +14,21 @@ import sys
 
 from ppcswitch.config import Settings
 from ppcswitch.sandbox import Sandbox, SandboxError
-from ppcswitch.storage import cli as storage_cli
+from ppcswitch.cli import network as network_cli
 from ppcswitch.storage import db
 
-DEMO_BUYER_PORTS = (5071, 5072)  # storage.cli.DEMO_BUYERS dial these
+DEMO_BUYER_PORTS = (5071, 5072)  # cli.network.DEMO_BUYERS dial these
 
 
 async def _prepare_database(settings: Settings) -> tuple[list[str], str | None]:
     """(what the demo seed created, the new admin's password when the first admin was just made)."""
-    from ppcswitch.web.cli import ensure_first_admin
+    from ppcswitch.cli.users import ensure_first_admin
 
     await db.upgrade(settings.database.url)
     engine = db.make_engine(settings.database.url)
     try:
         async with db.make_sessionmaker(engine)() as session, session.begin():
-            created = await storage_cli.seed_demo(session, settings.routing.default_region)
+            created = await network_cli.seed_demo(session, settings.routing.default_region)
             return created, await ensure_first_admin(session, "admin")
     finally:
         await engine.dispose()

@@ -425,3 +425,8 @@ def _buyer_load(router, out: list[str]) -> None:
             cap.append(f"ppcswitch_buyer_concurrency_cap{label} {float(buyer.concurrency_cap)!r}\n")
             use.append(f"ppcswitch_buyer_cap_use_ratio{label} {count / buyer.concurrency_cap!r}\n")
     out += live + cap + use
+
+
+# For features that add their own series (ppcswitch/intelligence): the same counter and text header.
+Counter = _Counter
+header = _header

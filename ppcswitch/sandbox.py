@@ -99,21 +99,21 @@ class SippProcess(subprocess.Popen):
     stats_path: Path | None = None  # load callers: SIPp's statistics file (-trace_stat)
 
     def log_lines(self) -> list[str]:
-        return _read(self.log_path).splitlines()
+        return read_text(self.log_path).splitlines()
 
     def invites(self) -> list[str]:
         """Buyers: one "INVITE <call-id> <request-uri> <from>" line per call received."""
         return [line for line in self.log_lines() if line.startswith("INVITE ")]
 
 
-def _read(path: Path) -> str:
+def read_text(path: Path) -> str:
     try:
         return path.read_text(errors="replace")
     except FileNotFoundError:
         return ""
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     """True while pid runs (a zombie counts as gone)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -134,10 +134,10 @@ def _mounts_under(path: Path) -> list[str]:
         return [line.split()[4] for line in f if line.split()[4].startswith(prefix)]
 
 
-def _udp_bound(ip: str, port: int) -> bool:
+def udp_bound(ip: str, port: int) -> bool:
     """Whether a UDP socket is bound to ip:port (read from /proc/net/udp)."""
     want = "%08X:%04X" % (int.from_bytes(socket.inet_aton(ip), "little"), port)
-    return any(line.split()[1] == want for line in _read(Path("/proc/net/udp")).splitlines()[1:])
+    return any(line.split()[1] == want for line in read_text(Path("/proc/net/udp")).splitlines()[1:])
 
 
 def free_udp_port(ip: str = BUYER_IP) -> int:
@@ -147,7 +147,7 @@ def free_udp_port(ip: str = BUYER_IP) -> int:
         return s.getsockname()[1]
 
 
-def _port_in_use(kind: int, ip: str, port: int) -> bool:
+def port_in_use(kind: int, ip: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, kind) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -229,7 +229,7 @@ class Sandbox:
                 with open(build_log, "wb") as log:
                     rc = subprocess.call(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
                 if rc != 0 or not self.is_built(tmp):
-                    lines = _read(build_log).strip().splitlines()
+                    lines = read_text(build_log).strip().splitlines()
                     why = next((line for line in lines if line.startswith("E: ")), lines[-1] if lines else "")
                     raise SandboxError(f"mmdebstrap failed (exit {rc}): {why} (see {build_log})")
                 tmp.rename(self.root)
@@ -249,7 +249,7 @@ class Sandbox:
 
     def _ids(self, name: str) -> tuple[int, int]:
         """uid and gid of a user of the chroot (its own /etc/passwd)."""
-        for line in _read(self.root / "etc/passwd").splitlines():
+        for line in read_text(self.root / "etc/passwd").splitlines():
             fields = line.split(":")
             if fields[0] == name:
                 return int(fields[2]), int(fields[3])
@@ -299,7 +299,7 @@ class Sandbox:
         # Without the hostname in /etc/hosts every Dial waits on DNS.
         hosts = self.root / "etc/hosts"
         name = socket.gethostname()
-        text = _read(hosts)
+        text = read_text(hosts)
         if not any(name in line.split()[1:] for line in text.splitlines() if not line.startswith("#")):
             hosts.write_text(text + ("" if text.endswith("\n") or not text else "\n") + f"127.0.1.1\t{name}\n")
         scenarios = self.root / self.sipp_dir.lstrip("/")
@@ -319,7 +319,7 @@ class Sandbox:
 
     def _ours(self, pid: int, comm: str) -> bool:
         try:
-            return (_alive(pid) and Path(f"/proc/{pid}/comm").read_text().strip() == comm
+            return (alive(pid) and Path(f"/proc/{pid}/comm").read_text().strip() == comm
                     and os.readlink(f"/proc/{pid}/root") == str(self.root))
         except OSError:
             return False
@@ -337,7 +337,7 @@ class Sandbox:
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit() and entry.name != str(os.getpid()):
                 with contextlib.suppress(OSError):
-                    if os.readlink(entry / "root") == str(self.root) and _alive(int(entry.name)):
+                    if os.readlink(entry / "root") == str(self.root) and alive(int(entry.name)):
                         return True
         return False
 
@@ -372,7 +372,7 @@ class Sandbox:
     def release(self) -> None:
         with self._lock():
             (self.sessions / str(os.getpid())).unlink(missing_ok=True)
-            others = [f for f in self.sessions.iterdir() if _alive(int(f.name))] if self.sessions.is_dir() else []
+            others = [f for f in self.sessions.iterdir() if alive(int(f.name))] if self.sessions.is_dir() else []
             if not others and self.session_owned.exists():
                 self._stop()
 
@@ -385,7 +385,7 @@ class Sandbox:
         if pid:
             return pid
         for kind, port, what in ((socket.SOCK_DGRAM, SIP_PORT, "udp"), (socket.SOCK_STREAM, AMI_PORT, "tcp")):
-            if _port_in_use(kind, SIP_HOST, port):
+            if port_in_use(kind, SIP_HOST, port):
                 raise SandboxError(f"{SIP_HOST}:{port}/{what} is already in use by another program")
         self.install_config()
         if fresh:
@@ -434,7 +434,7 @@ class Sandbox:
             except subprocess.TimeoutExpired:
                 return False
         deadline = time.monotonic() + timeout
-        while _alive(pid):
+        while alive(pid):
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.05)
@@ -451,7 +451,7 @@ class Sandbox:
         pid = self.pid()
         if pid:
             self._stop_asterisk(pid, timeout)
-        if pid and _alive(pid):
+        if pid and alive(pid):
             raise SandboxError(f"Asterisk (pid {pid}) did not stop")
         self.pid_path.unlink(missing_ok=True)
         self._proc = None
@@ -479,7 +479,7 @@ class Sandbox:
                 self._wait_gone(pid, 10.0)
             else:
                 self._stop_asterisk(pid, timeout)
-            if _alive(pid):
+            if alive(pid):
                 raise SandboxError(f"Asterisk (pid {pid}) did not stop")
             self.pid_path.unlink(missing_ok=True)
             try:
@@ -539,9 +539,9 @@ class Sandbox:
         proc = self._start_sipp(f"uas-{kind}-{port}", args)
         proc.port, proc.dest = port, f"PJSIP/ppcswitch-buyer/sip:buyer@{ip}:{port}"
         deadline = time.monotonic() + timeout
-        while not _udp_bound(ip, port):
+        while not udp_bound(ip, port):
             if proc.poll() is not None or time.monotonic() > deadline:
-                out = _read(proc.output_path).strip().splitlines()[-1:] or ["no output"]
+                out = read_text(proc.output_path).strip().splitlines()[-1:] or ["no output"]
                 self.stop_sipp(proc)
                 raise SandboxError(f"SIPp buyer on {ip}:{port} did not start: {out[0]}")
             time.sleep(0.02)
@@ -589,14 +589,14 @@ class Sandbox:
             pass
         finally:
             self.stop_sipp(proc)
-        log = _read(proc.log_path)
+        log = read_text(proc.log_path)
         finals = re.findall(r"^FINAL (\d{3})$", log, re.M)
         hangups = re.findall(r"^HANGUP (\w+)$", log, re.M)
         return CallResult(
             number=proc.number, code=int(finals[-1]) if finals else None,
             provisional=tuple(int(c) for c in re.findall(r"^PROVISIONAL (\d{3})$", log, re.M)),
             hangup=hangups[-1] if hangups else None, exit_code=proc.returncode,
-            seconds=time.monotonic() - proc.started, log=log, errors=_read(proc.error_path))
+            seconds=time.monotonic() - proc.started, log=log, errors=read_text(proc.error_path))
 
     def run_sipp_uac(self, number: str, timeout: float = 60.0, **kwargs) -> CallResult:
         """Place one call and wait for its outcome; kwargs as for start_sipp_uac."""
@@ -623,9 +623,9 @@ class Sandbox:
                 if self._ours(pid, "sipp"):
                     os.kill(pid, signal.SIGTERM)
                     deadline = time.monotonic() + 3
-                    while _alive(pid) and time.monotonic() < deadline:
+                    while alive(pid) and time.monotonic() < deadline:
                         time.sleep(0.05)
-                    if _alive(pid):
+                    if alive(pid):
                         os.kill(pid, signal.SIGKILL)
             entry.unlink(missing_ok=True)
 
@@ -706,7 +706,8 @@ def cmd_call(box: Sandbox, args: argparse.Namespace) -> int:
     return 0 if result.answered else 1
 
 
-def add_cli(sub: argparse._SubParsersAction) -> None:
+def add_cli(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """`ppcswitch sandbox ...`; returns its subcommands (the cluster topology adds its own)."""
     parser = sub.add_parser("sandbox", help="local Asterisk + SIPp sandbox (root)",
                             description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cmds = parser.add_subparsers(dest="sandbox_command", required=True)
@@ -725,6 +726,4 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source", default=TRUNK_IP,
                    help=f"source address (default {TRUNK_IP}, the sandbox trunk; {STRANGER_IP} is no trunk)")
     p.set_defaults(func=lambda settings, args: cmd_call(Sandbox(settings.sandbox), args))
-    from ppcswitch import cluster  # several nodes behind Kamailio (imports this module)
-
-    cluster.add_cli(cmds)
+    return cmds

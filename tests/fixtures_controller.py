@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from ppcswitch.storage import snapshot
 from ppcswitch.config import load_settings
 from ppcswitch.storage import db, repo
 
@@ -90,7 +91,7 @@ class ControllerProcess:
             engine = db.make_engine(self.db_url)
             try:
                 async with db.make_sessionmaker(engine)() as s:
-                    net = await repo.load_network(s, load_settings(env={}).routing)
+                    net = await snapshot.load_network(s, load_settings(env={}).routing)
                     out = {b.name: b.id for b in net.buyers.values()}
                     out.update({"campaign:" + c.name: c.id for c in net.campaigns.values()})
                     out.update({"publisher:" + p.name: p.id for p in net.publishers.values()})

@@ -13,6 +13,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
 
+from ppcswitch.app import create_app
+from ppcswitch import keys
 from ppcswitch import app as core
 from ppcswitch.attribution import service as attribution_service
 from ppcswitch.attribution import store as attribution_store
@@ -308,7 +310,7 @@ async def test_pools_page_without_the_controller(client):
 async def test_pools_page_shows_leases_and_shortages(db_url):
     """In the controller (the DNI endpoints beside the panel): leases and shortages as they happen."""
     settings = load_settings(env={"PPCSWITCH_DATABASE_URL": db_url})
-    app = attribution_service.standalone_app(settings)
+    app = create_app(settings, telephony=False)
     client = TestClient(TestServer(app))
     await client.start_server()
     try:
@@ -325,7 +327,7 @@ async def test_pools_page_shows_leases_and_shortages(db_url):
             return small.public_key, small.id
 
         key, small_id = await app[core.WRITER].run(seed)
-        app[attribution_service.ATTRIBUTION].pools.replace(  # as the reload loop does on a configuration change
+        app[keys.ATTRIBUTION].pools.replace(  # as the reload loop does on a configuration change
             await _load_pools(app))
         for sub in ("v1", "v2"):  # one number, two visitors: the second reuses the first's live lease
             assert (await client.get(f"/dni/v1/lease?key={key}&sub_id={sub}")).status == 200

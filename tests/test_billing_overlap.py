@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
+from ppcswitch.storage import snapshot
 from ppcswitch import channel_vars as cv
 from ppcswitch.billing import ledger
 from ppcswitch.calls import Attempt, CallRecord, Outcome
@@ -213,7 +214,7 @@ async def _run(schedule) -> None:
         await writer.start()
         try:
             async with sessions() as s:
-                network = await repo.load_network(s, load_settings(env={}).routing)
+                network = await snapshot.load_network(s, load_settings(env={}).routing)
             router = Router(network)
             pipeline = FinishedCalls(router, writer, Metrics())
             sim = Sim(router, pipeline)

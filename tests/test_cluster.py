@@ -27,7 +27,7 @@ from fixtures_asterisk import _unavailable
 from ppcswitch.cluster import Cluster
 from ppcswitch.config import load_settings
 from ppcswitch.sandbox import STRANGER_IP, TRUNK_IP, SandboxError, free_udp_port
-from ppcswitch.storage import db, repo
+from ppcswitch.storage import db, repo, snapshot
 
 NUMBER = "+18005550100"
 
@@ -303,7 +303,7 @@ def cluster_ids(c: Cluster) -> dict[str, int]:
         engine = db.make_engine(c.database_url)
         try:
             async with db.make_sessionmaker(engine)() as s:
-                net = await repo.load_network(s, load_settings(env={}).routing)
+                net = await snapshot.load_network(s, load_settings(env={}).routing)
                 return {b.name: b.id for b in net.buyers.values()}
         finally:
             await engine.dispose()

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest  # noqa: F401  (fixtures)
 
+from ppcswitch.storage import snapshot
 from ppcswitch import channel_vars as cv
 from ppcswitch.config import load_settings
 from ppcswitch.routing.reservations import SettledAttempt, SettledCall
@@ -56,7 +57,7 @@ async def network_with(url: str, cap: int | None = None, budget: str | None = No
             if duplicate:
                 await repo_routing.set_buyer_rules(s, "A", {"duplicate_window": duplicate})
         async with db.make_sessionmaker(engine)() as s:
-            return await repo.load_network(s, load_settings(env={}).routing)
+            return await snapshot.load_network(s, load_settings(env={}).routing)
     finally:
         await engine.dispose()
 

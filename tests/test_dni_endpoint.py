@@ -6,6 +6,8 @@ import asyncio
 
 from aiohttp.test_utils import TestClient, TestServer
 
+from ppcswitch.app import create_app
+from ppcswitch import keys
 from ppcswitch.attribution import service, store
 from ppcswitch.config import load_settings
 from ppcswitch.storage import repo
@@ -16,7 +18,7 @@ NUMS = ["+18005550150", "+18005550151"]
 
 async def start(db_url, **env):
     settings = load_settings(env={"PPCSWITCH_DATABASE_URL": db_url, "PPCSWITCH_ROUTING_RELOAD_INTERVAL": "0.1", **env})
-    client = TestClient(TestServer(service.standalone_app(settings)))
+    client = TestClient(TestServer(create_app(settings, telephony=False)))
     await client.start_server()
     app = client.server.app
 
@@ -30,7 +32,7 @@ async def start(db_url, **env):
 
     key = await app[core.WRITER].run(seed)
     for _ in range(50):  # the reload loop picks the pool up
-        if app[service.ATTRIBUTION].pools.pool_for_key(key):
+        if app[keys.ATTRIBUTION].pools.pool_for_key(key):
             break
         await asyncio.sleep(0.05)
     return client, key
@@ -47,7 +49,7 @@ async def test_lease_swaps_numbers_reuses_the_oldest_and_counts_shortages(db_url
             got.append(await r.json())
         assert {g["number"] for g in got[:2]} == set(NUMS) and got[2]["number"] == got[0]["number"]
         assert got[0]["display"] == "(800) 555-0150"
-        lease = app[service.ATTRIBUTION].pools.attribution(got[2]["number"], app[service.ATTRIBUTION].clock())
+        lease = app[keys.ATTRIBUTION].pools.attribution(got[2]["number"], app[keys.ATTRIBUTION].clock())
         assert lease.values == {"sub_id": "c", "click_id": "xEXTEN"}  # cleaned
         # Renewal keeps the visitor's number, no new shortage.
         r = await client.get("/dni/v1/lease", params={"key": key, "token": got[1]["token"]})
@@ -77,7 +79,7 @@ async def test_unknown_keys_are_refused_and_clients_and_publishers_are_rate_limi
         codes = [(await client.get("/dni/v1/lease", params={"key": key})).status for _ in range(3)]
         assert codes == [200, 200, 429]  # 1 + 2 of this address's burst of 3
         # Other addresses: the publisher's burst of 5 runs out (3 leases so far... 2 from here).
-        att = client.server.app[service.ATTRIBUTION]
+        att = client.server.app[keys.ATTRIBUTION]
         att.per_client = type(att.per_client)(1000, 1000)  # lift the per-address limit
         codes = [(await client.get("/dni/v1/lease", params={"key": key})).status for _ in range(4)]
         assert codes == [200, 200, 200, 429]

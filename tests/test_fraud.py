@@ -17,7 +17,8 @@ from ppcswitch.fraud import lists, scorer
 from ppcswitch.fraud import signals as s
 from ppcswitch.fraud.runtime import cleanup_recordings
 from ppcswitch.fraud.score import WEIGHTS, Finding, explain, score, with_external
-from ppcswitch.fraud.service import CampaignFraud, FraudService
+from ppcswitch.fraud.lists import CampaignScreening
+from ppcswitch.fraud.service import FraudService
 from ppcswitch.routing.engine import CallFacts
 
 H = 3600.0
@@ -206,13 +207,13 @@ def record(linkedid, connected_ms=30_000, publisher=1, buyer=5, caller="+1415555
 
 def test_screen_blocks_allows_and_scores_before_routing():
     f = FraudService(FraudSettings(), clock=lambda: NOW.timestamp())
-    f.load([lists.ListEntry("block", "+1415")], {1: CampaignFraud(challenge=True, record=True)})
+    f.load([lists.ListEntry("block", "+1415")], {1: CampaignScreening(challenge=True, record=True)})
     r = f.screen("a", facts(), 1, 1, "A")
     assert r.reject_reason == "blocked_caller" and "PPC_CHALLENGE" not in r.variables
-    f.load([lists.ListEntry("allow", "+1415")], {1: CampaignFraud(challenge=True, record=True, block_score=30)})
+    f.load([lists.ListEntry("allow", "+1415")], {1: CampaignScreening(challenge=True, record=True, block_score=30)})
     r = f.screen("b", facts(at=NOW.timestamp() + 1), 1, 2, "")  # repeat on publisher 2 + no attestation: allowed anyway
     assert r.reject_reason == "" and r.variables["PPC_CHALLENGE"] == "" and r.variables["PPC_RECORD"] == "b.wav"
-    f.load([], {1: CampaignFraud(challenge=True, block_score=30)})
+    f.load([], {1: CampaignScreening(challenge=True, block_score=30)})
     r = f.screen("c", facts(at=NOW.timestamp() + 2), 1, 2, "")
     assert r.reject_reason == "fraud_score:80>=30"  # repeat 35 + velocity (3rd call in 10 min) 30 + no attestation 15
     r = f.screen("d", facts(caller="+12125550123"), 1, 1, "A")
@@ -297,7 +298,7 @@ async def test_external_scorer_is_optional_and_its_failures_cost_nothing():
 
 def test_call_page_serves_only_plain_recording_names(tmp_path):
     from ppcswitch.config import load_settings
-    from ppcswitch.fraud.panel import recording_file
+    from ppcswitch.web.fraud_views import recording_file
 
     settings = load_settings(env={"PPCSWITCH_RECORDING_LOCAL_DIRECTORY": str(tmp_path)})
     (tmp_path / "1700000000.42.wav").write_bytes(b"RIFF")

@@ -8,18 +8,17 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from ppcswitch import app as core
 from ppcswitch.config import load_settings
-from ppcswitch.fraud import panel as fraud_panel
 from ppcswitch.fraud import store as fraud_store
 from ppcswitch.fraud.alerts import Alert, PUBLISHER_FLAGGED
 from ppcswitch.storage import repo
-from ppcswitch.web import standalone_app, store
+from ppcswitch.app import create_app
+from ppcswitch.web import store
 from web_helpers import PASSWORD, call_record, login
 
 
 async def test_call_page_signals_recording_and_quality_view(db_url, tmp_path):
     settings = load_settings(env={"PPCSWITCH_DATABASE_URL": db_url, "PPCSWITCH_RECORDING_LOCAL_DIRECTORY": str(tmp_path)})
-    app = standalone_app(settings)
-    fraud_panel.add_routes(app)
+    app = create_app(settings, telephony=False, attribution_service=False)
     client = TestClient(TestServer(app))
     await client.start_server()
     try:

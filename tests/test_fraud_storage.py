@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
+from ppcswitch import keys
+from ppcswitch.storage import snapshot
 from ppcswitch.calls import Attempt, CallRecord, Outcome
 from ppcswitch.config import load_settings
 from ppcswitch.fraud import lists, runtime, store
@@ -84,11 +86,11 @@ async def test_publisher_crossing_the_flagged_rate_is_alerted_and_paused_when_co
         sessionmaker, writer, auto_pause):
     async with sessionmaker() as s:
         await _network(s)
-        network = await repo.load_network(s, load_settings(env={}).routing)
+        network = await snapshot.load_network(s, load_settings(env={}).routing)
     settings = load_settings(env={"PPCSWITCH_FRAUD_ALERT_MIN_CALLS": "4", "PPCSWITCH_FRAUD_ALERT_FLAGGED_RATE": "0.5",
                                   "PPCSWITCH_FRAUD_AUTO_PAUSE": str(auto_pause).lower()})
     router = Router(network)
-    app = {runtime.FRAUD: FraudService(settings.fraud), "router": router, "writer": writer, "metrics": Metrics(),
+    app = {keys.FRAUD: FraudService(settings.fraud), "router": router, "writer": writer, "metrics": Metrics(),
            "settings": settings}
     stored = []
     hook = runtime.wrap(app, stored.append, lambda: type("T", (), {"signals": {}})(), "router", "writer", "metrics",

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from ppcswitch.billing import ledger
 from ppcswitch.fraud import store as fraud_store
 from ppcswitch.intelligence import store
-from ppcswitch.sandbox import BUYER_IP, SIPP_DIR_IN_ROOT, _udp_bound, free_udp_port
+from ppcswitch.sandbox import BUYER_IP, SIPP_DIR_IN_ROOT, udp_bound, free_udp_port
 from ppcswitch.storage import models_billing as b
 from speech import need_tools, pcmu_scenario, rtp_pcap, say
 from test_fraud_e2e import _asterisk_owner, buyer, fraud_dialplan, in_db, run, uac  # noqa: F401 (fixture)
@@ -41,7 +41,7 @@ def start_buyer(box, sipp, scenario: str):
     sipp.procs.append(proc)
     proc.port, proc.dest = port, f"PJSIP/ppcswitch-buyer/sip:buyer@{BUYER_IP}:{port}"
     deadline = time.monotonic() + 5
-    while not _udp_bound(BUYER_IP, port):
+    while not udp_bound(BUYER_IP, port):
         assert proc.poll() is None and time.monotonic() < deadline, "SIPp buyer did not start"
         time.sleep(0.02)
     return proc

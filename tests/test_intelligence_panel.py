@@ -12,13 +12,11 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from ppcswitch import app as core
 from ppcswitch.config import load_settings
-from ppcswitch.fraud import panel as fraud_panel
 from ppcswitch.fraud import store as fraud_store
-from ppcswitch.intelligence import panel as intelligence_panel
 from ppcswitch.intelligence import rules as pr
 from ppcswitch.intelligence import store
 from ppcswitch.storage import repo
-from ppcswitch.web import standalone_app
+from ppcswitch.app import create_app
 from ppcswitch.web import store as web_store
 from web_helpers import PASSWORD, call_record, login
 
@@ -45,9 +43,7 @@ async def seed_transcript(app, rec, segments, sub_id=""):
 
 async def test_call_page_transcript_search_and_qc(db_url, tmp_path):
     settings = load_settings(env={"PPCSWITCH_DATABASE_URL": db_url, "PPCSWITCH_RECORDING_LOCAL_DIRECTORY": str(tmp_path)})
-    app = standalone_app(settings)
-    fraud_panel.add_routes(app)
-    intelligence_panel.add_routes(app)
+    app = create_app(settings, telephony=False, attribution_service=False)
     client = TestClient(TestServer(app))
     await client.start_server()
     try:
@@ -130,7 +126,6 @@ async def test_phrase_rules_page(db_url):
     from web_helpers import csrf_of, make_app
 
     app = make_app(db_url)
-    intelligence_panel.add_routes(app)
     client = TestClient(TestServer(app))
     await client.start_server()
     try:

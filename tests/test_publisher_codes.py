@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import aiohttp
 import pytest
 
+from ppcswitch.storage import snapshot
 from ppcswitch import app as core
 from ppcswitch import channel_vars as cv
 from ppcswitch.attribution import codes
@@ -210,7 +211,7 @@ async def test_codes_and_the_number_option_reach_the_routing_snapshot(writer, se
             await writer.run(bad)
         assert exc.value.field == field
     async with sessionmaker() as s:
-        net = await repo.load_network(s, RoutingSettings())
+        net = await snapshot.load_network(s, RoutingSettings())
         listed = await codes.list_codes(s)
     acme = next(p.id for p in net.publishers.values() if p.name == "Acme")
     assert net.numbers[SHARED].ask_code is True and net.code_digits == 4
@@ -221,7 +222,7 @@ async def test_codes_and_the_number_option_reach_the_routing_snapshot(writer, se
     await writer.run(lambda s: codes.set_code(s, "4711", "House", "x-1"))
     await writer.run(lambda s: codes.remove_code(s, "456"))
     async with sessionmaker() as s:
-        net = await repo.load_network(s, RoutingSettings())
+        net = await snapshot.load_network(s, RoutingSettings())
     assert list(net.publisher_codes) == ["4711"] and net.publisher_codes["4711"].sub_id == "x-1"
 
 

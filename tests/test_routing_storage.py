@@ -10,7 +10,7 @@ import pytest
 from ppcswitch.calls import CallRecord
 from ppcswitch.config import RoutingSettings
 from ppcswitch.routing.service import Router
-from ppcswitch.storage import repo, repo_routing
+from ppcswitch.storage import repo, repo_routing, snapshot
 from ppcswitch.storage.validate import ValidationError
 
 
@@ -36,7 +36,7 @@ async def test_rules_overrides_rtb_and_options_reach_the_snapshot(session):
     await repo_routing.set_campaign_routing(session, "HVAC", zip_prompt=True, repeat_caller=True,
                                             whisper="custom/hvac-whisper", rtb_budget_ms=800)
     assert await repo.config_version(session) == v0 + 4  # every write is seen by a running controller
-    net = await repo.load_network(session, RoutingSettings())
+    net = await snapshot.load_network(session, RoutingSettings())
     ids = {b.name: b.id for b in net.buyers.values()}
     a = net.buyers[ids["A"]]
     assert a.rules.timezone == "America/Chicago" and a.rules.cap_daily == 20
@@ -76,7 +76,7 @@ async def test_bad_rule_input_is_refused_and_changes_nothing(session, call, fiel
 async def test_counters_rebuilt_from_stored_calls_and_traces_read_back(session):
     await seed(session)
     await repo_routing.set_buyer_rules(session, "A", {"cap_daily": 2, "duplicate_days": 30})
-    net = await repo.load_network(session, RoutingSettings())
+    net = await snapshot.load_network(session, RoutingSettings())
     a = next(b.id for b in net.buyers.values() if b.name == "A")
     now = datetime.now(UTC)
     for i, caller in enumerate(("+14155550001", "+14155550002")):

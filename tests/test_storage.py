@@ -21,7 +21,7 @@ from sqlalchemy.exc import OperationalError
 from ppcswitch.calls import Attempt, CallRecord, Outcome
 from ppcswitch.config import RoutingSettings
 from ppcswitch.storage import models as t
-from ppcswitch.storage import repo, validate
+from ppcswitch.storage import repo, snapshot, validate
 from ppcswitch.storage.db import head_revision, make_engine, make_sessionmaker, upgrade
 from ppcswitch.storage.validate import ValidationError
 from ppcswitch.storage.writer import Writer, WriterStopped, is_transient
@@ -300,9 +300,9 @@ async def test_load_network(writer, sessionmaker):
     await build_network(writer)
     routing = RoutingSettings(fallback_buyer="C", buyer_endpoint="ppcswitch-buyer")
     async with sessionmaker() as s:
-        net = await repo.load_network(s, routing)
-        no_fallback = await repo.load_network(s, RoutingSettings(fallback_buyer=""))
-        unknown = await repo.load_network(s, RoutingSettings(fallback_buyer="Nobody"))
+        net = await snapshot.load_network(s, routing)
+        no_fallback = await snapshot.load_network(s, RoutingSettings(fallback_buyer=""))
+        unknown = await snapshot.load_network(s, RoutingSettings(fallback_buyer="Nobody"))
     by_name = {b.name: b for b in net.buyers.values()}
     a, b, c = by_name["A"], by_name["B"], by_name["C"]
     assert a.dial_target == "PJSIP/ppcswitch-buyer/sip:buyer-a@127.0.0.1:5071"
@@ -329,7 +329,7 @@ async def test_load_network(writer, sessionmaker):
 
 async def test_load_network_rereads_after_a_concurrent_write(writer, sessionmaker, monkeypatch):
     await build_network(writer)
-    read, reads = repo._read_network, 0
+    read, reads = repo.read_network, 0
 
     async def racing(session, routing, version):
         nonlocal reads
@@ -339,9 +339,9 @@ async def test_load_network_rereads_after_a_concurrent_write(writer, sessionmake
             await writer.run(lambda s: repo.create_buyer(s, "Late", "pjsip:late"))
         return network
 
-    monkeypatch.setattr(repo, "_read_network", racing)
+    monkeypatch.setattr(repo, "read_network", racing)
     async with sessionmaker() as s:
-        net = await repo.load_network(s, RoutingSettings())
+        net = await snapshot.load_network(s, RoutingSettings())
     assert reads == 2
     assert "Late" in {b.name for b in net.buyers.values()}
     assert net.version == 11
@@ -354,7 +354,7 @@ async def test_load_network_skips_tampered_destination(writer, sessionmaker):
         await s.execute(t.Buyer.__table__.update().where(t.Buyer.name == "A").values(destination="sip:a@b,tT"))
     await writer.run(tamper)
     async with sessionmaker() as s:
-        net = await repo.load_network(s, RoutingSettings())
+        net = await snapshot.load_network(s, RoutingSettings())
     assert "A" not in {b.name for b in net.buyers.values()}
     assert all(cb.buyer_id in net.buyers for k in net.campaigns.values() for cb in k.buyers)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from ppcswitch.storage import snapshot
 from ppcswitch.calls import Attempt, CallRecord, Outcome
 from ppcswitch.config import RoutingSettings
 from ppcswitch.storage import repo
@@ -55,7 +56,7 @@ def query(url: str, fn):
 
 
 def network(url: str):
-    return query(url, lambda s: repo.load_network(s, RoutingSettings()))
+    return query(url, lambda s: snapshot.load_network(s, RoutingSettings()))
 
 
 def test_build_a_network(cli):

@@ -8,8 +8,8 @@ from datetime import datetime, timedelta, timezone
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from ppcswitch.app import create_app
 from ppcswitch import app as core
-from ppcswitch import web as panel_web
 from ppcswitch.calls import Attempt, CallRecord
 from ppcswitch.config import load_settings
 from ppcswitch.storage import repo
@@ -20,7 +20,7 @@ CSRF_RE = re.compile(r'name="csrf" value="([^"]+)"')
 
 
 def make_app(db_url: str) -> web.Application:
-    return panel_web.standalone_app(load_settings(env={"PPCSWITCH_DATABASE_URL": db_url}))
+    return create_app(load_settings(env={"PPCSWITCH_DATABASE_URL": db_url}), telephony=False, attribution_service=False)
 
 
 async def start(db_url: str, **server_args) -> TestClient:

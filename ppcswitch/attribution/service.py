@@ -15,6 +15,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from ppcswitch import keys
 from ppcswitch.attribution import store
 from ppcswitch.attribution.clean import TAGS, clean
 from ppcswitch.attribution.pools import Pools
@@ -156,16 +157,11 @@ def _error(status: int, code: str, message: str) -> web.Response:
                              headers=_PUBLIC)
 
 
-ATTRIBUTION = web.AppKey("attribution", Attribution)
-
-
 def setup(app: web.Application, settings) -> None:
     """Create the attribution service and its public routes (before the app starts)."""
     attribution = Attribution(settings.attribution, settings.routing.default_region)
-    app[ATTRIBUTION] = attribution
-    from ppcswitch.app import METRICS
-
-    metrics = app.get(METRICS)
+    app[keys.ATTRIBUTION] = attribution
+    metrics = app.get(keys.METRICS)
     if metrics is not None:
         attribution.on_shortage = lambda pool: metrics.pool_shortages.labels(pool.name).inc()
     app.router.add_get("/dni/v1/lease", attribution.lease_view)
@@ -174,17 +170,16 @@ def setup(app: web.Application, settings) -> None:
 
 async def attribution_ctx(app: web.Application):
     """Pools from the database (and on every configuration change); the postback outbox loop."""
-    from ppcswitch.app import METRICS, SESSIONS, SETTINGS, WRITER
     from ppcswitch.attribution.outbox import deliver_loop
     from ppcswitch.storage import repo
 
-    attribution, settings = app[ATTRIBUTION], app[SETTINGS]
-    metrics = app.get(METRICS)
+    attribution, settings = app[keys.ATTRIBUTION], app[keys.SETTINGS]
+    metrics = app.get(keys.METRICS)
 
     def on_result(kind: str, result: str) -> None:
         if metrics is not None:
             metrics.postbacks.labels(kind, result).inc()
-    async with app[SESSIONS]() as session:
+    async with app[keys.SESSIONS]() as session:
         version = await repo.config_version(session)
         attribution.pools.replace(await store.load_pools(session))
 
@@ -193,35 +188,20 @@ async def attribution_ctx(app: web.Application):
         while True:
             await asyncio.sleep(settings.routing.reload_interval)
             try:
-                async with app[SESSIONS]() as session:
+                async with app[keys.SESSIONS]() as session:
                     current = await repo.config_version(session)
                     if current != version:
                         attribution.pools.replace(await store.load_pools(session))
                         version = current
                 if attribution.new_shortages:
                     counts, attribution.new_shortages = dict(attribution.new_shortages), defaultdict(int)
-                    app[WRITER].submit(lambda s: store.add_shortages(s, counts))
+                    app[keys.WRITER].submit(lambda s: store.add_shortages(s, counts))
             except Exception:
                 log.exception("reloading number pools failed; keeping the current ones")
 
     tasks = [asyncio.create_task(reload_loop()),
-             asyncio.create_task(deliver_loop(app[SESSIONS], app[WRITER], settings.attribution, on_result))]
+             asyncio.create_task(deliver_loop(app[keys.SESSIONS], app[keys.WRITER], settings.attribution, on_result))]
     yield
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def standalone_app(settings) -> web.Application:
-    """The DNI endpoints (with the panel's middleware, as in the controller) on the database only:
-    for tests and bench/lease.py."""
-    from ppcswitch import app as core
-    from ppcswitch import web as panel_web
-
-    app = web.Application()
-    app[core.SETTINGS] = settings
-    app[core.METRICS] = core.Metrics()
-    app.cleanup_ctx.extend([core.database_ctx, attribution_ctx])
-    setup(app, settings)
-    panel_web.setup(app)
-    return app

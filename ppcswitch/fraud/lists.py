@@ -54,3 +54,13 @@ def verdict(entries: Iterable[ListEntry], caller: str, campaign_id: int | None) 
         if (scope, BLOCK) in found:
             return BLOCK
     return ""
+
+
+@dataclass(frozen=True)
+class CampaignScreening:
+    """How one campaign's calls are screened (the fraud settings the operator sets per campaign):
+    press-1 challenge, recording, the score at which a call is blocked (None: the global one)."""
+
+    challenge: bool = False
+    record: bool = False
+    block_score: int | None = None

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Callable
 import aiohttp
 from aiohttp import web
 
+from ppcswitch import keys
 from ppcswitch.calls import CallRecord
 from ppcswitch.fraud import scorer as ext
 from ppcswitch.fraud import store
@@ -26,8 +26,6 @@ from ppcswitch.storage.writer import SyncJob
 
 log = logging.getLogger(__name__)
 
-FRAUD = web.AppKey("fraud", FraudService)
-SCORER = web.AppKey("fraud_scorer", object)
 RETENTION_EVERY = 3600.0  # seconds between recording clean-ups
 
 
@@ -63,8 +61,8 @@ def fraud_ctx(sessions_key, settings_key, writer_key, metrics_key, router_key):
     async def ctx(app: web.Application):
         settings = app[settings_key]
         fraud = FraudService(settings.fraud, settings.routing.default_region)
-        app[FRAUD] = fraud
-        app[SCORER] = ext.HttpScorer(settings.fraud.scorer_url, settings.fraud.scorer_timeout) \
+        app[keys.FRAUD] = fraud
+        app[keys.FRAUD_SCORER] = ext.HttpScorer(settings.fraud.scorer_url, settings.fraud.scorer_timeout) \
             if settings.fraud.scorer_url else None
         sessions = app[sessions_key]
         await _reload(app, fraud, sessions)
@@ -104,7 +102,7 @@ def wrap(app: web.Application, on_record: Callable[[CallRecord], None], tracker:
     """on_record with the call scored first: quality_score set before billing, signals stored after the call."""
 
     def hook(record: CallRecord) -> None:
-        fraud = app.get(FRAUD)
+        fraud = app.get(keys.FRAUD)
         if fraud is None:
             return on_record(record)
         router, writer, metrics = app[router_key], app[writer_key], app[metrics_key]
@@ -127,7 +125,7 @@ def wrap(app: web.Application, on_record: Callable[[CallRecord], None], tracker:
             for alert in assessment.alerts:
                 raise_alert(app, alert, writer, metrics, router, app[settings_key])
 
-        scorer = app.get(SCORER)
+        scorer = app.get(keys.FRAUD_SCORER)
         if scorer is None:
             return finish()
 

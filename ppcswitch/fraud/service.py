@@ -18,18 +18,12 @@ from ppcswitch.config import FraudSettings
 from ppcswitch.fraud import alerts as al
 from ppcswitch.fraud import lists
 from ppcswitch.fraud import signals as s
+from ppcswitch.fraud.lists import CampaignScreening
 from ppcswitch.fraud.score import Finding, Score, score
 from ppcswitch.routing import geo
 from ppcswitch.routing.engine import CallFacts
 
 CHALLENGE_PASSED, CHALLENGE_FAILED = "passed", "failed"
-
-
-@dataclass(frozen=True)
-class CampaignFraud:
-    challenge: bool = False
-    record: bool = False
-    block_score: int | None = None
 
 
 @dataclass
@@ -62,7 +56,7 @@ class FraudService:
         self.region = region
         self.clock = clock
         self.entries: list[lists.ListEntry] = []
-        self.campaigns: dict[int, CampaignFraud] = {}
+        self.campaigns: dict[int, CampaignScreening] = {}
         self.history: dict[str, list[s.PriorCall]] = defaultdict(list)
         self.pending: dict[str, Screened] = {}
         # Per publisher, over the repeat window: connected calls and whether each ended near the threshold.
@@ -72,7 +66,7 @@ class FraudService:
                                   {k: v for k, v in rates.items() if v > 0})
 
     # -- configuration ------------------------------------------------------------
-    def load(self, entries: list[lists.ListEntry], campaigns: dict[int, CampaignFraud]) -> None:
+    def load(self, entries: list[lists.ListEntry], campaigns: dict[int, CampaignScreening]) -> None:
         self.entries, self.campaigns = entries, campaigns
 
     def remember(self, caller: str, at: float, publisher_id: int | None) -> None:
@@ -94,7 +88,7 @@ class FraudService:
         if verdict != lists.ALLOW:
             findings = self.caller_findings(caller, at, publisher_id, attestation)
         self.remember(caller if facts.caller_valid else "", at, publisher_id)
-        settings = self.campaigns.get(campaign_id or 0, CampaignFraud())
+        settings = self.campaigns.get(campaign_id or 0, CampaignScreening())
         screened = Screened(findings, attestation, verdict == lists.ALLOW)
         self.pending[linkedid] = screened
         out = {cv.CAMPAIGN_ID: str(campaign_id or ""), cv.PUBLISHER_ID: str(publisher_id or "")}

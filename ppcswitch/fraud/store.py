@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from ppcswitch.fraud import lists
 from ppcswitch.fraud.alerts import Alert, BUYER_UNANSWERED
-from ppcswitch.fraud.service import CampaignFraud
+from ppcswitch.fraud.lists import CampaignScreening
 from ppcswitch.storage import models_fraud as f
 from ppcswitch.storage import repo
 from ppcswitch.storage.validate import ValidationError
@@ -80,9 +80,9 @@ async def set_campaign(session: AsyncSession, campaign, *, challenge: bool | Non
     return row
 
 
-async def campaign_settings(session: AsyncSession) -> dict[int, CampaignFraud]:
+async def campaign_settings(session: AsyncSession) -> dict[int, CampaignScreening]:
     rows = await session.scalars(select(f.CampaignFraud))
-    return {r.campaign_id: CampaignFraud(r.challenge, r.record, r.block_score) for r in rows}
+    return {r.campaign_id: CampaignScreening(r.challenge, r.record, r.block_score) for r in rows}
 
 
 # --- per call --------------------------------------------------------------------

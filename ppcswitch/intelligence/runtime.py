@@ -22,12 +22,13 @@ from typing import Callable
 
 from aiohttp import web
 
+from ppcswitch import keys
 from ppcswitch.calls import CallRecord
 from ppcswitch.fraud import alerts as al
 from ppcswitch.intelligence import rules as pr
 from ppcswitch.intelligence import store, worker
 from ppcswitch.intelligence.engine import EngineError
-from ppcswitch.metrics import _Counter, _header
+from ppcswitch.metrics import Counter, header
 from ppcswitch.storage.models_intelligence import PENDING, SKIPPED
 from ppcswitch.storage.writer import SyncJob
 
@@ -51,11 +52,11 @@ class Intelligence:
         self.busy = 0
         self.wake = asyncio.Event()
         self.pool: ProcessPoolExecutor | None = None
-        self.done = metrics.extend(_Counter("ppcswitch_transcriptions", "Recorded calls by transcription result "
+        self.done = metrics.extend(Counter("ppcswitch_transcriptions", "Recorded calls by transcription result "
                                             "(done, failed, retried, skipped: queue full)", ("result",)))
-        self.audio = metrics.extend(_Counter("ppcswitch_transcription_audio_seconds", "Seconds of audio transcribed (both legs)"))
-        self.cpu = metrics.extend(_Counter("ppcswitch_transcription_cpu_seconds", "CPU seconds the workers spent transcribing"))
-        self.dispositions = metrics.extend(_Counter("ppcswitch_dispositions", "Dispositions found in transcripts",
+        self.audio = metrics.extend(Counter("ppcswitch_transcription_audio_seconds", "Seconds of audio transcribed (both legs)"))
+        self.cpu = metrics.extend(Counter("ppcswitch_transcription_cpu_seconds", "CPU seconds the workers spent transcribing"))
+        self.dispositions = metrics.extend(Counter("ppcswitch_dispositions", "Dispositions found in transcripts",
                                                     ("campaign", "disposition")))
         metrics.extend(_Gauges(self))
         self.campaign_names: Callable[[int | None], str] = lambda _id: ""
@@ -230,10 +231,9 @@ class _Gauges:
                 ("ppcswitch_transcription_queue_depth", "Recorded calls waiting for (or in) transcription", i.depth),
                 ("ppcswitch_transcription_lag_seconds", "Age of the oldest recorded call waiting for transcription", lag),
                 ("ppcswitch_transcription_workers_busy", "Transcription worker processes working now", i.busy)):
-            out.append(f"{_header(name, doc, 'gauge')}{name} {float(max(0.0, value))!r}\n")
+            out.append(f"{header(name, doc, 'gauge')}{name} {float(max(0.0, value))!r}\n")
 
 
-INTELLIGENCE = web.AppKey("intelligence", Intelligence)
 
 
 def intelligence_ctx(sessions_key, settings_key, writer_key, metrics_key, router_key):
@@ -260,7 +260,7 @@ def intelligence_ctx(sessions_key, settings_key, writer_key, metrics_key, router
 
         intel.on_alert = alert
         await intel.start()
-        app[INTELLIGENCE] = intel
+        app[keys.INTELLIGENCE] = intel
 
         async def retention_loop():
             while True:
@@ -291,7 +291,7 @@ def wrap(app: web.Application, on_record: Callable[[CallRecord], None], fraud_ke
         screened = fraud.pending.get(record.linkedid) if fraud is not None else None
         recording = getattr(screened, "recording", "") or ""
         on_record(record)
-        intel = app.get(INTELLIGENCE)
+        intel = app.get(keys.INTELLIGENCE)
         if intel is not None and recording and record.buyer_id and record.connected_ms > 0:
             try:
                 intel.enqueue(record, recording)

@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Boolean, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ppcswitch.storage.models import Base, BigId, UTCDateTime, utcnow
+from ppcswitch.storage.schema import Base, BigId, UTCDateTime, utcnow
 
 
 class BillingRule(Base):

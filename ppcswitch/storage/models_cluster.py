@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Boolean, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ppcswitch.storage.models import Base, UTCDateTime
+from ppcswitch.storage.schema import Base, UTCDateTime
 
 
 class ClusterHold(Base):

@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ppcswitch.storage.models import Base, UTCDateTime, utcnow
+from ppcswitch.storage.schema import Base, UTCDateTime, utcnow
 
 
 class PublisherCode(Base):

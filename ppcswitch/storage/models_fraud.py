@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ppcswitch.storage.models import Base, BigId, UTCDateTime, utcnow
+from ppcswitch.storage.schema import Base, BigId, UTCDateTime, utcnow
 
 
 class FraudListEntry(Base):

@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy import Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ppcswitch.storage.models import Base, BigId, UTCDateTime, utcnow
+from ppcswitch.storage.schema import Base, BigId, UTCDateTime, utcnow
 
 PENDING, RUNNING, DONE, FAILED, SKIPPED = "pending", "running", "done", "failed", "skipped"
 

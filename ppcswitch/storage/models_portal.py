@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ppcswitch.storage.models import Base, BigId, UTCDateTime, utcnow
+from ppcswitch.storage.schema import Base, BigId, UTCDateTime, utcnow
 
 CALLER_DISPLAY = ("full", "last4", "hidden")
 DISPUTE_REASONS = {

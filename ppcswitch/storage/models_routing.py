@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ppcswitch.storage.models import Base, BigId
+from ppcswitch.storage.schema import Base, BigId
 
 
 class BuyerRules(Base):

@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ppcswitch.storage.models import Base, BigId, UTCDateTime, utcnow
+from ppcswitch.storage.schema import Base, BigId, UTCDateTime, utcnow
 
 ROLES = ("admin", "finance", "noc")  # staff (operator) roles
 # Partner roles (ppcswitch.web.portal): a user of one publisher or one buyer, invited by an operator.

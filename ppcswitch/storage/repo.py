@@ -55,32 +55,12 @@ def dial_target(destination: str, routing: RoutingSettings) -> str:
     return f"PJSIP/{v.endpoint_name(routing.buyer_endpoint)}/{destination}"
 
 
-async def load_network(session: AsyncSession, routing: RoutingSettings) -> m.Network:
-    """Everything routing needs, as frozen values, from one consistent state of the configuration."""
-    # The reads below are separate statements (READ COMMITTED, SQLite autocommit reads), so a
-    # write could land between them. Every write bumps the version: unchanged around the reads
-    # means nothing changed during them. A torn read is retried; the last resort keeps the older
-    # version number, so the controller's next poll reloads anyway.
-    for _ in range(5):
-        version = await config_version(session)
-        network = await _read_network(session, routing, version)
-        from ppcswitch.storage import repo_routing  # rules, RTB and campaign options (imports this module)
-
-        network = await repo_routing.with_routing(session, network)
-        from ppcswitch.attribution import codes  # IVR publisher codes (imports this module)
-
-        network = await codes.with_codes(session, network)
-        if await config_version(session) == version:
-            break
-    return network
-
-
 async def _rows(session: AsyncSession, model: type) -> list:
     # Plain rows, not ORM objects: the session's identity map would hand back stale objects on a retry.
     return list((await session.execute(select(model.__table__))).all())
 
 
-async def _read_network(session: AsyncSession, routing: RoutingSettings, version: int) -> m.Network:
+async def read_network(session: AsyncSession, routing: RoutingSettings, version: int) -> m.Network:
     buyers: dict[int, m.Buyer] = {}
     for b in await _rows(session, t.Buyer):
         try:
@@ -177,51 +157,51 @@ async def create_buyer(session: AsyncSession, name: str, destination: str, *, re
     return await _added(session, row)
 
 
-_UNSET = object()
+UNSET = object()
 
 
-async def update_buyer(session: AsyncSession, ref: Ref, *, name=_UNSET, destination=_UNSET, revenue=_UNSET,
-                       ring_timeout=_UNSET, concurrency_cap=_UNSET, min_duration=_UNSET, paused=_UNSET) -> t.Buyer:
+async def update_buyer(session: AsyncSession, ref: Ref, *, name=UNSET, destination=UNSET, revenue=UNSET,
+                       ring_timeout=UNSET, concurrency_cap=UNSET, min_duration=UNSET, paused=UNSET) -> t.Buyer:
     """Change the given fields only (concurrency_cap=None removes the cap)."""
     row = await get_buyer(session, ref)
-    if name is not _UNSET:
+    if name is not UNSET:
         row.name = await _unique_name(session, t.Buyer, name, "buyer", own_id=row.id)
-    if destination is not _UNSET:
+    if destination is not UNSET:
         row.destination = v.destination(destination)
-    if revenue is not _UNSET:
+    if revenue is not UNSET:
         row.revenue_cents = v.money(revenue, "revenue")
-    if ring_timeout is not _UNSET:
+    if ring_timeout is not UNSET:
         row.ring_timeout = v.ring_timeout(ring_timeout)
-    if concurrency_cap is not _UNSET:
+    if concurrency_cap is not UNSET:
         row.concurrency_cap = v.concurrency_cap(concurrency_cap)
-    if min_duration is not _UNSET:
+    if min_duration is not UNSET:
         row.min_duration = v.min_duration(min_duration)
-    if paused is not _UNSET:
+    if paused is not UNSET:
         row.paused = bool(paused)
     await session.flush()
     await bump_config_version(session)
     return row
 
 
-async def update_publisher(session: AsyncSession, ref: Ref, *, name=_UNSET, payout=_UNSET, paused=_UNSET
+async def update_publisher(session: AsyncSession, ref: Ref, *, name=UNSET, payout=UNSET, paused=UNSET
                            ) -> t.Publisher:
     row = await get_publisher(session, ref)
-    if name is not _UNSET:
+    if name is not UNSET:
         row.name = await _unique_name(session, t.Publisher, name, "publisher", own_id=row.id)
-    if payout is not _UNSET:
+    if payout is not UNSET:
         row.payout_cents = v.money(payout, "payout")
-    if paused is not _UNSET:
+    if paused is not UNSET:
         row.paused = bool(paused)
     await session.flush()
     await bump_config_version(session)
     return row
 
 
-async def update_campaign(session: AsyncSession, ref: Ref, *, name=_UNSET, paused=_UNSET) -> t.Campaign:
+async def update_campaign(session: AsyncSession, ref: Ref, *, name=UNSET, paused=UNSET) -> t.Campaign:
     row = await get_campaign(session, ref)
-    if name is not _UNSET:
+    if name is not UNSET:
         row.name = await _unique_name(session, t.Campaign, name, "campaign", own_id=row.id)
-    if paused is not _UNSET:
+    if paused is not UNSET:
         row.paused = bool(paused)
     await session.flush()
     await bump_config_version(session)

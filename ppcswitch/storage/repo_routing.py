@@ -24,10 +24,9 @@ from ppcswitch.routing.limits import NO_LIMITS, limits_of
 from ppcswitch.routing.rules import LIMIT_KEYS, RulesError, merged, normalize, parse_rules
 from ppcswitch.storage import models as t
 from ppcswitch.storage import models_routing as r
-from ppcswitch.storage.repo import Ref, bump_config_version, get_buyer, get_campaign
+from ppcswitch.storage.repo import UNSET, Ref, bump_config_version, get_buyer, get_campaign
 from ppcswitch.storage.validate import ValidationError
 
-_UNSET = object()
 
 
 # --- rules -------------------------------------------------------------------
@@ -136,25 +135,25 @@ async def remove_buyer_rtb(session: AsyncSession, buyer: Ref) -> None:
 
 # --- campaign options -----------------------------------------------------------------
 
-async def set_campaign_routing(session: AsyncSession, campaign: Ref, *, zip_prompt=_UNSET, repeat_caller=_UNSET,
-                               whisper=_UNSET, rtb_budget_ms=_UNSET) -> r.CampaignRouting:
+async def set_campaign_routing(session: AsyncSession, campaign: Ref, *, zip_prompt=UNSET, repeat_caller=UNSET,
+                               whisper=UNSET, rtb_budget_ms=UNSET) -> r.CampaignRouting:
     """ZIP prompt, repeat-caller routing, buyer whisper (an Asterisk sound name) and RTB budget."""
     k = await get_campaign(session, campaign)
     row = await session.get(r.CampaignRouting, k.id)
     if row is None:
         row = r.CampaignRouting(campaign_id=k.id, zip_prompt=False, repeat_caller=False, whisper="", rtb_budget_ms=1000)
         session.add(row)
-    if zip_prompt is not _UNSET:
+    if zip_prompt is not UNSET:
         row.zip_prompt = bool(zip_prompt)
-    if repeat_caller is not _UNSET:
+    if repeat_caller is not UNSET:
         row.repeat_caller = bool(repeat_caller)
-    if whisper is not _UNSET:
+    if whisper is not UNSET:
         w = (whisper or "").strip()
         # An Asterisk sound name: nothing that could reach the dialplan as syntax.
         if w and (len(w) > 100 or not all(ch.isalnum() or ch in "/_-" for ch in w) or ".." in w or w.startswith("/")):
             raise ValidationError("whisper", f"expected a sound name such as custom/hvac-whisper, got {whisper!r}")
         row.whisper = w
-    if rtb_budget_ms is not _UNSET:
+    if rtb_budget_ms is not UNSET:
         try:
             budget = int(str(rtb_budget_ms).strip())
         except ValueError:

@@ -14,14 +14,13 @@ from pathlib import Path
 import jinja2
 from aiohttp import web
 
+from ppcswitch import keys
 from ppcswitch.storage.validate import ValidationError
 from ppcswitch.web import security
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 
-JINJA = web.AppKey("web_jinja", jinja2.Environment)
-THROTTLE = web.AppKey("web_throttle", security.LoginThrottle)
 
 SESSION_COOKIE = "ppc_session"
 LOGIN_CSRF_COOKIE = "ppc_login_csrf"
@@ -80,9 +79,9 @@ async def auth_middleware(request: web.Request, handler):
 
 async def _apply_edits(app: web.Application) -> None:
     """An edit is live before the operator sees "saved": the next call routes on it."""
-    from ppcswitch import app as core
-
-    await core.reload_routing(app)
+    reload_routing = app.get(keys.RELOAD_ROUTING)
+    if reload_routing is not None:
+        await reload_routing()
 
 
 def setup(app: web.Application) -> None:
@@ -92,11 +91,11 @@ def setup(app: web.Application) -> None:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                              auto_reload=False)
     env.filters.update(panel.FILTERS)
-    app[JINJA] = env
-    app[THROTTLE] = security.LoginThrottle()
+    app[keys.JINJA] = env
+    app[keys.LOGIN_THROTTLE] = security.LoginThrottle()
     from ppcswitch.web import zones
 
-    app[zones.CACHE] = {}
+    app[keys.ACCOUNT_ZONE] = {}
     app.middlewares.append(auth_middleware)
     from ppcswitch.web import account_views
 
@@ -111,19 +110,11 @@ def setup(app: web.Application) -> None:
     from ppcswitch.web import portal  # publisher and buyer portals, invites, disputes
 
     portal.add_routes(app)
+    from ppcswitch.web import fraud_views  # quality view, recordings, call-page fraud section
+    from ppcswitch.web import intelligence_views  # transcripts, QC, phrase rules
 
-
-def standalone_app(settings) -> web.Application:
-    """The panel and API on the controller's database context only (no AMI, no FastAGI):
-    for tests and benchmarks; live calls then show as none."""
-    from ppcswitch import app as core
-
-    app = web.Application(client_max_size=MAX_REQUEST_BYTES)
-    app[core.SETTINGS] = settings
-    app[core.METRICS] = core.Metrics()
-    app.cleanup_ctx.append(core.database_ctx)
-    setup(app)
-    return app
+    fraud_views.add_routes(app)
+    intelligence_views.add_routes(app)
 
 
 __all__ = ["MAX_REQUEST_BYTES", "setup", "need", "Forbidden", "ValidationError"]

@@ -13,7 +13,7 @@ from urllib.parse import quote
 from aiohttp import web
 from sqlalchemy import delete, func, select
 
-from ppcswitch import app as core
+from ppcswitch import keys
 from ppcswitch import timezones
 from ppcswitch.storage import models_web as w
 from ppcswitch.storage.validate import ValidationError
@@ -60,7 +60,7 @@ async def own_tokens(session, user_id: int) -> list[w.ApiToken]:
 async def account_page(request: web.Request, errors=None, values=None, status=200) -> web.Response:
     need(request, "read")
     user = request["user"]
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         tokens = await own_tokens(s, user.id)
     new_token = request.cookies.get(NEW_TOKEN_COOKIE, "")
     new_token = new_token if new_token.startswith(security.TOKEN_PREFIX) else ""
@@ -114,7 +114,7 @@ async def account_password_save(request: web.Request) -> web.Response:
 
 def remember_new_token(resp: web.StreamResponse, request: web.Request, secret: str) -> None:
     resp.set_cookie(NEW_TOKEN_COOKIE, secret, httponly=True, samesite="Strict", path="/", max_age=120,
-                    secure=request.app[core.SETTINGS].http.secure_cookies)
+                    secure=request.app[keys.SETTINGS].http.secure_cookies)
 
 
 # --- users: roles, password resets (admin) --------------------------------------------------
@@ -223,7 +223,7 @@ async def confirm_hangup(request: web.Request) -> web.Response:
 async def confirm_revoke(request: web.Request) -> web.Response:
     need(request, "read")
     token_id = _token_id(request)
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         row = await s.get(w.ApiToken, token_id)
     if row is None or (row.user_id != request["user"].id and not security.role_allows(request["role"], "users")):
         raise web.HTTPNotFound()
@@ -237,7 +237,7 @@ async def confirm_revoke(request: web.Request) -> web.Response:
 async def confirm_disable(request: web.Request) -> web.Response:
     need(request, "users")
     user_id = _token_id(request)
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         row = await s.get(w.User, user_id)
     if row is None:
         raise web.HTTPNotFound()

@@ -12,7 +12,7 @@ import json
 
 from aiohttp import web
 
-from ppcswitch import app as core
+from ppcswitch import keys
 from ppcswitch.money import format_cents
 from ppcswitch.attribution import codes
 from ppcswitch.billing import reports
@@ -32,7 +32,7 @@ async def guard(request: web.Request, handler):
     scheme, _, secret = auth.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         return error(401, "unauthenticated", "send an API token: Authorization: Bearer <token>")
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         found = await store.token_user(s, secret.strip())
     if found is None:
         return error(401, "unauthenticated", "unknown or revoked API token")
@@ -130,7 +130,7 @@ async def _write(request: web.Request, action: str, target: str, detail: dict, f
         store.audit(s, user, "api", action, target, detail)
         return result
 
-    return await request.app[core.WRITER].run(job)
+    return await request.app[keys.WRITER].run(job)
 
 
 # --- JSON forms of objects ---------------------------------------------------------------
@@ -215,7 +215,7 @@ def object_handlers(kind: str):
         limit = _query_int(request, "limit", 50, 1, 1000)
         offset = _query_int(request, "offset", 0, 0, 10 ** 9)
         q = request.query.get("q", "")[:100]
-        async with request.app[core.SESSIONS]() as s:
+        async with request.app[keys.SESSIONS]() as s:
             rows, total = await store.list_objects(s, kind, q, limit, offset)
         return web.json_response({"items": [TO_JSON[kind](r) for r in rows], "total": total, "limit": limit,
                                   "offset": offset})
@@ -223,7 +223,7 @@ def object_handlers(kind: str):
     async def get(request: web.Request) -> web.Response:
         need(request, "read")
         ident = _ident(request)
-        async with request.app[core.SESSIONS]() as s:
+        async with request.app[keys.SESSIONS]() as s:
             row = await GET[kind](s, ident)
         return web.json_response(TO_JSON[kind](row))
 
@@ -258,7 +258,7 @@ def object_handlers(kind: str):
 async def campaign_buyers(request: web.Request) -> web.Response:
     need(request, "read")
     ident = _ident(request)
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         await repo.get_campaign(s, ident)
         links = await store.campaign_buyers(s, ident)
     return web.json_response({"items": [{"buyer_id": b.id, "priority": link.priority} for link, b in links]})
@@ -301,7 +301,7 @@ async def numbers_list(request: web.Request) -> web.Response:
     offset = _query_int(request, "offset", 0, 0, 10 ** 9)
     campaign = _query_int(request, "campaign_id", 0, 0, 2 ** 31 - 1) or None
     publisher = _query_int(request, "publisher_id", 0, 0, 2 ** 31 - 1) or None
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         rows, total = await store.list_numbers(s, panel.number_digits(request.query.get("q", "")[:32]), campaign,
                                                publisher, limit, offset)
     return web.json_response({"items": [number_json(r) for r in rows], "total": total, "limit": limit,
@@ -336,7 +336,7 @@ async def number_create(request: web.Request) -> web.Response:
         raise ValidationError("number", "is required: the tracking number as text, e.g. \"+18005550199\"")
     campaign, publisher = _id_field(data, "campaign_id", True), _id_field(data, "publisher_id", True)
     ask = _bool_field(data, "ask_publisher_code")
-    region = request.app[core.SETTINGS].routing.default_region
+    region = request.app[keys.SETTINGS].routing.default_region
 
     async def create(s):
         row = await repo.add_tracking_number(s, number, campaign, publisher, region=region)
@@ -358,7 +358,7 @@ def _bool_field(data: dict, key: str) -> bool | None:
 
 async def number_get(request: web.Request) -> web.Response:
     need(request, "read")
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         row = await store.get_number(s, request.match_info["number"])
     return web.json_response(number_json(row))
 
@@ -399,7 +399,7 @@ async def number_delete(request: web.Request) -> web.Response:
 
 async def publisher_codes_list(request: web.Request) -> web.Response:
     need(request, "read")
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         return web.json_response({"items": await codes.list_codes(s)})
 
 
@@ -437,9 +437,9 @@ async def numbers_import_(request: web.Request) -> web.Response:
         raise ValidationError("csv", "is required: CSV text with the header number,campaign,publisher")
     if not isinstance(dry_run, bool):
         raise ValidationError("dry_run", "must be true or false")
-    region = request.app[core.SETTINGS].routing.default_region
+    region = request.app[keys.SETTINGS].routing.default_region
     if dry_run:
-        async with request.app[core.SESSIONS]() as s:
+        async with request.app[keys.SESSIONS]() as s:
             checked = await store.check_numbers_csv(s, text, region)
         if checked.errors:
             raise numbers_import.ImportRejected(checked)
@@ -456,14 +456,14 @@ async def calls_list(request: web.Request) -> web.Response:
         field, message = next(iter(errors.items()))
         raise ValidationError(field, message)
     limit = _query_int(request, "limit", 50, 1, 1000)
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         rows, cursor = await store.list_calls(s, flt, limit, request.query.get("cursor", ""))
     return web.json_response({"items": [call_json(c) for c in rows], "next_cursor": cursor or None})
 
 
 async def call_get(request: web.Request) -> web.Response:
     need(request, "read")
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         row = await store.call_by_linkedid(s, request.match_info["linkedid"])
     if row is None:
         raise web.HTTPNotFound()
@@ -505,7 +505,7 @@ async def summary(request: web.Request) -> web.Response:
         day = date.fromisoformat(raw) if raw else zones.today(zone)
     except ValueError:
         raise ValidationError("day", "use YYYY-MM-DD") from None
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         out = await store.day_summary(s, day, zone)
     out["start"], out["end"] = out["start"].isoformat(), out["end"].isoformat()
     return web.json_response({"day": day.isoformat(), **out, "live_calls": len(panel._live_calls(request))})
@@ -514,7 +514,7 @@ async def summary(request: web.Request) -> web.Response:
 async def buyer_rules_get(request: web.Request) -> web.Response:
     need(request, "read")
     ident = _ident(request)
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         rules = await repo_routing.get_buyer_rules(s, ident)
     return web.json_response(rules)
 
@@ -565,7 +565,7 @@ async def buyer_rules_patch(request: web.Request) -> web.Response:
 async def link_rules_get(request: web.Request) -> web.Response:
     need(request, "read")
     ident, buyer_id = _ident(request), _ident(request, "buyer_id")
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         await _link_exists(s, ident, buyer_id)
         rules = await repo_routing.get_buyer_rules(s, buyer_id, ident)
     return web.json_response(rules)
@@ -605,7 +605,7 @@ def _rtb_json(row) -> dict:
 async def buyer_rtb_get(request: web.Request) -> web.Response:
     need(request, "read")
     ident = _ident(request)
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         await repo.get_buyer(s, ident)
         row = await s.get(models_routing.BuyerRtb, ident)
     return web.json_response(_rtb_json(row))
@@ -637,7 +637,7 @@ async def buyer_rtb_put(request: web.Request) -> web.Response:
 async def campaign_routing_get(request: web.Request) -> web.Response:
     need(request, "read")
     ident = _ident(request)
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         return web.json_response(await repo_routing.get_campaign_routing(s, ident))
 
 
@@ -675,7 +675,7 @@ async def report(request: web.Request) -> web.Response:
     today = zones.today(zone)
     p = reports.period(q.get("from", today.replace(day=1).isoformat())[:10], q.get("to", today.isoformat())[:10],
                        zone)
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         rep = await reports.period_report(s, p)
     return web.json_response({"period": rep.period.label, "start": rep.period.start.isoformat(),
                               "end": rep.period.end.isoformat(), "currency": rep.currency,

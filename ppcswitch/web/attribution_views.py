@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from ppcswitch import app as core
+from ppcswitch import keys
 from ppcswitch.attribution import store as attribution_store
 from ppcswitch.attribution.postback import shown_url
 from ppcswitch.billing import ledger, reports
@@ -29,9 +29,8 @@ KIND_NAMES = {"publisher": "publisher postback", "buyer": "buyer webhook"}
 
 def _attribution(app: web.Application):
     """The controller's in-memory pools and leases (absent when the panel runs without the controller)."""
-    from ppcswitch.attribution.service import ATTRIBUTION
 
-    return app.get(ATTRIBUTION)
+    return app.get(keys.ATTRIBUTION)
 
 
 def _ident(raw: str, field: str = "id") -> int:
@@ -69,7 +68,7 @@ def notification_json(row: dict) -> dict:
 
 async def pools_overview(app: web.Application) -> list[dict]:
     """Every pool with its campaign, publisher, numbers, live leases and shortages."""
-    async with app[core.SESSIONS]() as s:
+    async with app[keys.SESSIONS]() as s:
         pools = await attribution_store.list_pools(s)
         names = {k: await store.names(s, k) for k in ("campaign", "publisher")}
     live, now = _attribution(app), time.time()
@@ -125,7 +124,7 @@ def sub_id_csv(rows: list[dict]) -> str:
 
 async def _call(request: web.Request):
     call_id = _ident(request.match_info["id"])
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         call = await store.call_with_attempts(s, call_id)
     if call is None:
         raise web.HTTPNotFound()
@@ -148,7 +147,7 @@ async def postback_resend(request: web.Request) -> web.Response:
                     {"call": call.linkedid, "kind": row.kind, "event": row.event})
 
     try:
-        await request.app[core.WRITER].run(job)
+        await request.app[keys.WRITER].run(job)
         msg = f"Postback #{outbox_id} is queued to be sent again."
     except ValidationError as exc:
         msg = exc.message
@@ -163,7 +162,7 @@ async def call_dispute(request: web.Request) -> web.Response:
     call = await _call(request)
     reason = str((await request.post()).get("reason", "")).strip()
     user = request["user"].username
-    window = request.app[core.SETTINGS].billing.dispute_window_days
+    window = request.app[keys.SETTINGS].billing.dispute_window_days
 
     async def job(s):
         if not reason:
@@ -173,7 +172,7 @@ async def call_dispute(request: web.Request) -> web.Response:
         return booked
 
     try:
-        booked = await request.app[core.WRITER].run(job)
+        booked = await request.app[keys.WRITER].run(job)
     except ValidationError as exc:
         return await panel.call_page(request, status=400, dispute_reason=reason,
                                      dispute_error=exc.message)
@@ -193,7 +192,7 @@ async def sub_ids_csv(request: web.Request) -> web.Response:
     need(request, "reports")
     try:
         period, publisher_id = _period(request.query), _publisher_filter(request.query, "publisher")
-        async with request.app[core.SESSIONS]() as s:
+        async with request.app[keys.SESSIONS]() as s:
             rows = await sub_id_lines(s, period, publisher_id)
     except ValidationError as exc:
         return _error_page(request, 400, str(exc))
@@ -208,7 +207,7 @@ async def sub_ids_csv(request: web.Request) -> web.Response:
 async def api_call_postbacks(request: web.Request) -> web.Response:
     need(request, "read")
     linkedid = request.match_info["linkedid"]
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         if await store.call_by_linkedid(s, linkedid) is None:
             raise web.HTTPNotFound()
         rows = await call_log(s, linkedid)
@@ -226,7 +225,7 @@ async def api_postback_resend(request: web.Request) -> web.Response:
         return row.linkedid
 
     linkedid = await _write(request, "postback.resend", f"postback {outbox_id}", {}, fn)
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         [row] = [r for r in await call_log(s, linkedid) if r["id"] == outbox_id]
     return web.json_response(notification_json(row))
 
@@ -240,7 +239,7 @@ async def api_sub_ids(request: web.Request) -> web.Response:
     need(request, "reports")
     period = _period(request.query)
     publisher_id = _publisher_filter(request.query, "publisher_id")
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         if publisher_id is not None:
             await repo.get_publisher(s, publisher_id)  # unknown: 404
         rows = await sub_id_lines(s, period, publisher_id)

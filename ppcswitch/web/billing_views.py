@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 from sqlalchemy import select
 
-from ppcswitch import app as core
+from ppcswitch import keys
 from ppcswitch import timezones
 from ppcswitch.billing import ledger, reports
 from ppcswitch.billing.rerate import rerate
@@ -51,7 +51,7 @@ async def billing_page(request: web.Request, errors=None, rule_values=None, stat
     need(request, "reports")
     q = request.query
     values = values or _period_values(q, request["zone"])
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         names = {k: sorted((await store.names(s, k)).items(), key=lambda x: x[1].lower())
                  for k in ("buyer", "publisher", "campaign")}
         closed = list(await s.scalars(select(mb.ClosedPeriod).order_by(mb.ClosedPeriod.start_at.desc()).limit(20)))
@@ -108,9 +108,9 @@ async def statement_download(request: web.Request) -> web.Response:
             raise ValidationError("party", "choose a publisher (statement) or a buyer (invoice)")
         ident = panel._int_arg(q.get(party, "") or "0", party)
         p = _period(values)
-        async with request.app[core.SESSIONS]() as s:
+        async with request.app[keys.SESSIONS]() as s:
             row = await (repo.get_publisher if party == "publisher" else repo.get_buyer)(s, ident)
-            st = await reports.statement(s, party, row.id, p, request.app[core.SETTINGS].billing.currency)
+            st = await reports.statement(s, party, row.id, p, request.app[keys.SETTINGS].billing.currency)
     except ValidationError as exc:
         return await billing_page(request, {"statement": str(exc)}, status=400, values=values)
     kind = "statement" if party == "publisher" else "invoice"
@@ -157,7 +157,7 @@ async def rerate_page(request: web.Request) -> web.Response:
     values = _period_values(request.query, request["zone"])
     try:
         p = _period(values)
-        async with request.app[core.SESSIONS]() as s:
+        async with request.app[keys.SESSIONS]() as s:
             res = await rerate(s, p)
     except ValidationError as exc:
         return await billing_page(request, {"rerate": str(exc)}, status=400, values=values)

@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from ppcswitch import app as core
+from ppcswitch import keys
 from ppcswitch.storage import repo
 from ppcswitch.storage.validate import ValidationError
 from ppcswitch.web import need, panel, store
@@ -25,7 +25,7 @@ async def bulk_numbers(request: web.Request) -> web.Response:
     campaign, publisher = str(form.get("campaign", "")).strip(), str(form.get("publisher", "")).strip()
     back = "/numbers?" + urlencode({k: str(form.get(k, "")) for k in ("q", "campaign_filter", "publisher_filter")
                                     if form.get(k)}).replace("_filter", "")
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         names = {"campaign": await store.names(s, "campaign"), "publisher": await store.names(s, "publisher")}
         rows = []
         error = ""
@@ -54,7 +54,7 @@ async def bulk_numbers(request: web.Request) -> web.Response:
     if form.get("step") != "apply":
         return panel.render(request, "numbers_bulk.html", error="", rows=rows, action=action, numbers=numbers,
                             campaign=campaign, publisher=publisher, back=back)
-    region = request.app[core.SETTINGS].routing.default_region
+    region = request.app[keys.SETTINGS].routing.default_region
 
     async def job(s):
         for n in numbers:

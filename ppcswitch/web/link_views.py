@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ppcswitch import app as core
+from ppcswitch import keys
 from ppcswitch import timezones
 from ppcswitch.routing import rules as routing_rules
 from ppcswitch.storage import repo, repo_routing
@@ -45,7 +45,7 @@ async def _load(request: web.Request):
         buyer_id = panel._int_arg(request.match_info["buyer_id"], "buyer")
     except ValidationError:
         raise web.HTTPNotFound() from None
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         try:
             campaign = await repo.get_campaign(s, campaign_id)
             buyer = await repo.get_buyer(s, buyer_id)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from aiohttp import web
 from sqlalchemy import select
 
-from ppcswitch import app as core
+from ppcswitch import keys
 from ppcswitch.attribution import store as attribution_store
 from ppcswitch.fraud import store as fraud_store
 from ppcswitch.storage import models_attribution as ma
@@ -21,7 +21,7 @@ from ppcswitch.web import need, panel, store
 
 
 async def _names(request) -> dict:
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         return {k: sorted((await store.names(s, k)).items(), key=lambda x: x[1].lower())
                 for k in ("campaign", "publisher", "buyer")}
 
@@ -30,7 +30,7 @@ async def _names(request) -> dict:
 
 async def fraud_page(request: web.Request, errors=None, values=None, status=200) -> web.Response:
     need(request, "read")
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         entries = list(await s.scalars(select(mf.FraudListEntry).order_by(mf.FraudListEntry.kind,
                                                                           mf.FraudListEntry.pattern)))
         settings = {r.campaign_id: r for r in await s.scalars(select(mf.CampaignFraud))}
@@ -100,7 +100,7 @@ async def fraud_campaign_save(request: web.Request) -> web.Response:
 
 async def postbacks_page(request: web.Request, errors=None, values=None, status=200) -> web.Response:
     need(request, "read")
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         targets = list(await s.scalars(select(ma.PostbackTarget).order_by(ma.PostbackTarget.kind,
                                                                           ma.PostbackTarget.owner_id)))
         owners = {"publisher": await store.names(s, "publisher"), "buyer": await store.names(s, "buyer")}
@@ -149,7 +149,7 @@ async def pool_number_add(request: web.Request) -> web.Response:
     need(request, "write")
     form = await request.post()
     values = {k: str(form.get(k, "")).strip() for k in ("pool", "number")}
-    region = request.app[core.SETTINGS].routing.default_region
+    region = request.app[keys.SETTINGS].routing.default_region
     try:
         await panel._write(request, "pool.add_number", values["pool"][:100], values,
                            lambda s: attribution_store.add_pool_number(s, values["pool"], values["number"],

@@ -19,14 +19,14 @@ import jinja2
 from aiohttp import web
 from sqlalchemy import select
 
-from ppcswitch import app as core
+from ppcswitch import keys
 from ppcswitch.money import format_cents
 from ppcswitch.billing import ledger
 from ppcswitch.fraud import store as fraud_store
 from ppcswitch.intelligence import store as intelligence_store
 from ppcswitch.storage import models_billing, models_routing, repo, repo_routing
 from ppcswitch.storage.validate import ValidationError, int_range
-from ppcswitch.web import JINJA, LOGIN_CSRF_COOKIE, SESSION_COOKIE, THROTTLE, Forbidden, need, security, store
+from ppcswitch.web import LOGIN_CSRF_COOKIE, SESSION_COOKIE, Forbidden, need, security, store
 from ppcswitch.web import charts, explain, numbers_import, zones
 from ppcswitch import timezones
 
@@ -159,10 +159,10 @@ def render_text(request: web.Request, template: str, **ctx) -> str:
     if security.is_partner(request.get("role")):  # the portal's menu, never the operator's
         template = {"error.html": "portal/error.html"}.get(template, template)
     ctx.setdefault("flash", FLASH.get(request.query.get("saved", ""), ""))
-    html = request.app[JINJA].get_template(template).render(
+    html = request.app[keys.JINJA].get_template(template).render(
         user=user, role=request.get("role"), csrf=request.get("csrf", ""), path=request.path,
         zone=ZoneInfo(zone_name), zone_name=zone_name, nav=NAV, explain=explain, section=_section(request.path),
-        currency=request.app[core.SETTINGS].billing.currency,
+        currency=request.app[keys.SETTINGS].billing.currency,
         can=lambda perm: user is not None and security.role_allows(request["role"], perm), **ctx)
     return html
 
@@ -181,7 +181,7 @@ async def guard(request: web.Request, handler):
     sid = request.cookies.get(SESSION_COOKIE, "")
     found = None
     if sid:
-        async with request.app[core.SESSIONS]() as s:
+        async with request.app[keys.SESSIONS]() as s:
             found = await store.session_user(s, sid)
     if found is None:
         if request.method in ("GET", "HEAD"):
@@ -208,7 +208,7 @@ async def guard(request: web.Request, handler):
 
 
 async def _read(request: web.Request, fn, *args, **kw):
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         return await fn(s, *args, **kw)
 
 
@@ -221,7 +221,7 @@ async def _write(request: web.Request, action: str, target: str, detail: dict, f
         store.audit(s, user, "panel", action, target, detail)
         return result
 
-    return await request.app[core.WRITER].run(job)
+    return await request.app[keys.WRITER].run(job)
 
 
 def _int_arg(value, field: str, lo: int = 1, hi: int = 2 ** 31 - 1) -> int:
@@ -257,7 +257,7 @@ async def login_page(request: web.Request) -> web.Response:
     resp = render(request, "login.html", login_csrf=token, next=_safe_next(request.query.get("next", "/")),
                   error="", username="")
     resp.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="Strict", path="/login",
-                    secure=request.app[core.SETTINGS].http.secure_cookies)
+                    secure=request.app[keys.SETTINGS].http.secure_cookies)
     return resp
 
 
@@ -266,7 +266,7 @@ async def login_submit(request: web.Request) -> web.Response:
     username, password = str(form.get("username", "")).strip()[:64], str(form.get("password", ""))
     nxt = _safe_next(str(form.get("next", "/")))
     sent, cookie = str(form.get("csrf", "")), request.cookies.get(LOGIN_CSRF_COOKIE, "")
-    settings = request.app[core.SETTINGS].http
+    settings = request.app[keys.SETTINGS].http
 
     def again(message: str, status: int):
         token = security.new_secret()
@@ -278,7 +278,7 @@ async def login_submit(request: web.Request) -> web.Response:
 
     if not sent or not cookie or not security.same(sent, cookie):
         return again("The login form expired. Please try again.", 403)
-    throttle, address = request.app[THROTTLE], request.remote or "?"
+    throttle, address = request.app[keys.LOGIN_THROTTLE], request.remote or "?"
     wait = throttle.retry_after(username, address)
     if wait > 0:
         return again(f"Too many failed logins. Try again in {int(wait) + 1} seconds.", 429)
@@ -294,7 +294,7 @@ async def login_submit(request: web.Request) -> web.Response:
         store.audit(s, user.username, "panel", "login", user.username)
         return await store.create_session(s, user.id, seconds)
 
-    sid, _csrf = await request.app[core.WRITER].run(job)
+    sid, _csrf = await request.app[keys.WRITER].run(job)
     resp = web.HTTPFound(nxt)
     resp.set_cookie(SESSION_COOKIE, sid, httponly=True, samesite="Lax", path="/", max_age=int(seconds),
                     secure=settings.secure_cookies)
@@ -304,7 +304,7 @@ async def login_submit(request: web.Request) -> web.Response:
 
 async def logout(request: web.Request) -> web.Response:
     sid = request["sid"]
-    await request.app[core.WRITER].run(lambda s: store.end_session(s, sid))
+    await request.app[keys.WRITER].run(lambda s: store.end_session(s, sid))
     resp = web.HTTPFound("/login")
     resp.del_cookie(SESSION_COOKIE, path="/")
     raise resp
@@ -313,10 +313,10 @@ async def logout(request: web.Request) -> web.Response:
 # --- dashboard ------------------------------------------------------------------------
 
 def _live_calls(request: web.Request) -> list[dict]:
-    tracker = request.app.get(core.TRACKER)
+    tracker = request.app.get(keys.TRACKER)
     if tracker is None:
         return []
-    router = request.app.get(core.ROUTER)
+    router = request.app.get(keys.ROUTER)
     network = router.network if router else None
     now = datetime.now(timezone.utc)
     out = []
@@ -342,9 +342,9 @@ def _live_calls(request: web.Request) -> list[dict]:
 
 
 def cap_use(request: web.Request) -> list[dict]:
-    if core.ROUTER not in request.app:
+    if keys.ROUTER not in request.app:
         return []
-    router = request.app[core.ROUTER]
+    router = request.app[keys.ROUTER]
     live = router.live.snapshot()
     return [{"name": b.name, "live": live.get(b.id, 0), "cap": b.concurrency_cap, "paused": b.paused}
             for b in sorted(router.network.buyers.values(), key=lambda b: b.name)]
@@ -405,7 +405,7 @@ async def object_form(request: web.Request) -> web.Response:
         need(request, "write")
     values = form_values(kind, row)
     if row is not None:
-        async with request.app[core.SESSIONS]() as s:
+        async with request.app[keys.SESSIONS]() as s:
             values.update(await _extra_values(s, kind, row.id))
     return await _form(request, kind, row, values, {})
 
@@ -526,7 +526,7 @@ async def campaign_buyer_save(request: web.Request) -> web.Response:
         # Shown on the campaign's page with its settings as stored and the refused link's values kept;
         # every form there posts to its own address, so the next save goes where it should.
         values = form_values("campaign", row)
-        async with request.app[core.SESSIONS]() as s:
+        async with request.app[keys.SESSIONS]() as s:
             values.update(await _extra_values(s, "campaign", row.id))
         link = {"op": str(op), "buyer_id": str(form.get("buyer_id", "")), "priority": str(form.get("priority", "")),
                 "error": exc.message if exc.field != "_" else str(exc), "field": exc.field}
@@ -555,7 +555,7 @@ async def numbers_list(request: web.Request) -> web.Response:
 
 
 async def _choices(request: web.Request) -> dict:
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         return {"campaigns": await store.names(s, "campaign"), "publishers": await store.names(s, "publisher")}
 
 
@@ -583,7 +583,7 @@ async def number_save(request: web.Request) -> web.Response:
     values = {k: str(form.get(k, "")) for k in ("number", "campaign", "publisher")}
     values["ask_publisher_code"] = "on" if form.get("ask_publisher_code") else ""  # an IVR code prompt
     number = request.match_info.get("number")
-    region = request.app[core.SETTINGS].routing.default_region
+    region = request.app[keys.SETTINGS].routing.default_region
 
     async def save(s):
         if number:
@@ -607,7 +607,7 @@ async def number_save(request: web.Request) -> web.Response:
 async def number_release(request: web.Request) -> web.Response:
     need(request, "write")
     number = request.match_info["number"]
-    region = request.app[core.SETTINGS].routing.default_region
+    region = request.app[keys.SETTINGS].routing.default_region
     try:
         await _write(request, "number.release", number, {},
                      lambda s: repo.remove_tracking_number(s, number, region=region))
@@ -634,7 +634,7 @@ async def numbers_import_submit(request: web.Request) -> web.Response:
             except UnicodeDecodeError:
                 return render(request, "numbers_import.html", status=400, text="", checked=None, imported=None,
                               error="The file is not UTF-8 text.")
-    region = request.app[core.SETTINGS].routing.default_region
+    region = request.app[keys.SETTINGS].routing.default_region
     if form.get("action") != "import":
         checked = await _read(request, store.check_numbers_csv, text, region)
         return render(request, "numbers_import.html", status=200 if not checked.errors else 400, text=text,
@@ -731,7 +731,7 @@ async def calls_page(request: web.Request) -> web.Response:
         errors[exc.field] = exc.message
         rows, next_cursor = await _read(request, store.list_calls, flt, PAGE, "")
     kept = {k: v for k, v in request.query.items() if k != "cursor" and v}
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         names = {k: await store.names(s, k) for k in ("campaign", "publisher", "buyer")}
     return render(request, "calls.html", rows=rows, errors=errors, q=kept, names=names,
                   whole_day_url="/calls?" + urlencode({k: v for k, v in kept.items() if k != "hour"}),
@@ -748,7 +748,7 @@ async def calls_csv(request: web.Request) -> web.StreamResponse:
     flt, errors = call_filter(request.query, _days_zone(request))
     if errors:
         return _error_page(request, 400, "; ".join(f"{k}: {v}" for k, v in errors.items()))
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         names = {k: await store.names(s, k) for k in ("campaign", "publisher", "buyer")}
     resp = web.StreamResponse(headers={"Content-Type": "text/csv; charset=utf-8",
                                        "Content-Disposition": 'attachment; filename="calls.csv"'})
@@ -790,7 +790,7 @@ async def call_page(request: web.Request, status: int = 200, **more) -> web.Resp
     call = await _read(request, store.call_with_attempts, call_id)
     if call is None:
         raise web.HTTPNotFound()
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         names = {k: await store.names(s, k) for k in ("campaign", "publisher", "buyer")}
         extras = await _call_extras(s, call)
     return render(request, "call.html", status=status, c=call, names=names,
@@ -819,13 +819,13 @@ async def _call_extras(session, call) -> dict:
 async def live_page(request: web.Request) -> web.Response:
     need(request, "read")
     return render(request, "live.html", calls=_live_calls(request), caps=cap_use(request),
-                  ami=request.app.get(core.AMI) is not None and request.app[core.AMI].connected,
+                  ami=request.app.get(keys.AMI) is not None and request.app[keys.AMI].connected,
                   message=request.query.get("msg", "")[:200])
 
 
 async def hang_up(app: web.Application, linkedid: str) -> str:
     """Ask Asterisk to hang up a live call (its caller channel); returns what happened, for the user."""
-    tracker, ami = app.get(core.TRACKER), app.get(core.AMI)
+    tracker, ami = app.get(keys.TRACKER), app.get(keys.AMI)
     call = tracker.calls.get(linkedid) if tracker else None
     if call is None:
         raise ValidationError("linkedid", "no such live call (it may just have ended)")
@@ -861,7 +861,7 @@ async def users_page(request: web.Request, errors=None, values=None, new_token="
     need(request, "users")
     from ppcswitch.web import account_views
 
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         users, tokens = await store.list_users(s), await store.list_tokens(s)
     cookie = request.cookies.get(account_views.NEW_TOKEN_COOKIE, "")
     new_token = new_token or (cookie if cookie.startswith(security.TOKEN_PREFIX) else "")
@@ -951,7 +951,7 @@ async def _sub_ids(request: web.Request, period, values: dict, publisher: str) -
     from ppcswitch.web import attribution_views
 
     out = {"rows": None, "error": "", "publisher": publisher.strip()[:12], "publishers": [], "csv_url": ""}
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         out["publishers"] = sorted((await store.names(s, "publisher")).items(), key=lambda x: x[1])
         if period is None:
             return out

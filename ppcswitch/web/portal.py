@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 from sqlalchemy import select
 
-from ppcswitch import app as core
+from ppcswitch import keys
 from ppcswitch import timezones
 from ppcswitch.money import format_cents
 from ppcswitch.storage import models as t
@@ -89,7 +89,7 @@ async def party(request: web.Request) -> ps.Party:
     user = request.get("user")
     if user is None or not security.is_partner(user.role):
         raise Forbidden("the portal is for publisher and buyer users; operators use the panel")
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         found = await ps.party_of(s, user)
     if found is None:
         raise Forbidden("your account is no longer attached to a publisher or buyer; ask the operator")
@@ -98,7 +98,7 @@ async def party(request: web.Request) -> ps.Party:
 
 
 async def access(request: web.Request, who: ps.Party) -> ps.Access:
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         return await ps.access_of(s, who.kind, who.id)
 
 
@@ -120,7 +120,7 @@ async def write(request: web.Request, action: str, target: str, detail: dict, fn
         store.audit(s, user, via, action, target, detail)
         return result
 
-    return await request.app[core.WRITER].run(job)
+    return await request.app[keys.WRITER].run(job)
 
 
 def _ident(request: web.Request) -> int:
@@ -170,13 +170,13 @@ def call_view(call: t.Call, who: ps.Party, acc: ps.Access, amount_cents: int, bu
 
 
 async def calls_for(request: web.Request, who: ps.Party, q: ps.CallQuery, limit: int, cursor: str):
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         rows, nxt = await ps.list_calls(s, who, q, limit, cursor)
     return await call_views(request, who, rows), nxt
 
 
 async def call_views(request: web.Request, who: ps.Party, rows: list) -> list[dict]:
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         ids = [c.id for c in rows]
         amounts = await ps.ledger_amounts(s, who, ids)
         disputes = await ps.disputes_of_calls(s, who, ids)
@@ -189,7 +189,7 @@ async def call_views(request: web.Request, who: ps.Party, rows: list) -> list[di
 
 async def home(request: web.Request) -> web.Response:
     who = await party(request)
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         if who.kind == "publisher":
             numbers, pools = await ps.numbers_of(s, who), await ps.pools_of(s, who)
             return render(request, "portal/publisher_home.html", numbers=numbers, pools=pools,
@@ -198,7 +198,7 @@ async def home(request: web.Request) -> web.Response:
         acc = await ps.access_of(s, "buyer", who.id)
         pending = await ps.list_disputes(s, who.id, "pending")
     return render(request, "portal/buyer_home.html", buyer=buyer, acc=acc, pending=len(pending),
-                  window=request.app[core.SETTINGS].billing.dispute_window_days)
+                  window=request.app[keys.SETTINGS].billing.dispute_window_days)
 
 
 def _base_url(request: web.Request) -> str:
@@ -290,7 +290,7 @@ async def calls_csv(request: web.Request) -> web.StreamResponse:
 async def call_page(request: web.Request, status: int = 200, **more) -> web.Response:
     who = await party(request)
     ident = _ident(request)
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         call = await ps.get_call(s, who, ident)
         if call is None:
             raise web.HTTPNotFound()
@@ -299,7 +299,7 @@ async def call_page(request: web.Request, status: int = 200, **more) -> web.Resp
         dispute = (await ps.disputes_of_calls(s, who, [call.id])).get(call.id)
         names = await store.names(s, "buyer") if who.kind == "publisher" and acc.show_buyer_name else {}
     view = call_view(call, who, acc, amount, names, dispute)
-    window = request.app[core.SETTINGS].billing.dispute_window_days
+    window = request.app[keys.SETTINGS].billing.dispute_window_days
     closes = call.started_at + timedelta(days=window)
     return render(request, "portal/call.html", status=status, c=view, reasons=mp.DISPUTE_REASONS, window=window,
                   closes=closes, form=more.get("form", {}), error=more.get("error", ""))
@@ -310,7 +310,7 @@ async def dispute_submit(request: web.Request) -> web.Response:
     ident = _ident(request)
     form = await request.post()
     code, note = str(form.get("reason_code", "")), str(form.get("note", ""))
-    window = request.app[core.SETTINGS].billing.dispute_window_days
+    window = request.app[keys.SETTINGS].billing.dispute_window_days
     user = request["user"].username
     if who.kind != "buyer":
         raise Forbidden("only buyers dispute calls")
@@ -329,7 +329,7 @@ async def disputes_page(request: web.Request) -> web.Response:
     who = await party(request)
     if who.kind != "buyer":
         raise Forbidden("disputes are for buyers")
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         rows = await ps.list_disputes(s, who.id)
     return render(request, "portal/disputes.html", rows=rows, reasons=mp.DISPUTE_REASONS)
 
@@ -354,7 +354,7 @@ def _report_by(request: web.Request, who: ps.Party) -> str:
 async def report_rows(request: web.Request, who: ps.Party) -> tuple[date, date, list[dict]]:
     first, last = _report_days(request)
     by = _report_by(request, who)
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         if by == "day":
             rows = await ps.report_by_day(s, who, first, last, request["zone"])
             for r in rows:
@@ -402,7 +402,7 @@ async def report_csv(request: web.Request) -> web.Response:
 
 async def statements_page(request: web.Request) -> web.Response:
     who = await party(request)
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         periods = await ps.closed_periods(s)
     return render(request, "portal/statements.html", periods=periods)
 
@@ -417,8 +417,8 @@ def statement_lines(st, acc: ps.Access) -> list[dict]:
 async def statement_page(request: web.Request) -> web.Response:
     who = await party(request)
     ident = 0 if request.match_info["id"] == "current" else _ident(request)
-    currency = request.app[core.SETTINGS].billing.currency
-    async with request.app[core.SESSIONS]() as s:
+    currency = request.app[keys.SETTINGS].billing.currency
+    async with request.app[keys.SESSIONS]() as s:
         try:
             st = await ps.statement(s, who, ident, request["zone"], currency)
         except ValidationError:
@@ -445,7 +445,7 @@ async def account_page(request: web.Request, errors=None, values=None, status=20
 
     await party(request)
     user = request["user"]
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         tokens = await account_views.own_tokens(s, user.id)
     new_token = request.cookies.get(account_views.NEW_TOKEN_COOKIE, "")
     new_token = new_token if new_token.startswith(security.TOKEN_PREFIX) else ""
@@ -535,7 +535,7 @@ async def invite_page(request: web.Request, error: str = "", status: int = 200) 
     token = _invite_token(request)
     found = None
     if token:
-        async with request.app[core.SESSIONS]() as s:
+        async with request.app[keys.SESSIONS]() as s:
             found = await ps.invite_user(s, token)
     if found is None:
         return panel.render(request, "portal/invite.html", status=410, user_name="", expired=True,
@@ -546,7 +546,7 @@ async def invite_page(request: web.Request, error: str = "", status: int = 200) 
     resp = panel.render(request, "portal/invite.html", status=status, user_name=found[1].username, expired=False,
                         login_csrf=csrf, error=error, path_token=token, expires_at=found[0].expires_at)
     resp.set_cookie(INVITE_CSRF_COOKIE, csrf, httponly=True, samesite="Strict", path="/invite/",
-                    secure=request.app[core.SETTINGS].http.secure_cookies)
+                    secure=request.app[keys.SETTINGS].http.secure_cookies)
     resp.headers["Referrer-Policy"] = "no-referrer"  # the link is a secret
     return resp
 
@@ -561,7 +561,7 @@ async def invite_submit(request: web.Request) -> web.Response:
     if password != again:
         return await invite_page(request, "The two passwords differ.", 400)
     address = request.remote or "?"
-    throttle = request.app[_throttle_key()]
+    throttle = request.app[keys.LOGIN_THROTTLE]
     wait = throttle.retry_after("invite:" + address, address)
     if wait > 0:
         return await invite_page(request, f"Too many attempts. Try again in {int(wait) + 1} seconds.", 429)
@@ -572,7 +572,7 @@ async def invite_submit(request: web.Request) -> web.Response:
         return user
 
     try:
-        await request.app[core.WRITER].run(job)
+        await request.app[keys.WRITER].run(job)
     except ValidationError as exc:
         if exc.field == "invite":
             throttle.failed("invite:" + address, address)
@@ -582,24 +582,18 @@ async def invite_submit(request: web.Request) -> web.Response:
     raise resp
 
 
-def _throttle_key():
-    from ppcswitch.web import THROTTLE
-
-    return THROTTLE
-
-
 # --- operator pages: partner users, what partners see, disputes ----------------------------------
 
 async def partners_page(request: web.Request, errors=None, values=None, link: str = "", status: int = 200
                         ) -> web.Response:
     need(request, "users")
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         users = await ps.partner_users(s)
         names = {"publisher": await store.names(s, "publisher"), "buyer": await store.names(s, "buyer")}
         acc = await ps.all_access(s)
     return render(request, "portal/partners.html", status=status, users=users, names=names, acc=acc,
                   default=ps.Access(), errors=errors or {}, values=values or {}, link=link,
-                  hours=request.app[core.SETTINGS].http.invite_hours, now=_now(),
+                  hours=request.app[keys.SETTINGS].http.invite_hours, now=_now(),
                   displays=mp.CALLER_DISPLAY)
 
 
@@ -620,7 +614,7 @@ async def partner_invite(request: web.Request) -> web.Response:
     need(request, "users")
     form = await request.post()
     values = {"username": str(form.get("username", "")).strip(), "party": str(form.get("party", ""))}
-    by, hours = request["user"].username, request.app[core.SETTINGS].http.invite_hours
+    by, hours = request["user"].username, request.app[keys.SETTINGS].http.invite_hours
     try:
         kind, ident = _party_field(values["party"])
 
@@ -630,7 +624,7 @@ async def partner_invite(request: web.Request) -> web.Response:
             store.audit(s, by, "panel", "partner.invite", user.username, {"role": kind, "party_id": ident})
             return token
 
-        token = await request.app[core.WRITER].run(job)
+        token = await request.app[keys.WRITER].run(job)
     except ValidationError as exc:
         return await partners_page(request, {exc.field: exc.message}, values, status=400)
     return await partners_page(request, link=f"{_base_url(request)}/invite/{token}")
@@ -639,7 +633,7 @@ async def partner_invite(request: web.Request) -> web.Response:
 async def partner_reinvite(request: web.Request) -> web.Response:
     need(request, "users")
     ident = _ident(request)
-    by, hours = request["user"].username, request.app[core.SETTINGS].http.invite_hours
+    by, hours = request["user"].username, request.app[keys.SETTINGS].http.invite_hours
 
     async def job(s):
         user, token = await ps.reinvite(s, ident, by=by, hours=hours)
@@ -647,7 +641,7 @@ async def partner_reinvite(request: web.Request) -> web.Response:
         return token
 
     try:
-        token = await request.app[core.WRITER].run(job)
+        token = await request.app[keys.WRITER].run(job)
     except ValidationError:
         raise web.HTTPNotFound() from None
     return await partners_page(request, link=f"{_base_url(request)}/invite/{token}")
@@ -667,7 +661,7 @@ async def partner_access_save(request: web.Request) -> web.Response:
             store.audit(s, by, "panel", "partner.access", f"{kind} {ident}", values)
             return result
 
-        await request.app[core.WRITER].run(job)
+        await request.app[keys.WRITER].run(job)
     except ValidationError as exc:
         return await partners_page(request, {exc.field: exc.message}, status=400)
     raise web.HTTPFound("/partners?saved=1#access")
@@ -677,7 +671,7 @@ async def disputes_admin(request: web.Request, error: str = "", status: int = 20
     need(request, "read")
     state = request.query.get("state", "pending")
     state = state if state in mp.DISPUTE_STATES or state == "all" else "pending"
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         rows = await ps.list_disputes(s, None, "" if state == "all" else state)
         buyers = await store.names(s, "buyer")
         calls = {c.id: c for c in await s.scalars(select(t.Call).where(t.Call.id.in_([d.call_id for d in rows])))}
@@ -699,7 +693,7 @@ async def dispute_decide(request: web.Request) -> web.Response:
         return row
 
     try:
-        await request.app[core.WRITER].run(job)
+        await request.app[keys.WRITER].run(job)
     except ValidationError as exc:
         return await disputes_admin(request, exc.message, 400)
     raise web.HTTPFound("/disputes?saved=1")

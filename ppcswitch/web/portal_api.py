@@ -11,7 +11,7 @@ import json
 
 from aiohttp import web
 
-from ppcswitch import app as core
+from ppcswitch import keys
 from ppcswitch.money import format_cents
 from ppcswitch.storage import models_portal as mp
 from ppcswitch.storage.validate import ValidationError
@@ -61,7 +61,7 @@ async def me(request: web.Request) -> web.Response:
     return web.json_response({"username": request["user"].username, "role": who.kind,
                               "party": {"kind": who.kind, "id": who.id, "name": who.name},
                               "timezone": request["zone"], "caller_display": acc.caller_display,
-                              "dispute_window_days": request.app[core.SETTINGS].billing.dispute_window_days})
+                              "dispute_window_days": request.app[keys.SETTINGS].billing.dispute_window_days})
 
 
 async def calls(request: web.Request) -> web.Response:
@@ -79,7 +79,7 @@ async def call_get(request: web.Request) -> web.Response:
 
     who = await portal.party(request)
     ident = api._ident(request)
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         call = await ps.get_call(s, who, ident)
         if call is None:
             raise web.HTTPNotFound()
@@ -100,7 +100,7 @@ async def dispute(request: web.Request) -> web.Response:
         raise ValidationError("reason_code", f"must be one of {', '.join(mp.DISPUTE_REASONS)}")
     if not isinstance(note, str):
         raise ValidationError("note", "must be a string")
-    window, user = request.app[core.SETTINGS].billing.dispute_window_days, request["user"].username
+    window, user = request.app[keys.SETTINGS].billing.dispute_window_days, request["user"].username
     try:
         row = await portal.write(request, "portal.dispute", f"call {ident}", {"reason_code": code, "note": note},
                                  lambda s: ps.open_dispute(s, who, ident, reason_code=code, note=note, user=user,
@@ -118,7 +118,7 @@ async def disputes(request: web.Request) -> web.Response:
     who = await portal.party(request)
     if who.kind != "buyer":
         raise Forbidden("disputes are for buyers")
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         rows = await ps.list_disputes(s, who.id)
     return web.json_response({"items": [dispute_json(d) for d in rows]})
 
@@ -127,7 +127,7 @@ async def numbers(request: web.Request) -> web.Response:
     who = await portal.party(request)
     if who.kind != "publisher":
         raise Forbidden("tracking numbers are for publishers")
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         nums, pools = await ps.numbers_of(s, who), await ps.pools_of(s, who)
     base = f"{request.scheme}://{request.host}"
     return web.json_response({
@@ -149,7 +149,7 @@ async def report(request: web.Request) -> web.Response:
 
 async def statements(request: web.Request) -> web.Response:
     await portal.party(request)
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         periods = await ps.closed_periods(s)
     return web.json_response({"items": [{"id": x.id, "start": _iso(x.start_at), "end": _iso(x.end_at)}
                                         for x in periods]})
@@ -160,8 +160,8 @@ async def statement(request: web.Request) -> web.Response:
 
     who = await portal.party(request)
     ident = 0 if request.path.endswith("/current") else api._ident(request)
-    currency = request.app[core.SETTINGS].billing.currency
-    async with request.app[core.SESSIONS]() as s:
+    currency = request.app[keys.SETTINGS].billing.currency
+    async with request.app[keys.SESSIONS]() as s:
         try:
             st = await ps.statement(s, who, ident, request["zone"], currency)
         except ValidationError:
@@ -203,7 +203,7 @@ async def operator_disputes(request: web.Request) -> web.Response:
     state = request.query.get("state", "")
     if state and state not in mp.DISPUTE_STATES:
         raise ValidationError("state", f"must be one of {', '.join(mp.DISPUTE_STATES)}")
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         rows = await ps.list_disputes(s, None, state)
     return web.json_response({"items": [{**dispute_json(d), "buyer_id": d.buyer_id, "linkedid": d.linkedid}
                                         for d in rows]})
@@ -231,7 +231,7 @@ async def operator_decide(request: web.Request) -> web.Response:
                     {"dispute": row.id, "note": note, "reversed": format_cents(row.reversed_cents)})
         return row
 
-    row = await request.app[core.WRITER].run(job)
+    row = await request.app[keys.WRITER].run(job)
     return web.json_response({**dispute_json(row), "buyer_id": row.buyer_id, "linkedid": row.linkedid})
 
 

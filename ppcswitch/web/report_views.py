@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from sqlalchemy import func, literal, select, union_all
 
-from ppcswitch import app as core
+from ppcswitch import keys
 from ppcswitch.billing import ledger, reports
 from ppcswitch.storage import models_billing as b
 from ppcswitch.storage.validate import ValidationError
@@ -227,7 +227,7 @@ async def reports_page(request: web.Request, adjust=None, adjust_errors=None, st
         last_text = q.get("to", today.isoformat())[:10]
     values = {"from": first_text, "to": last_text, "tz": tz}
     compare = q.get("compare", "1") != "0"
-    currency = request.app[core.SETTINGS].billing.currency
+    currency = request.app[keys.SETTINGS].billing.currency
     ctx: dict = {"rep": None, "prev": None, "error": "", "values": values, "preset": preset, "presets": [],
                  "zone_names": zones.timezones.names(),
                  "compare": compare, "adjust": adjust or {}, "adjust_errors": adjust_errors or {},
@@ -250,7 +250,7 @@ async def reports_page(request: web.Request, adjust=None, adjust_errors=None, st
     # month or a year reads few rows. The grey bars of the period before are drawn up to a week
     # (its totals are always compared).
     short = days <= 7
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         rep = await reports.period_report(s, p, currency)
         prev_total = await period_totals(s, pp) if compare else None
         rows = await bucket_rows(s, p.start, p.end) if short else []
@@ -266,7 +266,7 @@ async def reports_page(request: web.Request, adjust=None, adjust_errors=None, st
     prev_over = slots(prev_rows, pf, pl, tz)[0] if prev_rows is not None else None
     view = q.get("view", "summary")
     if q.get("format") == "csv" and view == "hours" and not short:  # asked for: read the 15-minute rows
-        async with request.app[core.SESSIONS]() as s:
+        async with request.app[keys.SESSIONS]() as s:
             by_hour = slots(await bucket_rows(s, p.start, p.end), first, last, tz)[1]
     if q.get("format") == "csv":
         return _csv(rep, over, by_hour, view, values)
@@ -400,7 +400,7 @@ async def adjust_submit(request: web.Request) -> web.Response:
         return entry
 
     try:
-        entry = await request.app[core.WRITER].run(job)
+        entry = await request.app[keys.WRITER].run(job)
     except ValidationError as exc:
         message = exc.message.replace(" (--user)", "").replace("--", "")
         field = exc.field if exc.field in ("account", "amount", "reason", "buyer", "publisher", "user") else "amount"

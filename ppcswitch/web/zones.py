@@ -12,14 +12,13 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ppcswitch import app as core
+from ppcswitch import keys
 from ppcswitch import timezones
 from ppcswitch.storage import models_web as w
 from ppcswitch.storage.models import utcnow
 from ppcswitch.storage.validate import ValidationError
 
 KEY = "timezone"
-CACHE = web.AppKey("web_account_zone", dict)
 CACHE_SECONDS = 5.0  # another controller (or the CLI) changing the setting is seen this soon
 
 
@@ -71,16 +70,16 @@ async def set_user_zone(session: AsyncSession, user_id: int, name: str) -> str |
 
 
 def default_zone(app: web.Application) -> str:
-    return timezones.canonical(app[core.SETTINGS].billing.report_timezone) or "UTC"
+    return timezones.canonical(app[keys.SETTINGS].billing.report_timezone) or "UTC"
 
 
 async def account_zone(app: web.Application) -> tuple[str, bool]:
     """(the account's zone, whether an admin chose it) — cached a few seconds."""
-    cache = app.get(CACHE, {})  # set up by ppcswitch.web.setup
+    cache = app.get(keys.ACCOUNT_ZONE, {})  # set up by ppcswitch.web.setup
     now = time.monotonic()
     if cache.get("until", 0) > now:
         return cache["zone"], cache["chosen"]
-    async with app[core.SESSIONS]() as s:
+    async with app[keys.SESSIONS]() as s:
         stored = await stored_account_zone(s)
     zone = timezones.canonical(stored) if stored else None
     cache.update(zone=zone or default_zone(app), chosen=zone is not None, until=now + CACHE_SECONDS)
@@ -88,7 +87,7 @@ async def account_zone(app: web.Application) -> tuple[str, bool]:
 
 
 def forget(app: web.Application) -> None:
-    cache = app.get(CACHE)
+    cache = app.get(keys.ACCOUNT_ZONE)
     if cache is not None:
         cache.clear()
 

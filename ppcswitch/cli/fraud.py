@@ -15,8 +15,8 @@ import json
 from datetime import datetime, timedelta, timezone
 
 from ppcswitch.fraud import store
-from ppcswitch.routing.cli import _on_off
-from ppcswitch.storage import repo_routing
+from ppcswitch.cli.common import on_off
+from ppcswitch.storage.repo import UNSET
 from ppcswitch.storage.validate import ValidationError
 
 
@@ -63,8 +63,8 @@ async def _signals(ctx, args) -> int:
 async def _campaign_fraud(ctx, args) -> int:
     kw = {}
     for key in ("challenge", "record"):
-        value = _on_off(getattr(args, key), key)
-        if value is not repo_routing._UNSET:
+        value = on_off(getattr(args, key), key)
+        if value is not UNSET:
             kw[key] = value
     if args.block_score is not None:
         text = args.block_score.strip().lower()

@@ -6,6 +6,14 @@ import argparse
 import logging
 import sys
 
+from ppcswitch import cluster, sandbox
+from ppcswitch.cli import attribution as attribution_cli
+from ppcswitch.cli import billing as billing_cli
+from ppcswitch.cli import codes as codes_cli
+from ppcswitch.cli import intelligence as intelligence_cli
+from ppcswitch.cli import network as network_cli
+from ppcswitch.cli import serve as serve_cli
+from ppcswitch.cli import users as users_cli
 from ppcswitch.config import ConfigError, load_settings
 
 
@@ -15,30 +23,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    # Each area registers its own commands; see the add_cli functions.
-    from ppcswitch import app, sandbox
-    from ppcswitch.storage import cli as storage_cli
-
-    app.add_cli(sub)
-    sandbox.add_cli(sub)
-    storage_cli.add_cli(sub)
-    from ppcswitch.billing.cli import add_cli as add_billing_cli  # report, ledger, rule, rerate
-    add_billing_cli(sub)
-    from ppcswitch.web import cli as web_cli
-
-    web_cli.add_cli(sub)
-    from ppcswitch.attribution import cli as attribution_cli  # pool, postback, attribution
-
-    attribution_cli.add_cli(sub)
-    from ppcswitch.attribution import codes as codes_cli  # IVR publisher codes
-
-    codes_cli.add_cli(sub)
-    from ppcswitch.intelligence import cli as intelligence_cli  # transcripts, phrase rules
-
-    intelligence_cli.add_cli(sub)
-    from ppcswitch import cluster  # edge and node configuration for several nodes
-
-    cluster.add_top_cli(sub)
+    # One module per command group (ppcswitch/cli/), each with its add_cli; the sandbox and the
+    # cluster topology are dev tooling with their own.
+    serve_cli.add_cli(sub)  # serve, dev
+    cluster.add_cli(sandbox.add_cli(sub))  # sandbox ..., sandbox cluster ...
+    network_cli.add_cli(sub)  # db, campaign, publisher, buyer, number, calls, demo (+ routing and fraud commands)
+    billing_cli.add_cli(sub)  # report, ledger, rule, rerate
+    users_cli.add_cli(sub)  # user
+    attribution_cli.add_cli(sub)  # pool, postback, attribution
+    codes_cli.add_cli(sub)  # IVR publisher codes
+    intelligence_cli.add_cli(sub)  # transcripts, phrase rules
+    cluster.add_top_cli(sub)  # edge and node configuration for several nodes
     return parser
 
 

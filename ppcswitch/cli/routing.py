@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 
+from ppcswitch.cli.common import call_to_json, on_off
 from ppcswitch.money import format_cents
 from ppcswitch.storage import repo, repo_routing
+from ppcswitch.storage.repo import UNSET
 from ppcswitch.storage.validate import ValidationError
 
 _LISTS = ("closed_dates", "states_allowed", "states_denied", "area_codes_allowed", "area_codes_denied")
@@ -36,17 +38,6 @@ def _changes(args) -> dict:
     for key in args.unset or []:
         out[key.strip()] = None
     return out
-
-
-def _on_off(value: str | None, field: str):
-    if value is None:
-        return repo_routing._UNSET
-    v = value.strip().lower()
-    if v in ("on", "yes", "true", "1"):
-        return True
-    if v in ("off", "no", "false", "0"):
-        return False
-    raise ValidationError(field, f"expected on or off, got {value!r}")
 
 
 async def _buyer_rules(ctx, args) -> int:
@@ -96,13 +87,13 @@ async def _publisher_caps(ctx, args) -> int:
 
 
 async def _campaign_routing(ctx, args) -> int:
-    kw = {"zip_prompt": _on_off(args.zip_prompt, "zip_prompt"),
-          "repeat_caller": _on_off(args.repeat_caller, "repeat_caller")}
+    kw = {"zip_prompt": on_off(args.zip_prompt, "zip_prompt"),
+          "repeat_caller": on_off(args.repeat_caller, "repeat_caller")}
     if args.whisper is not None:
         kw["whisper"] = args.whisper
     if args.rtb_budget_ms is not None:
         kw["rtb_budget_ms"] = args.rtb_budget_ms
-    kw = {k: v for k, v in kw.items() if v is not repo_routing._UNSET}
+    kw = {k: v for k, v in kw.items() if v is not UNSET}
     if kw:
         await ctx.writer.run(lambda s: repo_routing.set_campaign_routing(s, args.name, **kw))
     async with ctx.sessionmaker() as s:
@@ -111,7 +102,6 @@ async def _campaign_routing(ctx, args) -> int:
 
 
 async def _calls_show(ctx, args) -> int:
-    from ppcswitch.storage.cli import call_to_json
 
     async with ctx.sessionmaker() as s:
         record = await repo.get_call(s, args.linkedid)

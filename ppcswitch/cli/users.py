@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 import sys
 
-from ppcswitch.storage import cli as storage_cli
+from ppcswitch.cli.common import run
 from ppcswitch.web import security, store
 
 
@@ -90,7 +90,7 @@ def add_cli(sub) -> None:
 
     def command(name, action, help):
         p = group.add_parser(name, help=help)
-        p.set_defaults(func=lambda settings, args: storage_cli._run(settings, action, args))
+        p.set_defaults(func=lambda settings, args: run(settings, action, args))
         return p
 
     p = command("add", _user_add, "create a user (prints a generated password unless --password-stdin)")

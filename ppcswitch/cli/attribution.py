@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 from ppcswitch.attribution import store
 from ppcswitch.money import format_cents
-from ppcswitch.storage.cli import _run
+from ppcswitch.cli.common import run
 from ppcswitch.storage.validate import ValidationError
 
 
@@ -90,7 +90,7 @@ async def _report(ctx, args) -> int:
 def add_cli(sub) -> None:
     def cmd(group, name, action, help):
         p = group.add_parser(name, help=help)
-        p.set_defaults(func=lambda settings, args: _run(settings, action, args))
+        p.set_defaults(func=lambda settings, args: run(settings, action, args))
         return p
 
     pool = sub.add_parser("pool", help="number pools for dynamic number insertion").add_subparsers(

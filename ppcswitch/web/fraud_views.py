@@ -8,7 +8,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from ppcswitch import app as core
+from ppcswitch import keys
 from ppcswitch.fraud import store
 from ppcswitch.fraud.runtime import recordings_dir
 from ppcswitch.web import store as web_store
@@ -22,7 +22,7 @@ async def quality_page(request: web.Request) -> web.Response:
     except ValueError:
         days = 7
     since = datetime.now(timezone.utc) - timedelta(days=days)
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         rows = await store.publisher_quality(s, since)
         alerts = await store.open_alerts(s)
         names = {k: await web_store.names(s, k) for k in ("publisher", "buyer")}
@@ -39,13 +39,13 @@ def recording_file(settings, name: str) -> Path | None:
 
 async def recording(request: web.Request) -> web.StreamResponse:
     need(request, "read")
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         try:
             call = await web_store.call_with_attempts(s, int(request.match_info["id"]))
         except ValueError:
             raise web.HTTPNotFound() from None
         signals = await store.get_signals(s, call.linkedid) if call is not None else None
-    path = recording_file(request.app[core.SETTINGS], (signals or {}).get("recording", ""))
+    path = recording_file(request.app[keys.SETTINGS], (signals or {}).get("recording", ""))
     if path is None:
         raise web.HTTPNotFound(text="no recording for this call (not recorded, or deleted after its retention)")
     disposition = "attachment" if request.query.get("download") else "inline"

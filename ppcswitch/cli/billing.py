@@ -1,14 +1,12 @@
 """`ppcswitch report|ledger|rule|rerate` commands.
 
-Bad input prints one clear line and exits 2 (ppcswitch.storage.cli._run);
+Bad input prints one clear line and exits 2 (ppcswitch.cli.common.run);
 writes go through a Writer, reads through a plain session.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 from ppcswitch.billing import ledger, reports
@@ -16,7 +14,7 @@ from ppcswitch.billing.ledger import BillingError
 from ppcswitch.billing.rerate import rerate
 from ppcswitch.money import MoneyError, format_cents, parse_cents
 from ppcswitch.storage import repo
-from ppcswitch.storage.cli import _run
+from ppcswitch.cli.common import run
 
 
 def _period(ctx, args) -> reports.Period:
@@ -163,7 +161,7 @@ async def _rerate(ctx, args) -> int:
 def add_cli(sub) -> None:
     def command(group_sub, name, action, help, period=True):
         p = group_sub.add_parser(name, help=help)
-        p.set_defaults(func=lambda settings, args: _run(settings, action, args))
+        p.set_defaults(func=lambda settings, args: run(settings, action, args))
         if period:
             p.add_argument("--from", dest="date_from", required=True, help="first day, e.g. 2026-11-01")
             p.add_argument("--to", dest="date_to", help="last day, included (default: the first day)")
@@ -229,7 +227,7 @@ def add_cli(sub) -> None:
     p.add_argument("--publisher")
 
     p = sub.add_parser("rerate", help="re-run qualification for a period with today's rules (dry run by default)")
-    p.set_defaults(func=lambda settings, args: _run(settings, _rerate, args))
+    p.set_defaults(func=lambda settings, args: run(settings, _rerate, args))
     p.add_argument("--from", dest="date_from", required=True)
     p.add_argument("--to", dest="date_to")
     p.add_argument("--tz")

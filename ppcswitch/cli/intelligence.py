@@ -23,7 +23,7 @@ from sqlalchemy import select
 from ppcswitch.intelligence import rules as pr
 from ppcswitch.intelligence import store
 from ppcswitch.storage import repo
-from ppcswitch.storage.cli import _run
+from ppcswitch.cli.common import run
 from ppcswitch.storage.models_intelligence import FAILED, PENDING, SKIPPED, Transcript
 from ppcswitch.storage.validate import ValidationError
 
@@ -146,7 +146,7 @@ def add_cli(sub) -> None:
 
     def command(parent, name, action, help):
         p = parent.add_parser(name, help=help)
-        p.set_defaults(func=lambda settings, args: _run(settings, action, args))
+        p.set_defaults(func=lambda settings, args: run(settings, action, args))
         return p
 
     phrase = group.add_parser("phrase", help="phrase rules that set dispositions").add_subparsers(

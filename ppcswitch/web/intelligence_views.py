@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from ppcswitch import app as core
+from ppcswitch import keys
 from ppcswitch.intelligence import rules as pr
 from ppcswitch.intelligence import store
 from ppcswitch.storage.validate import ValidationError
@@ -36,7 +36,7 @@ async def transcripts_page(request: web.Request) -> web.Response:
     need(request, "read")
     f = _filters(request.query)
     page = _int(request.query.get("page"), 1, 10_000) or 1
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         rows, total = await store.search(s, f["q"], disposition=f["disposition"], max_score=f["max_score"],
                                          publisher_id=f["publisher_id"], sub_id=f["sub_id"], limit=PAGE,
                                          offset=(page - 1) * PAGE)
@@ -51,8 +51,8 @@ async def transcripts_page(request: web.Request) -> web.Response:
 async def qc_page(request: web.Request) -> web.Response:
     need(request, "read")
     days = _int(request.query.get("days"), 1, 90) or 7
-    low = request.app[core.SETTINGS].intelligence.low_score
-    async with request.app[core.SESSIONS]() as s:
+    low = request.app[keys.SETTINGS].intelligence.low_score
+    async with request.app[keys.SESSIONS]() as s:
         rows = await store.qc(s, datetime.now(timezone.utc) - timedelta(days=days), low)
         names = {"publisher": await web_store.names(s, "publisher")}
     for r in rows:
@@ -66,7 +66,7 @@ async def qc_page(request: web.Request) -> web.Response:
 async def rules_page(request: web.Request, errors=None, values=None, status=200) -> web.Response:
     need(request, "read")
     campaign = _int(request.query.get("campaign") or (values or {}).get("campaign"), 1, 2**31 - 1)
-    async with request.app[core.SESSIONS]() as s:
+    async with request.app[keys.SESSIONS]() as s:
         rows = await store.phrase_rows(s)
         campaigns = sorted((await web_store.names(s, "campaign")).items(), key=lambda x: x[1].lower())
     defaults = {(r.disposition, r.phrase, r.side) for r in pr.defaults()}

@@ -8,89 +8,46 @@ the same time only makes us wait, never fail.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import dataclasses
 import json
-import sys
-from datetime import datetime
-from typing import Any, Awaitable, Callable
 
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from ppcswitch.config import Settings
+from ppcswitch.cli import fraud as fraud_cli  # block/allow lists, quality report, campaign fraud settings
+from ppcswitch.cli import routing as routing_cli  # rules, RTB, ZIP prompt, call routing traces
+from ppcswitch.cli.common import Action, Context, call_to_json, run
 from ppcswitch.money import format_cents
 from ppcswitch.storage import repo, repo_routing
 from ppcswitch.storage import models as t
-from ppcswitch.storage.db import make_engine, make_sessionmaker, upgrade
-from ppcswitch.storage.validate import ValidationError, int_range
-from ppcswitch.storage.writer import Writer
-
-
-@dataclasses.dataclass
-class _Ctx:
-    settings: Settings
-    writer: Writer
-    sessionmaker: async_sessionmaker[AsyncSession]
-
-
-Action = Callable[[_Ctx, argparse.Namespace], Awaitable[int]]
-
-
-def _run(settings: Settings, action: Action, args: argparse.Namespace, *, migrate: bool | None = None) -> int:
-    async def main() -> int:
-        url = settings.database.url
-        if settings.database.auto_migrate if migrate is None else migrate:
-            await upgrade(url)
-        engine = make_engine(url)
-        sessionmaker = make_sessionmaker(engine)
-        # A command gives up after a while; only the controller's writer retries forever.
-        writer = Writer(sessionmaker, max_queue=settings.database.write_queue_max, give_up_after=30.0)
-        await writer.start()
-        try:
-            return await action(_Ctx(settings, writer, sessionmaker), args)
-        finally:
-            await writer.stop()
-            await engine.dispose()
-
-    try:
-        return asyncio.run(main())
-    except ValidationError as exc:
-        print(f"ppcswitch: {exc}", file=sys.stderr)
-        return 2
-    except (SQLAlchemyError, OSError) as exc:
-        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        print(f"ppcswitch: database error: {detail}", file=sys.stderr)
-        return 1
+from ppcswitch.storage.db import upgrade
+from ppcswitch.storage.validate import int_range
 
 
 # --- commands --------------------------------------------------------------
 
-async def _db_upgrade(ctx: _Ctx, args) -> int:
+async def _db_upgrade(ctx: Context, args) -> int:
     print(f"database at revision {await upgrade(ctx.settings.database.url)}")
     return 0
 
 
-async def _campaign_add(ctx: _Ctx, args) -> int:
+async def _campaign_add(ctx: Context, args) -> int:
     row = await ctx.writer.run(lambda s: repo.create_campaign(s, args.name))
     print(f"campaign {row.name!r} created (id {row.id})")
     return 0
 
 
-async def _campaign_add_buyer(ctx: _Ctx, args) -> int:
+async def _campaign_add_buyer(ctx: Context, args) -> int:
     link = await ctx.writer.run(lambda s: repo.add_campaign_buyer(s, args.campaign, args.buyer, args.priority))
     print(f"buyer {args.buyer.strip()!r} added to campaign {args.campaign.strip()!r} (priority {link.priority})")
     return 0
 
 
-async def _publisher_add(ctx: _Ctx, args) -> int:
+async def _publisher_add(ctx: Context, args) -> int:
     row = await ctx.writer.run(lambda s: repo.create_publisher(s, args.name, payout=args.payout))
     print(f"publisher {row.name!r} created (id {row.id}, payout {format_cents(row.payout_cents)})")
     return 0
 
 
-async def _buyer_add(ctx: _Ctx, args) -> int:
+async def _buyer_add(ctx: Context, args) -> int:
     row = await ctx.writer.run(lambda s: repo.create_buyer(
         s, args.name, args.destination, revenue=args.revenue, ring_timeout=args.ring_timeout,
         concurrency_cap=args.cap, min_duration=args.min_duration, paused=args.paused))
@@ -100,14 +57,14 @@ async def _buyer_add(ctx: _Ctx, args) -> int:
 
 
 def _buyer_paused(paused: bool) -> Action:
-    async def action(ctx: _Ctx, args) -> int:
+    async def action(ctx: Context, args) -> int:
         row = await ctx.writer.run(lambda s: repo.set_buyer_paused(s, args.name, paused))
         print(f"buyer {row.name!r} {'paused' if paused else 'resumed'}")
         return 0
     return action
 
 
-async def _number_add(ctx: _Ctx, args) -> int:
+async def _number_add(ctx: Context, args) -> int:
     row = await ctx.writer.run(lambda s: repo.add_tracking_number(
         s, args.number, args.campaign, args.publisher, region=ctx.settings.routing.default_region))
     print(f"tracking number {row.number} added (campaign {args.campaign.strip()!r}, "
@@ -115,20 +72,7 @@ async def _number_add(ctx: _Ctx, args) -> int:
     return 0
 
 
-def call_to_json(record) -> dict[str, Any]:
-    """A CallRecord as JSON-ready values: ISO 8601 times, money in integer cents."""
-    def conv(value):
-        if isinstance(value, datetime):
-            return value.isoformat()
-        if isinstance(value, list):
-            return [conv(x) for x in value]
-        if isinstance(value, dict):
-            return {k: conv(x) for k, x in value.items()}
-        return value
-    return conv(dataclasses.asdict(record))
-
-
-async def _calls_list(ctx: _Ctx, args) -> int:
+async def _calls_list(ctx: Context, args) -> int:
     limit = int_range(args.limit, "limit", 1, 100000)
     async with ctx.sessionmaker() as session:
         records = await repo.list_calls(session, limit=limit)
@@ -188,7 +132,7 @@ async def seed_demo(session, region: str = "US") -> list[str]:
     return created
 
 
-async def _demo_seed(ctx: _Ctx, args) -> int:
+async def _demo_seed(ctx: Context, args) -> int:
     created = await ctx.writer.run(lambda s: seed_demo(s, ctx.settings.routing.default_region))
     print("demo network: " + (", ".join(created) + " created" if created else "already complete, nothing changed"))
     return 0
@@ -203,7 +147,7 @@ def add_cli(sub) -> None:
 
     def command(group_sub, name: str, action: Action, help: str, **kw) -> argparse.ArgumentParser:
         parser = group_sub.add_parser(name, help=help)
-        parser.set_defaults(func=lambda settings, args: _run(settings, action, args, **kw))
+        parser.set_defaults(func=lambda settings, args: run(settings, action, args, **kw))
         return parser
 
     db = group("db", "database schema")
@@ -245,11 +189,7 @@ def add_cli(sub) -> None:
     p = command(calls, "list", _calls_list, "show recent calls, newest first")
     p.add_argument("--limit", default="20")
     p.add_argument("--json", action="store_true", help="JSON with every field (times ISO 8601, money in cents)")
-    from ppcswitch.routing import cli as routing_cli  # rules, RTB, ZIP prompt, call routing traces
-
     routing_cli.add_commands(command, group, buyer, calls, campaign, publisher)
-    from ppcswitch.fraud import cli as fraud_cli  # block/allow lists, quality report, campaign fraud settings
-
     fraud_cli.add_commands(command, group, campaign)
 
     demo = group("demo", "demo network for the local sandbox")
