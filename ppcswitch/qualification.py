@@ -16,7 +16,7 @@ from ppcswitch.billing.rules import FLAT, SideRule, price
 
 
 @dataclass(frozen=True)
-class CallFacts:
+class SettlementFacts:
     """What qualification needs to know about one finished call."""
 
     connected_ms: int
@@ -36,7 +36,7 @@ class CallFacts:
 
 
 @dataclass(frozen=True)
-class PriorCall:
+class EarlierCall:
     """An earlier call from the same caller to the same buyer (revenue) or publisher (payout)."""
 
     started_at: datetime
@@ -51,7 +51,7 @@ class Side:
 
 
 @dataclass(frozen=True)
-class Decision:
+class Qualification:
     revenue: Side
     payout: Side
     payout_depends_on_buyer: bool = True  # revshare: a revenue dispute reverses the payout too
@@ -70,7 +70,7 @@ class Decision:
         return list(self.revenue.reasons) + [f"payout:{r}" for r in self.payout.reasons]
 
 
-def duplicate_of(started_at: datetime | None, rule: SideRule, prior: Sequence[PriorCall]) -> PriorCall | None:
+def duplicate_of(started_at: datetime | None, rule: SideRule, prior: Sequence[EarlierCall]) -> EarlierCall | None:
     """The latest earlier call that makes this one a repeat, if any.
 
     The window is (started_at - window, started_at): a call exactly one window
@@ -86,7 +86,7 @@ def duplicate_of(started_at: datetime | None, rule: SideRule, prior: Sequence[Pr
     return max(hits, key=lambda p: p.started_at, default=None)
 
 
-def _checks(facts: CallFacts, rule: SideRule, min_duration: int, prior: Sequence[PriorCall]) -> list[str]:
+def _checks(facts: SettlementFacts, rule: SideRule, min_duration: int, prior: Sequence[EarlierCall]) -> list[str]:
     reasons = []
     if facts.seconds < min_duration:
         reasons.append(f"duration_below_minimum:{facts.seconds}<{min_duration}")
@@ -106,13 +106,13 @@ def _checks(facts: CallFacts, rule: SideRule, min_duration: int, prior: Sequence
     return reasons
 
 
-def decide(facts: CallFacts, revenue_rule: SideRule, payout_rule: SideRule,
-           prior_buyer: Sequence[PriorCall] = (), prior_publisher: Sequence[PriorCall] = ()) -> Decision:
+def decide(facts: SettlementFacts, revenue_rule: SideRule, payout_rule: SideRule,
+           prior_buyer: Sequence[EarlierCall] = (), prior_publisher: Sequence[EarlierCall] = ()) -> Qualification:
     """Both sides of one call. `prior_*`: earlier calls of this caller (any age; the rule picks the window)."""
     depends = payout_rule.depends_on_buyer
     if facts.rejected_reason or not facts.answered or facts.connected_ms <= 0:
         why = (f"rejected:{facts.rejected_reason}",) if facts.rejected_reason else ("not_connected",)
-        return Decision(Side(False, 0, why), Side(False, 0, why), depends)
+        return Qualification(Side(False, 0, why), Side(False, 0, why), depends)
 
     minimum = facts.min_duration_override if facts.min_duration_override is not None else revenue_rule.min_duration
     reasons = _checks(facts, revenue_rule, minimum, prior_buyer)
@@ -130,7 +130,7 @@ def decide(facts: CallFacts, revenue_rule: SideRule, payout_rule: SideRule,
         payout = Side(False, 0, tuple(reasons))
     else:
         payout = Side(True, price(payout_rule, facts.seconds, revenue.cents))
-    return Decision(revenue, payout, depends)
+    return Qualification(revenue, payout, depends)
 
 
-__all__ = ["CallFacts", "Decision", "PriorCall", "Side", "decide", "duplicate_of", "FLAT"]
+__all__ = ["SettlementFacts", "Qualification", "EarlierCall", "Side", "decide", "duplicate_of", "FLAT"]

@@ -9,7 +9,7 @@ from hypothesis import given, strategies as st
 
 from ppcswitch.billing import rules as r
 from ppcswitch.billing.rules import RuleError, SideRule, Tier
-from ppcswitch.qualification import CallFacts, PriorCall, decide, duplicate_of
+from ppcswitch.qualification import SettlementFacts, EarlierCall, decide, duplicate_of
 
 UTC = timezone.utc
 T = datetime(2026, 11, 20, 15, 0, 0, tzinfo=UTC)
@@ -17,8 +17,8 @@ REV = SideRule(min_duration=60, flat_cents=4000)
 PAY = SideRule(flat_cents=1250)
 
 
-def facts(seconds: float, **kw) -> CallFacts:
-    return CallFacts(connected_ms=int(seconds * 1000), answered=True, started_at=T, **kw)
+def facts(seconds: float, **kw) -> SettlementFacts:
+    return SettlementFacts(connected_ms=int(seconds * 1000), answered=True, started_at=T, **kw)
 
 
 @pytest.mark.parametrize("seconds, billable, reasons", [
@@ -51,7 +51,7 @@ def test_per_call_override_from_a_bid_wins_over_the_rule():
 ])
 def test_duplicate_window_edges(elapsed, duplicate):
     rule = SideRule(min_duration=60, flat_cents=4000, unique_days=7)
-    prior = [PriorCall(T - elapsed, True)]
+    prior = [EarlierCall(T - elapsed, True)]
     d = decide(facts(90), rule, PAY, prior_buyer=prior)
     assert d.revenue.billable is not duplicate
     if duplicate:
@@ -59,11 +59,11 @@ def test_duplicate_window_edges(elapsed, duplicate):
 
 
 def test_unbillable_first_call_counts_only_when_configured():
-    prior = [PriorCall(T - timedelta(hours=1), False)]
+    prior = [EarlierCall(T - timedelta(hours=1), False)]
     assert decide(facts(90), SideRule(unique_days=1, flat_cents=1), PAY, prior).revenue.billable
     d = decide(facts(90), SideRule(unique_days=1, unique_counts_unbillable=True, flat_cents=1), PAY, prior)
     assert d.revenue.reasons == ("duplicate_caller:2026-11-20",)
-    assert duplicate_of(T, SideRule(unique_days=1), [PriorCall(T, True)]) is None  # not itself
+    assert duplicate_of(T, SideRule(unique_days=1), [EarlierCall(T, True)]) is None  # not itself
 
 
 @pytest.mark.parametrize("geo, require, reason", [(True, True, None), (False, True, "geo_mismatch"),
@@ -83,18 +83,18 @@ def test_quality_threshold(score, billable):
 
 def test_every_failing_check_is_listed():
     rule = SideRule(min_duration=60, unique_days=3, require_geo=True, quality_threshold=50, flat_cents=100)
-    d = decide(facts(10, geo_match=False, quality_score=90), rule, PAY, [PriorCall(T - timedelta(days=1), True)])
+    d = decide(facts(10, geo_match=False, quality_score=90), rule, PAY, [EarlierCall(T - timedelta(days=1), True)])
     assert d.revenue.reasons == ("duration_below_minimum:10<60", "duplicate_caller:2026-11-19", "geo_mismatch",
                                  "quality_flagged:90>=50")
 
 
 def test_not_connected_and_rejected():
-    d = decide(CallFacts(0, False), REV, PAY)
+    d = decide(SettlementFacts(0, False), REV, PAY)
     assert d.revenue.reasons == ("not_connected",) and d.payout.reasons == ("not_connected",)
-    d = decide(CallFacts(0, False, rejected_reason="unknown_tracking_number"), REV, PAY)
+    d = decide(SettlementFacts(0, False, rejected_reason="unknown_tracking_number"), REV, PAY)
     assert d.payout.reasons == ("rejected:unknown_tracking_number",)
     assert d.reasons == ["rejected:unknown_tracking_number"]  # the same for both sides: said once
-    assert decide(CallFacts(0, False), REV, PAY).reasons == ["not_connected"]
+    assert decide(SettlementFacts(0, False), REV, PAY).reasons == ["not_connected"]
 
 
 def test_revenue_tiers_by_duration():
@@ -149,8 +149,8 @@ payout_rules = rules.flatmap(lambda x: st.builds(
 @given(rules, payout_rules, st.integers(0, 400_000), st.none() | st.booleans(), st.none() | st.integers(0, 100),
        st.lists(st.tuples(st.integers(1, 5 * 86400), st.booleans()), max_size=3))
 def test_decision_invariants(rev, pay, ms, geo, score, prior):
-    prior_calls = [PriorCall(T - timedelta(seconds=s), ok) for s, ok in prior]
-    d = decide(CallFacts(ms, ms > 0, T, geo, score), rev, pay, prior_calls, prior_calls)
+    prior_calls = [EarlierCall(T - timedelta(seconds=s), ok) for s, ok in prior]
+    d = decide(SettlementFacts(ms, ms > 0, T, geo, score), rev, pay, prior_calls, prior_calls)
     assert d.margin_cents == d.revenue.cents - d.payout.cents
     for side in (d.revenue, d.payout):
         assert isinstance(side.cents, int) and side.cents >= 0

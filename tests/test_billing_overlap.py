@@ -30,7 +30,7 @@ from ppcswitch.calls import Attempt, CallRecord, Outcome
 from ppcswitch.config import load_settings
 from ppcswitch.metrics import Metrics
 from ppcswitch.pipeline import FinishedCalls
-from ppcswitch.routing.engine import Status
+from ppcswitch.routing.engine import DecisionStatus
 from ppcswitch.routing.service import Router
 from ppcswitch.storage import db, repo, repo_routing
 from ppcswitch.storage import models as t
@@ -164,8 +164,8 @@ class Sim:
         route = self.router.routes.pop(linkedid)
         status = route.decision.status if route else ""
         outcome = Outcome.CONNECTED if answered else (
-            Outcome.NO_BUYER if status == Status.NO_BUYER else Outcome.NOT_CONNECTED if call["attempts"]
-            else Outcome.REJECTED if status == Status.REJECT else Outcome.ABANDONED)
+            Outcome.NO_BUYER if status == DecisionStatus.NO_BUYER else Outcome.NOT_CONNECTED if call["attempts"]
+            else Outcome.REJECTED if status == DecisionStatus.REJECT else Outcome.ABANDONED)
         record = CallRecord(linkedid, NUMBER, call["caller"], True, datetime.fromtimestamp(call["start"], UTC), end,
                             outcome, route.decision.publisher_id, route.decision.campaign_id,
                             answered.buyer_id if answered else None, answered.answered_at if answered else None,

@@ -24,7 +24,7 @@ from ppcswitch.intelligence.engine import EngineError, load_engine, read_pcm16
 from ppcswitch.intelligence.redact import MARK, redact
 from ppcswitch.intelligence.runtime import Intelligence
 from ppcswitch.metrics import Metrics
-from ppcswitch.qualification import CallFacts, decide
+from ppcswitch.qualification import SettlementFacts, decide
 from ppcswitch.storage import models_billing as b
 from ppcswitch.storage.models_intelligence import Transcript
 
@@ -110,14 +110,14 @@ PAY = SideRule(flat_cents=1000)
 
 @pytest.mark.parametrize("score, billable", [(None, True), (59, False), (60, True)])
 def test_min_ai_score_gate(score, billable):
-    d = decide(CallFacts(90_000, True, ai_score=score), SideRule(min_ai_score=60, flat_cents=4000), PAY)
+    d = decide(SettlementFacts(90_000, True, ai_score=score), SideRule(min_ai_score=60, flat_cents=4000), PAY)
     assert d.revenue.billable is billable
     assert d.revenue.reasons == (() if billable else (f"ai_score_below:{score}<60",))
     assert d.payout.billable is billable  # revshare follows
 
 
 def test_deny_dispositions_gate_on_payout_side_only():
-    facts = CallFacts(90_000, True, ai_score=80, dispositions=("appointment", "wrong_number"))
+    facts = SettlementFacts(90_000, True, ai_score=80, dispositions=("appointment", "wrong_number"))
     d = decide(facts, SideRule(flat_cents=4000), SideRule(flat_cents=1000, only_when_buyer_pays=False,
                                                           deny_dispositions=("wrong_number", "stop_calling")))
     assert d.revenue.billable and not d.payout.billable

@@ -15,7 +15,7 @@ from ppcswitch import channel_vars as cv
 from ppcswitch.agi.server import AgiRequest, quote_arg
 from ppcswitch.fraud import signals
 from ppcswitch.fraud.service import FraudService
-from ppcswitch.routing.engine import CAUSE_REJECTED, Decision, Status
+from ppcswitch.routing.engine import CAUSE_REJECTED, Decision, DecisionStatus
 from ppcswitch.routing.live import CallRoute
 from ppcswitch.routing.service import Router
 
@@ -49,7 +49,7 @@ def make_handler(router: Router, fraud: FraudService, recording_directory: str):
         variables = dict(result.variables)
         if result.reject_reason:
             router.routes.add(CallRoute(linkedid, facts, Decision(
-                Status.REJECT, number.campaign_id, number.publisher_id, reject_reason=result.reject_reason,
+                DecisionStatus.REJECT, number.campaign_id, number.publisher_id, reject_reason=result.reject_reason,
                 hangup_cause=CAUSE_REJECTED)))
             variables.update({cv.ROUTE_STATUS: cv.RouteStatus.REJECT, cv.HANGUP_CAUSE: str(CAUSE_REJECTED)})
         elif variables.get(cv.RECORD):

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from ppcswitch.billing import rules as r
 from ppcswitch.calls import CallRecord, Outcome
-from ppcswitch.qualification import CallFacts, Decision, PriorCall, decide
+from ppcswitch.qualification import SettlementFacts, Qualification, EarlierCall, decide
 from ppcswitch.storage import breakdowns
 from ppcswitch.storage import models as t
 from ppcswitch.storage import models_billing as b
@@ -133,10 +133,10 @@ async def set_rule(session: AsyncSession, side: str, *, campaign_id: int = 0, pa
 
 # --- deciding a call ---------------------------------------------------------
 
-def facts_of(record: CallRecord | b.BillingDecision, rejected_reason: str = "") -> CallFacts:
+def facts_of(record: CallRecord | b.BillingDecision, rejected_reason: str = "") -> SettlementFacts:
     answered = bool(record.buyer_id) and record.connected_ms > 0 if isinstance(record, CallRecord) \
         else record.answered
-    return CallFacts(connected_ms=record.connected_ms, answered=answered, started_at=record.started_at,
+    return SettlementFacts(connected_ms=record.connected_ms, answered=answered, started_at=record.started_at,
                      geo_match=record.geo_match, quality_score=record.quality_score,
                      revenue_override_cents=record.revenue_override_cents,
                      min_duration_override=record.min_duration_override, rejected_reason=rejected_reason,
@@ -161,12 +161,12 @@ def _prior_statement(side: str):
 
 
 def _prior(session: Session, side: str, party_id: int, caller: str, started_at: datetime,
-           seconds: int) -> list[PriorCall]:
+           seconds: int) -> list[EarlierCall]:
     if not seconds or not party_id or not caller or caller == "anonymous":
         return []
     rows = session.connection().execute(_prior_statement(side), {
         "caller": caller, "party": party_id, "since": started_at - timedelta(seconds=seconds), "until": started_at})
-    return [PriorCall(s, bool(x)) for s, x in rows]
+    return [EarlierCall(s, bool(x)) for s, x in rows]
 
 
 def window_of(rule: r.SideRule) -> int:
@@ -174,8 +174,8 @@ def window_of(rule: r.SideRule) -> int:
     return rule.unique_window or rule.unique_days * 86400
 
 
-def decide_call(session: Session, facts: CallFacts, caller: str, campaign_id: int, buyer_id: int,
-                publisher_id: int) -> Decision:
+def decide_call(session: Session, facts: SettlementFacts, caller: str, campaign_id: int, buyer_id: int,
+                publisher_id: int) -> Qualification:
     revenue_rule, payout_rule = rules_for_sync(session, campaign_id, buyer_id, publisher_id)
     prior_b = _prior(session, "buyer", buyer_id, caller, facts.started_at, window_of(revenue_rule))
     prior_p = _prior(session, "publisher", publisher_id, caller, facts.started_at, window_of(payout_rule))
@@ -185,7 +185,7 @@ def decide_call(session: Session, facts: CallFacts, caller: str, campaign_id: in
 @dataclass(frozen=True)
 class Settled:
     call_id: int
-    decision: Decision
+    decision: Qualification
 
 
 _DECISION_INSERT = b.BillingDecision.__table__.insert()
@@ -233,7 +233,7 @@ async def settle(session: AsyncSession, record: CallRecord, *, now: datetime | N
     return await session.run_sync(settle_sync, record, now=now)
 
 
-def _decision_columns(d: Decision) -> dict[str, Any]:
+def _decision_columns(d: Qualification) -> dict[str, Any]:
     return dict(revenue_billable=d.revenue.billable, payout_billable=d.payout.billable,
                 revenue_cents=d.revenue.cents, payout_cents=d.payout.cents,
                 revenue_reasons=json.dumps(list(d.revenue.reasons)), payout_reasons=json.dumps(list(d.payout.reasons)),

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ppcswitch.billing import ledger
 from ppcswitch.billing.ledger import BillingError, _balance, _book_decision, _decision_columns, _roll
 from ppcswitch.billing.reports import Period
-from ppcswitch.qualification import PriorCall, decide
+from ppcswitch.qualification import EarlierCall, decide
 from ppcswitch.storage import breakdowns
 from ppcswitch.storage import models as t
 from ppcswitch.storage import models_billing as b
@@ -82,7 +82,7 @@ async def rerate(session: AsyncSession, p: Period, *, apply: bool = False, user:
     rows = list(await session.scalars(q.order_by(b.BillingDecision.started_at, b.BillingDecision.call_id)))
     redecided: dict[int, tuple[bool, bool]] = {}  # call_id -> new (revenue, payout) billable, for later repeats
 
-    async def prior(column, party, d, days, index) -> list[PriorCall]:
+    async def prior(column, party, d, days, index) -> list[EarlierCall]:
         if not days or not party or d.caller in ("", "anonymous"):
             return []
         q = select(b.BillingDecision).where(
@@ -92,7 +92,7 @@ async def rerate(session: AsyncSession, p: Period, *, apply: bool = False, user:
         for x in await session.scalars(q):
             billable = redecided[x.call_id][index] if x.call_id in redecided else \
                 (x.revenue_billable, x.payout_billable)[index]
-            out.append(PriorCall(x.started_at, billable))
+            out.append(EarlierCall(x.started_at, billable))
         return out
 
     for d in rows:

@@ -114,13 +114,13 @@ def dispositions(segments: Sequence[dict], rules: Sequence[PhraseRule]) -> list[
 
 
 @dataclass(frozen=True)
-class Score:
+class AiScore:
     value: int
     reasons: list[dict]  # [{"reason", "points", "detail"}]
 
 
 def score(hits: Sequence[Hit], segments: Sequence[dict], caller_speech_ms: int, buyer_speech_ms: int,
-          fraud_score: int | None = None, fraud_flags: Sequence[str] = ()) -> Score:
+          fraud_score: int | None = None, fraud_flags: Sequence[str] = ()) -> AiScore:
     reasons: list[dict] = []
 
     def add(reason: str, points: int, detail: str) -> None:
@@ -146,4 +146,4 @@ def score(hits: Sequence[Hit], segments: Sequence[dict], caller_speech_ms: int, 
         add("fraud_score", -(fraud_score // 2), f"the switch's fraud score {fraud_score}"
             + (f" ({', '.join(fraud_flags)})" if fraud_flags else ""))
     value = max(0, min(100, BASE_SCORE + sum(r["points"] for r in reasons)))
-    return Score(value, reasons)
+    return AiScore(value, reasons)

@@ -110,7 +110,7 @@ async def fraud_of(session: AsyncSession, linkedid: str) -> tuple[int | None, li
     return (row[0], json.loads(row[1] or "[]")) if row else (None, [])
 
 
-async def save_result(session: AsyncSession, job_id: int, result: dict, hits: list[pr.Hit], score: pr.Score,
+async def save_result(session: AsyncSession, job_id: int, result: dict, hits: list[pr.Hit], score: pr.AiScore,
                       now: datetime | None = None) -> dict:
     """Store the transcript, give the call's billing decision its AI score and dispositions, and
     re-rate the call with the same rules engine (differences booked through the ledger).

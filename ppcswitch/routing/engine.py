@@ -27,7 +27,7 @@ CAUSE_REJECTED = 21
 CAUSE_NO_CIRCUIT = 34
 
 
-class Status:
+class DecisionStatus:
     ROUTE = "route"
     REJECT = "reject"
     NO_BUYER = "no_buyer"
@@ -91,9 +91,9 @@ def route(
     with .get, not through a function, because it is read once per buyer on every call."""
     tn = network.numbers.get(facts.tracking_number) if facts.tracking_number else None
     if tn is None:
-        return Decision(Status.REJECT, reject_reason="unknown_tracking_number", hangup_cause=CAUSE_UNALLOCATED)
+        return Decision(DecisionStatus.REJECT, reject_reason="unknown_tracking_number", hangup_cause=CAUSE_UNALLOCATED)
     publisher_id = facts.code_publisher_id or tn.publisher_id  # a publisher code keyed in names the publisher
-    decision = Decision(Status.ROUTE, campaign_id=tn.campaign_id, publisher_id=publisher_id)
+    decision = Decision(DecisionStatus.ROUTE, campaign_id=tn.campaign_id, publisher_id=publisher_id)
     campaign = network.campaigns.get(tn.campaign_id)
     publisher = network.publishers.get(publisher_id)
     if facts.caller_anonymous and not allow_anonymous:
@@ -101,12 +101,12 @@ def route(
     if campaign is None or campaign.paused:
         return _reject(decision, "campaign_paused", CAUSE_REJECTED)
     if tn.ask_code and not facts.code_asked:
-        decision.status = Status.CODE
+        decision.status = DecisionStatus.CODE
         return decision
     if publisher is None or publisher.paused:
         return _reject(decision, "publisher_paused", CAUSE_REJECTED)
     if campaign.zip_prompt and not facts.zip_asked:
-        decision.status = Status.ZIP
+        decision.status = DecisionStatus.ZIP
         return decision
     counters = counters or _NO_COUNTS
     rng = rng or _rng
@@ -203,7 +203,7 @@ def route(
         decision.sticky_buyer = last if last in candidates else None
     decision.candidates = tuple(candidates)
     if not candidates:
-        decision.status = Status.NO_BUYER
+        decision.status = DecisionStatus.NO_BUYER
         decision.hangup_cause = CAUSE_NO_CIRCUIT
     return decision
 
@@ -218,7 +218,7 @@ def extra_reason(k, counters: Counters, now: float, price: int | None = None) ->
 
 
 def _reject(decision: Decision, reason: str, cause: int) -> Decision:
-    decision.status = Status.REJECT
+    decision.status = DecisionStatus.REJECT
     decision.reject_reason = reason
     decision.hangup_cause = cause
     return decision

@@ -16,7 +16,7 @@ from ppcswitch import channel_vars as cv
 from ppcswitch.numbers import read_caller, to_e164
 from ppcswitch.routing import geo
 from ppcswitch.routing.counters import Counters
-from ppcswitch.routing.engine import CAUSE_NO_CIRCUIT, CallFacts, Decision, Status, next_candidate, route
+from ppcswitch.routing.engine import CAUSE_NO_CIRCUIT, CallFacts, Decision, DecisionStatus, next_candidate, route
 from ppcswitch.routing.live import CallRoute, CallRoutes, LiveCalls
 from ppcswitch.routing.model import MAX_CODE_DIGITS, Network, PublisherCode
 from ppcswitch.routing.reservations import Reservations, SettledAttempt, SettledCall
@@ -155,7 +155,7 @@ class Router:
 
     async def _auction(self, call: CallRoute) -> None:
         d = call.decision
-        if self.rtb is None or d.status != Status.ROUTE:
+        if self.rtb is None or d.status != DecisionStatus.ROUTE:
             return
         if not any(b in self.network.buyers and self.network.buyers[b].rtb for b in d.candidates):
             return
@@ -225,13 +225,13 @@ class Router:
 
     def _answer(self, call: CallRoute) -> dict[str, str]:
         decision = call.decision
-        if decision.status == Status.REJECT:
+        if decision.status == DecisionStatus.REJECT:
             return {cv.ROUTE_STATUS: cv.RouteStatus.REJECT, cv.HANGUP_CAUSE: str(decision.hangup_cause)}
         out = {cv.CAMPAIGN_ID: str(decision.campaign_id), cv.PUBLISHER_ID: str(decision.publisher_id)}
-        if decision.status == Status.ZIP:
+        if decision.status == DecisionStatus.ZIP:
             out[cv.ROUTE_STATUS] = cv.RouteStatus.ZIP
             return out
-        if decision.status == Status.CODE:
+        if decision.status == DecisionStatus.CODE:
             out[cv.ROUTE_STATUS] = cv.RouteStatus.CODE
             again = CODE_RETRY_SOUND if call.code_tries else ""
             out[cv.CODE_PROMPT] = "&".join(p for p in (again, self.code_prompt) if p)
@@ -261,7 +261,7 @@ class Router:
                                decision.bids)
         if found is None:
             if not call.attempts:
-                decision.status = Status.NO_BUYER
+                decision.status = DecisionStatus.NO_BUYER
             decision.hangup_cause = CAUSE_NO_CIRCUIT
             call.next_index = len(decision.candidates)
             return {cv.ROUTE_STATUS: cv.RouteStatus.NOBUYER, cv.HANGUP_CAUSE: str(CAUSE_NO_CIRCUIT)}

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from ppcswitch.money import MoneyError, parse_cents
-from ppcswitch.routing.engine import CAUSE_NO_CIRCUIT, Status
+from ppcswitch.routing.engine import CAUSE_NO_CIRCUIT, DecisionStatus
 from ppcswitch.routing.model import Buyer, Network
 
 log = logging.getLogger(__name__)
@@ -182,8 +182,8 @@ def apply_bids(decision, network: Network, results: list[PingResult], now: float
         order = {b: i for i, b in enumerate(kept)}
         kept.sort(key=lambda b: (tier(b), -value(b), order[b]))
     decision.candidates = tuple(kept)
-    if not kept and decision.status == Status.ROUTE:
-        decision.status = Status.NO_BUYER
+    if not kept and decision.status == DecisionStatus.ROUTE:
+        decision.status = DecisionStatus.NO_BUYER
         decision.hangup_cause = CAUSE_NO_CIRCUIT
 
 

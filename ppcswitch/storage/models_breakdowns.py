@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ppcswitch.storage.models import Base, UTCDateTime
+from ppcswitch.storage.schema import Base, UTCDateTime
 
 
 class BreakdownDaily(Base):

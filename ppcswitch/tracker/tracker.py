@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 from ppcswitch import channel_vars as cv
 from ppcswitch.calls import Attempt, CallRecord, Outcome
 from ppcswitch.numbers import read_caller, to_e164
-from ppcswitch.routing.engine import Status
+from ppcswitch.routing.engine import DecisionStatus
 from ppcswitch.routing.live import CallRoutes, LiveCalls
 from ppcswitch.routing.model import Network
 
@@ -343,9 +343,9 @@ class CallTracker:
             outcome = Outcome.CONNECTED
         elif call.fallback:
             outcome = Outcome.FALLBACK
-        elif decision is not None and decision.status == Status.REJECT:
+        elif decision is not None and decision.status == DecisionStatus.REJECT:
             outcome = Outcome.REJECTED
-        elif decision is not None and decision.status == Status.NO_BUYER:
+        elif decision is not None and decision.status == DecisionStatus.NO_BUYER:
             outcome = Outcome.NO_BUYER
         elif attempts:
             outcome = Outcome.NOT_CONNECTED

@@ -17,35 +17,10 @@ from aiohttp import web
 from ppcswitch import keys
 from ppcswitch.storage.validate import ValidationError
 from ppcswitch.web import security
+from ppcswitch.web.base import FILTERS, MAX_REQUEST_BYTES, PUBLIC_PATHS, SECURITY_HEADERS, Forbidden, need  # noqa: F401
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
-
-
-SESSION_COOKIE = "ppc_session"
-LOGIN_CSRF_COOKIE = "ppc_login_csrf"
-# Largest request body: a CSV of 100,000 tracking numbers (numbers_import.MAX_BYTES) and form overhead.
-MAX_REQUEST_BYTES = 12 * 1024 * 1024
-PUBLIC_PATHS = ("/login", "/healthz", "/metrics", "/api/v1/openapi.json", "/favicon.ico")
-SECURITY_HEADERS = {
-    # No inline script or style anywhere in the panel, so a strict policy costs nothing.
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; "
-                               "form-action 'self'; base-uri 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "same-origin",
-    "Cross-Origin-Opener-Policy": "same-origin",
-}
-
-
-def need(request: web.Request, permission: str) -> None:
-    """Refuse the request unless the logged-in user's (or token's) role allows `permission`."""
-    if not security.role_allows(request["role"], permission):
-        raise Forbidden(f"your role ({request['role']}) does not allow this ({permission})")
-
-
-class Forbidden(Exception):
-    pass
 
 
 async def _add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -85,36 +60,29 @@ async def _apply_edits(app: web.Application) -> None:
 
 
 def setup(app: web.Application) -> None:
-    """Mount the panel and the API on the controller's application."""
-    from ppcswitch.web import api, panel
+    """Mount the panel, the partner portals and the API on the controller's application."""
+    from ppcswitch.web import (account_views, api, attribution_views, billing_views, bulk_views, call_views,
+                               fraud_views, intelligence_views, link_views, live_views, network_views, panel,
+                               portal, portal_api, report_views)
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                              auto_reload=False)
-    env.filters.update(panel.FILTERS)
+    env.filters.update(FILTERS)
     app[keys.JINJA] = env
     app[keys.LOGIN_THROTTLE] = security.LoginThrottle()
-    from ppcswitch.web import zones
-
     app[keys.ACCOUNT_ZONE] = {}
     app.middlewares.append(auth_middleware)
-    from ppcswitch.web import account_views
-
     app.middlewares.append(account_views.error_pages)  # inside the login check: error pages keep the menu
     app.on_response_prepare.append(_add_security_headers)
     app.router.add_static("/static/", HERE / "static", append_version=True)
-    panel.add_routes(app)
-    api.add_routes(app)
-    from ppcswitch.web import attribution_views  # delivery logs, disputes, pools, sub-ID reports
-
-    attribution_views.add_routes(app)
-    from ppcswitch.web import portal  # publisher and buyer portals, invites, disputes
-
-    portal.add_routes(app)
-    from ppcswitch.web import fraud_views  # quality view, recordings, call-page fraud section
-    from ppcswitch.web import intelligence_views  # transcripts, QC, phrase rules
-
-    fraud_views.add_routes(app)
-    intelligence_views.add_routes(app)
+    # Routes match in the order they are added: /numbers/bulk before panel's /numbers/{number}.
+    app.router.add_post("/numbers/bulk", bulk_views.bulk_numbers)
+    for views in (panel, call_views, account_views, live_views, link_views, report_views, billing_views,
+                  network_views,  # operator pages
+                  api, attribution_views,  # /api/v1; delivery logs, disputes, sub-ID reports
+                  portal, portal_api,  # publisher and buyer portals, invites, disputes; their API
+                  fraud_views, intelligence_views):  # quality, recordings; transcripts, QC, phrase rules
+        views.add_routes(app)
 
 
-__all__ = ["MAX_REQUEST_BYTES", "setup", "need", "Forbidden", "ValidationError"]
+__all__ = ["MAX_REQUEST_BYTES", "SECURITY_HEADERS", "setup", "need", "Forbidden", "ValidationError"]

@@ -17,8 +17,9 @@ from ppcswitch import keys
 from ppcswitch import timezones
 from ppcswitch.storage import models_web as w
 from ppcswitch.storage.validate import ValidationError
-from ppcswitch.web import Forbidden, need, security, store, zones
-from ppcswitch.web import panel
+from ppcswitch.web import base
+from ppcswitch.web import security, store, zones
+from ppcswitch.web.base import Forbidden, _error_page, _int_arg, _write, need, render
 
 NEW_TOKEN_COOKIE = "ppc_new_token"  # the secret of a token just made, shown once after the redirect
 
@@ -28,7 +29,7 @@ NEW_TOKEN_COOKIE = "ppc_new_token"  # the secret of a token just made, shown onc
 async def settings_page(request: web.Request, errors=None, values=None, status=200) -> web.Response:
     need(request, "users")
     zone, chosen = await zones.account_zone(request.app)
-    return panel.render(request, "settings.html", status=status, errors=errors or {},
+    return base.render(request, "settings.html", status=status, errors=errors or {},
                         # First run: the server's own zone is offered, one click to accept it.
                         values=values or {"timezone": zone if chosen else timezones.server_zone()},
                         account_zone=zone, chosen=chosen,
@@ -42,7 +43,7 @@ async def settings_save(request: web.Request) -> web.Response:
     values = {"timezone": str(form.get("timezone", "")).strip()}
     user = request["user"].username
     try:
-        await panel._write(request, "settings.timezone", "account", values,
+        await base._write(request, "settings.timezone", "account", values,
                            lambda s: zones.set_account_zone(s, values["timezone"], user))
     except ValidationError as exc:
         return await settings_page(request, {exc.field: exc.message}, values, status=400)
@@ -64,7 +65,7 @@ async def account_page(request: web.Request, errors=None, values=None, status=20
         tokens = await own_tokens(s, user.id)
     new_token = request.cookies.get(NEW_TOKEN_COOKIE, "")
     new_token = new_token if new_token.startswith(security.TOKEN_PREFIX) else ""
-    resp = panel.render(request, "account.html", status=status, errors=errors or {},
+    resp = base.render(request, "account.html", status=status, errors=errors or {},
                         values=values or {"timezone": user.timezone or ""}, tokens=tokens, token=new_token,
                         account_zone=(await zones.account_zone(request.app))[0], zone_names=timezones.names())
     if new_token:
@@ -78,7 +79,7 @@ async def account_zone_save(request: web.Request) -> web.Response:
     values = {"timezone": str(form.get("timezone", "")).strip()}
     user_id = request["user"].id
     try:
-        await panel._write(request, "user.timezone", request["user"].username, values,
+        await base._write(request, "user.timezone", request["user"].username, values,
                            lambda s: zones.set_user_zone(s, user_id, values["timezone"]))
     except ValidationError as exc:
         return await account_page(request, {exc.field: exc.message}, values, status=400)
@@ -105,7 +106,7 @@ async def account_password_save(request: web.Request) -> web.Response:
         if new != again:
             raise ValidationError("password_again", "does not match the new password")
         user_id, sid = request["user"].id, request["sid"]
-        await panel._write(request, "user.password", request["user"].username, {},
+        await base._write(request, "user.password", request["user"].username, {},
                            lambda s: change_own_password(s, user_id, current, new, sid))
     except ValidationError as exc:
         return await account_page(request, {exc.field: exc.message}, status=400)
@@ -141,12 +142,12 @@ async def user_role(request: web.Request) -> web.Response:
     need(request, "users")
     role = str((await request.post()).get("role", ""))
     try:
-        user_id = panel._int_arg(request.match_info["id"], "id")
+        user_id = base._int_arg(request.match_info["id"], "id")
         acting = request["user"].id
-        row = await panel._write(request, "user.role", f"user {user_id}", {"role": role},
+        row = await base._write(request, "user.role", f"user {user_id}", {"role": role},
                                  lambda s: set_role(s, user_id, role, acting))
     except ValidationError as exc:
-        return await panel.users_page(request, {"user": exc.message}, status=400)
+        return await users_page(request, {"user": exc.message}, status=400)
     raise web.HTTPFound(f"/users?saved=role#user-{row.id}")
 
 
@@ -155,7 +156,7 @@ async def user_password_reset(request: web.Request) -> web.Response:
     need(request, "users")
     password = str((await request.post()).get("password", ""))
     try:
-        user_id = panel._int_arg(request.match_info["id"], "id")
+        user_id = base._int_arg(request.match_info["id"], "id")
 
         async def job(s):
             row = await s.get(w.User, user_id)
@@ -163,9 +164,9 @@ async def user_password_reset(request: web.Request) -> web.Response:
                 raise ValidationError("user", f"no user with id {user_id}")
             return await store.set_password(s, row.username, password)
 
-        await panel._write(request, "user.password", f"user {user_id}", {}, job)
+        await base._write(request, "user.password", f"user {user_id}", {}, job)
     except ValidationError as exc:
-        return await panel.users_page(request, {"user": f"password: {exc.message}"}, status=400)
+        return await users_page(request, {"user": f"password: {exc.message}"}, status=400)
     raise web.HTTPFound("/users?saved=password")
 
 
@@ -173,7 +174,7 @@ async def user_password_reset(request: web.Request) -> web.Response:
 
 async def _confirm(request: web.Request, *, title: str, question: str, consequence: str, action: str,
                    button: str, back: str, fields: dict | None = None) -> web.Response:
-    return panel.render(request, "confirm.html", title=title, question=question, consequence=consequence,
+    return base.render(request, "confirm.html", title=title, question=question, consequence=consequence,
                         action=action, button=button, back=back, fields=fields or {})
 
 
@@ -181,7 +182,7 @@ async def confirm_release(request: web.Request) -> web.Response:
     need(request, "write")
     number = request.match_info["number"]
     try:
-        row = await panel._read(request, store.get_number, number)
+        row = await base._read(request, store.get_number, number)
     except ValidationError:
         raise web.HTTPNotFound() from None
     return await _confirm(request, title=f"Release {row.number}", question=f"Release {row.number}?",
@@ -193,9 +194,9 @@ async def confirm_release(request: web.Request) -> web.Response:
 
 async def confirm_pause(request: web.Request) -> web.Response:
     need(request, "write")
-    kind = panel._kind(request)
-    row = await panel._object(request, kind)
-    plural = panel.PLURAL[kind]
+    kind = base._kind(request)
+    row = await base._object(request, kind)
+    plural = base.PLURAL[kind]
     if row.paused:
         return await _confirm(request, title=f"Resume {row.name}", question=f"Resume {kind} {row.name}?",
                               consequence="It takes calls again at once.", action=f"/{plural}/{row.id}/pause",
@@ -211,7 +212,7 @@ async def confirm_pause(request: web.Request) -> web.Response:
 async def confirm_hangup(request: web.Request) -> web.Response:
     need(request, "hangup")
     linkedid = request.match_info["linkedid"]
-    live = {c["linkedid"]: c for c in panel._live_calls(request)}
+    live = {c["linkedid"]: c for c in base._live_calls(request)}
     call = live.get(linkedid)
     who = f" from {call['caller']} to {call['dialled']}" if call else ""
     return await _confirm(request, title="Hang up a call", question=f"Hang up the call{who}?",
@@ -254,7 +255,7 @@ async def confirm_disable(request: web.Request) -> web.Response:
 
 def _token_id(request: web.Request) -> int:
     try:
-        return panel._int_arg(request.match_info["id"], "id")
+        return base._int_arg(request.match_info["id"], "id")
     except ValidationError:
         raise web.HTTPNotFound() from None
 
@@ -276,7 +277,7 @@ async def error_pages(request: web.Request, handler):
         return await handler(request)
     except web.HTTPException as exc:
         if exc.status in (404, 405):
-            resp = panel._error_page(request, exc.status, ERROR_TEXT[exc.status])
+            resp = base._error_page(request, exc.status, ERROR_TEXT[exc.status])
             if exc.status == 405:
                 resp.headers["Allow"] = exc.headers.get("Allow", "")
             return resp
@@ -287,11 +288,97 @@ async def error_pages(request: web.Request, handler):
         import logging
 
         logging.getLogger(__name__).exception("panel error on %s %s", request.method, request.path)
-        return panel._error_page(request, 500, ERROR_TEXT[500])
+        return base._error_page(request, 500, ERROR_TEXT[500])
+
+
+# --- users and tokens (admins) ---------------------------------------------------------
+
+async def users_page(request: web.Request, errors=None, values=None, new_token="", status=200) -> web.Response:
+    need(request, "users")
+    async with request.app[keys.SESSIONS]() as s:
+        users, tokens = await store.list_users(s), await store.list_tokens(s)
+    cookie = request.cookies.get(NEW_TOKEN_COOKIE, "")
+    new_token = new_token or (cookie if cookie.startswith(security.TOKEN_PREFIX) else "")
+    resp = render(request, "users.html", status=status, users=users, tokens=tokens, errors=errors or {},
+                  values=values or {}, new_token=new_token, roles=security.PERMISSIONS)
+    if cookie:
+        resp.del_cookie(NEW_TOKEN_COOKIE, path="/")
+    return resp
+
+
+async def user_add(request: web.Request) -> web.Response:
+    need(request, "users")
+    form = await request.post()
+    values = {k: str(form.get(k, "")) for k in ("username", "role")}
+    password = str(form.get("password", ""))
+    try:
+        await _write(request, "user.create", values["username"], values,
+                     lambda s: store.create_user(s, values["username"], password, values["role"]))
+    except ValidationError as exc:
+        return await users_page(request, {exc.field: exc.message}, values, status=400)
+    raise web.HTTPFound("/users?saved=1")
+
+
+async def user_disable(request: web.Request) -> web.Response:
+    need(request, "users")
+    disabled = (await request.post()).get("disabled") == "1"
+    try:
+        user_id = _int_arg(request.match_info["id"], "id")
+        if disabled and user_id == request["user"].id:
+            raise ValidationError("user", "you cannot disable yourself")
+        await _write(request, f"user.{'disable' if disabled else 'enable'}", f"user {user_id}", {},
+                     lambda s: store.set_user_disabled(s, user_id, disabled))
+    except ValidationError as exc:
+        return await users_page(request, {"user": exc.message}, status=400)
+    raise web.HTTPFound("/users?saved=" + ("disabled" if disabled else "enabled"))
+
+
+async def token_add(request: web.Request) -> web.Response:
+    need(request, "read")  # everyone may make tokens for themselves, never above their own role
+    form = await request.post()
+    name, role = str(form.get("name", "")), str(form.get("role", "")) or request["role"]
+    user = request["user"]
+    try:
+        _row, secret = await _write(request, "token.create", name, {"role": role},
+                                    lambda s: store.create_token(s, user, name, role))
+    except ValidationError as exc:
+        if request["role"] != "admin":
+            return _error_page(request, 400, str(exc))
+        return await users_page(request, {"token_" + exc.field: exc.message}, status=400)
+    # Post-redirect-get: reloading the page that shows the token does not make another one.
+    resp = web.HTTPFound("/users#new-token" if request["role"] == "admin" else "/account#new-token")
+    remember_new_token(resp, request, secret)
+    raise resp
+
+
+async def token_revoke(request: web.Request) -> web.Response:
+    """An admin revokes any token; everyone else their own."""
+    need(request, "read")
+    admin = security.role_allows(request["role"], "users")
+    user_id = request["user"].id
+
+    async def job(s):
+        row = await s.get(store.w.ApiToken, token_id)
+        if row is None or (not admin and row.user_id != user_id):
+            raise ValidationError("token", f"no token with id {token_id}")
+        return await store.revoke_token(s, token_id)
+
+    try:
+        token_id = _int_arg(request.match_info["id"], "id")
+        await _write(request, "token.revoke", f"token {token_id}", {}, job)
+    except ValidationError as exc:
+        return _error_page(request, 404, str(exc))
+    raise web.HTTPFound("/users?saved=revoked" if admin else "/account?saved=revoked")
 
 
 def add_routes(app: web.Application) -> None:
     r = app.router
+    r.add_get("/account", account_page)
+    r.add_get("/users", users_page)
+    r.add_post("/users", user_add)
+    r.add_post("/users/{id}/disable", user_disable)
+    r.add_post("/tokens", token_add)
+    r.add_post("/tokens/{id}/revoke", token_revoke)
     r.add_get("/settings", settings_page)
     r.add_post("/settings", settings_save)
     r.add_post("/account/timezone", account_zone_save)
@@ -299,7 +386,7 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/users/{id}/role", user_role)
     r.add_post("/users/{id}/password", user_password_reset)
     r.add_get("/numbers/{number}/release", confirm_release)
-    for plural in panel.PLURAL.values():
+    for plural in base.PLURAL.values():
         r.add_get(f"/{plural}/{{id}}/pause", confirm_pause)
     r.add_get("/live/{linkedid}/hangup", confirm_hangup)
     r.add_get("/tokens/{id}/revoke", confirm_revoke)

@@ -17,14 +17,11 @@ from ppcswitch.money import format_cents
 from ppcswitch.attribution import codes
 from ppcswitch.billing import reports
 from ppcswitch.storage import models_routing, repo, repo_routing
-from ppcswitch.storage.validate import ValidationError, int_range
-from ppcswitch.web import Forbidden, need, numbers_import, openapi, panel, security, store, zones
-
-
-
-def error(status: int, code: str, message: str, field: str | None = None) -> web.Response:
-    return web.json_response({"error": {"status": status, "code": code, "message": message, "field": field}},
-                             status=status)
+from ppcswitch.storage.validate import ValidationError
+from ppcswitch.web import base
+from ppcswitch.web.json_api import _body, _ident, _known, _query_int, _write, error
+from ppcswitch.web import numbers_import, openapi, security, store, zones
+from ppcswitch.web.base import Forbidden, need
 
 
 async def guard(request: web.Request, handler):
@@ -91,46 +88,6 @@ def _unknown_query(request: web.Request) -> str:
 
 def _row_error(e) -> dict:
     return {"line": e.line, "field": e.field, "message": e.message}
-
-
-async def _body(request: web.Request) -> dict:
-    try:
-        data = json.loads(await request.text() or "null")
-    except (ValueError, UnicodeDecodeError):
-        raise ValidationError("body", "is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise ValidationError("body", "must be a JSON object")
-    return data
-
-
-def _known(data: dict, allowed: tuple[str, ...]) -> dict:
-    extra = sorted(set(data) - set(allowed))
-    if extra:
-        raise ValidationError(extra[0], f"is not a known field (known: {', '.join(allowed)})")
-    return data
-
-
-def _ident(request: web.Request, key: str = "id") -> int:
-    try:
-        return int_range(request.match_info[key], key, 1, 2 ** 31 - 1)
-    except ValidationError:
-        raise web.HTTPNotFound() from None
-
-
-def _query_int(request: web.Request, key: str, default: int, lo: int, hi: int) -> int:
-    raw = request.query.get(key)
-    return default if raw is None else int_range(raw, key, lo, hi)
-
-
-async def _write(request: web.Request, action: str, target: str, detail: dict, fn):
-    user = request["user"].username
-
-    async def job(s):
-        result = await fn(s)
-        store.audit(s, user, "api", action, target, detail)
-        return result
-
-    return await request.app[keys.WRITER].run(job)
 
 
 # --- JSON forms of objects ---------------------------------------------------------------
@@ -240,7 +197,7 @@ def object_handlers(kind: str):
             destination = args.pop("destination")
             fn = lambda s: repo.create_buyer(s, name, destination, **args)  # noqa: E731
         else:
-            fn = lambda s: panel.CREATE[kind](s, name, **args)  # noqa: E731
+            fn = lambda s: base.CREATE[kind](s, name, **args)  # noqa: E731
         row = await _write(request, f"{kind}.create", str(name)[:100], data, fn)
         return web.json_response(TO_JSON[kind](row), status=201)
 
@@ -249,7 +206,7 @@ def object_handlers(kind: str):
         ident = _ident(request)
         data = _bool_fields(_known(await _body(request), FIELDS[kind]))
         row = await _write(request, f"{kind}.update", f"{kind} {ident}", data,
-                           lambda s: panel.UPDATE[kind](s, ident, **data))
+                           lambda s: base.UPDATE[kind](s, ident, **data))
         return web.json_response(TO_JSON[kind](row))
 
     return list_, get, create, update
@@ -302,7 +259,7 @@ async def numbers_list(request: web.Request) -> web.Response:
     campaign = _query_int(request, "campaign_id", 0, 0, 2 ** 31 - 1) or None
     publisher = _query_int(request, "publisher_id", 0, 0, 2 ** 31 - 1) or None
     async with request.app[keys.SESSIONS]() as s:
-        rows, total = await store.list_numbers(s, panel.number_digits(request.query.get("q", "")[:32]), campaign,
+        rows, total = await store.list_numbers(s, base.number_digits(request.query.get("q", "")[:32]), campaign,
                                                publisher, limit, offset)
     return web.json_response({"items": [number_json(r) for r in rows], "total": total, "limit": limit,
                               "offset": offset})
@@ -451,7 +408,7 @@ async def numbers_import_(request: web.Request) -> web.Response:
 
 async def calls_list(request: web.Request) -> web.Response:
     need(request, "read")
-    flt, errors = panel.call_filter(request.query, _zone_arg(request))
+    flt, errors = base.call_filter(request.query, _zone_arg(request))
     if errors:
         field, message = next(iter(errors.items()))
         raise ValidationError(field, message)
@@ -472,19 +429,19 @@ async def call_get(request: web.Request) -> web.Response:
 
 async def live_list(request: web.Request) -> web.Response:
     need(request, "read")
-    calls = [{**c, "started_at": c["started_at"].isoformat()} for c in panel._live_calls(request)]
-    return web.json_response({"items": calls, "caps": panel.cap_use(request)})
+    calls = [{**c, "started_at": c["started_at"].isoformat()} for c in base._live_calls(request)]
+    return web.json_response({"items": calls, "caps": base.cap_use(request)})
 
 
 async def live_hangup(request: web.Request) -> web.Response:
     need(request, "hangup")
     linkedid = request.match_info["linkedid"]
     try:
-        message = await panel.hang_up(request.app, linkedid)
+        message = await base.hang_up(request.app, linkedid)
     except ValidationError as exc:
         return error(404 if exc.field == "linkedid" else 503, "not_found" if exc.field == "linkedid"
                      else "unavailable", str(exc), exc.field)
-    await _write(request, "call.hangup", linkedid, {}, panel._noop)
+    await _write(request, "call.hangup", linkedid, {}, base._noop)
     return web.json_response({"result": message})
 
 
@@ -508,7 +465,7 @@ async def summary(request: web.Request) -> web.Response:
     async with request.app[keys.SESSIONS]() as s:
         out = await store.day_summary(s, day, zone)
     out["start"], out["end"] = out["start"].isoformat(), out["end"].isoformat()
-    return web.json_response({"day": day.isoformat(), **out, "live_calls": len(panel._live_calls(request))})
+    return web.json_response({"day": day.isoformat(), **out, "live_calls": len(base._live_calls(request))})
 
 
 async def buyer_rules_get(request: web.Request) -> web.Response:
@@ -693,7 +650,7 @@ def add_routes(app: web.Application) -> None:
     r = app.router
     p = "/api/v1"
     r.add_get(f"{p}/openapi.json", openapi_view)
-    for kind, plural in panel.PLURAL.items():
+    for kind, plural in base.PLURAL.items():
         list_, get, create, update = object_handlers(kind)
         r.add_get(f"{p}/{plural}", list_)
         r.add_post(f"{p}/{plural}", create)

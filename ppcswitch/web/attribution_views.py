@@ -17,14 +17,12 @@ from aiohttp import web
 
 from ppcswitch import keys
 from ppcswitch.attribution import store as attribution_store
-from ppcswitch.attribution.postback import shown_url
 from ppcswitch.billing import ledger, reports
 from ppcswitch.money import format_cents
 from ppcswitch.storage import repo
 from ppcswitch.storage.validate import ValidationError, int_range
-from ppcswitch.web import need, store
-
-KIND_NAMES = {"publisher": "publisher postback", "buyer": "buyer webhook"}
+from ppcswitch.web import call_views, store
+from ppcswitch.web.base import call_log, need
 
 
 def _attribution(app: web.Application):
@@ -41,16 +39,6 @@ def _ident(raw: str, field: str = "id") -> int:
 
 
 # --- data shared by the panel and the API --------------------------------------------------
-
-async def call_log(session, linkedid: str) -> list[dict]:
-    """The call's notifications for display: owner names, URLs without their query values."""
-    rows = await attribution_store.delivery_log(session, linkedid)
-    names = {k: await store.names(session, k) for k in ("publisher", "buyer")} if rows else {}
-    for row in rows:
-        row["owner"] = names[row["kind"]].get(row["owner_id"], f"#{row['owner_id']}")
-        row["target"] = KIND_NAMES.get(row["kind"], row["kind"])
-        row["url"] = shown_url(row["url"])
-    return rows
 
 
 def _iso(value):
@@ -156,7 +144,6 @@ async def postback_resend(request: web.Request) -> web.Response:
 
 async def call_dispute(request: web.Request) -> web.Response:
     """The buyer disputes this call: ledger.dispute (revenue, and payout in revshare, reversed)."""
-    from ppcswitch.web import panel
 
     need(request, "reports")
     call = await _call(request)
@@ -174,20 +161,14 @@ async def call_dispute(request: web.Request) -> web.Response:
     try:
         booked = await request.app[keys.WRITER].run(job)
     except ValidationError as exc:
-        return await panel.call_page(request, status=400, dispute_reason=reason,
+        return await call_views.call_page(request, status=400, dispute_reason=reason,
                                      dispute_error=exc.message)
     msg = "Dispute booked: " + ", ".join(f"{e.account} {format_cents(e.amount_cents)}" for e in booked)
     raise web.HTTPFound(f"/calls/{call.id}?" + urlencode({"msg": msg}))
 
 
-async def pools_page(request: web.Request) -> web.Response:
-    from ppcswitch.web import network_views  # the page with its add-pool / add-number forms
-
-    return await network_views.pools_page(request)
-
-
 async def sub_ids_csv(request: web.Request) -> web.Response:
-    from ppcswitch.web.panel import _error_page
+    from ppcswitch.web.base import _error_page
 
     need(request, "reports")
     try:
@@ -215,7 +196,7 @@ async def api_call_postbacks(request: web.Request) -> web.Response:
 
 
 async def api_postback_resend(request: web.Request) -> web.Response:
-    from ppcswitch.web.api import _write
+    from ppcswitch.web.json_api import _write
 
     need(request, "reports")
     outbox_id = _ident(request.match_info["id"])
@@ -251,7 +232,6 @@ def add_routes(app: web.Application) -> None:
     r = app.router
     r.add_post("/calls/{id}/postbacks/{pid}/resend", postback_resend)
     r.add_post("/calls/{id}/dispute", call_dispute)
-    r.add_get("/pools", pools_page)
     r.add_get("/reports/sub-ids.csv", sub_ids_csv)
     r.add_get("/api/v1/calls/{linkedid}/postbacks", api_call_postbacks)
     r.add_post("/api/v1/postbacks/{id}/resend", api_postback_resend)

@@ -20,7 +20,9 @@ from ppcswitch.money import MoneyError, format_cents, parse_cents
 from ppcswitch.storage import models_billing as mb
 from ppcswitch.storage import repo
 from ppcswitch.storage.validate import ValidationError
-from ppcswitch.web import need, panel, store, zones
+from ppcswitch.web import base
+from ppcswitch.web import store, zones
+from ppcswitch.web.base import need
 
 RULE_FIELDS = [
     ("min_duration", "Minimum connected seconds", "e.g. 90"),
@@ -60,7 +62,7 @@ async def billing_page(request: web.Request, errors=None, rule_values=None, stat
         from ppcswitch.web import portal_store  # buyers' disputes waiting on /disputes
 
         pending = await portal_store.pending_disputes(s)
-    return panel.render(request, "billing.html", status=status, values=values, names=names, closed=closed,
+    return base.render(request, "billing.html", status=status, values=values, names=names, closed=closed,
                         pending_disputes=pending,
                         errors=errors or {}, rule_fields=RULE_FIELDS, yes_no=YES_NO, rule_values=rule_values or {},
                         scope=scope, shown=shown, rerated=rerated, zone_names=timezones.names(),
@@ -106,7 +108,7 @@ async def statement_download(request: web.Request) -> web.Response:
     try:
         if party not in ("publisher", "buyer"):
             raise ValidationError("party", "choose a publisher (statement) or a buyer (invoice)")
-        ident = panel._int_arg(q.get(party, "") or "0", party)
+        ident = base._int_arg(q.get(party, "") or "0", party)
         p = _period(values)
         async with request.app[keys.SESSIONS]() as s:
             row = await (repo.get_publisher if party == "publisher" else repo.get_buyer)(s, ident)
@@ -129,7 +131,7 @@ async def close_confirm(request: web.Request) -> web.Response:
         p = _period(values)
     except ValidationError as exc:
         return await billing_page(request, {"close": str(exc)}, status=400, values=values)
-    return panel.render(request, "confirm.html", title="Close a period", question=f"Close {p.label}?",
+    return base.render(request, "confirm.html", title="Close a period", question=f"Close {p.label}?",
                         consequence="No ledger entry can be booked in it any more: late calls, disputes and "
                                     "adjustments of those days are refused (book them in an open period). "
                                     "A closed period cannot be reopened from the panel.",
@@ -144,7 +146,7 @@ async def close_submit(request: web.Request) -> web.Response:
     user = request["user"].username
     try:
         p = _period(values)
-        await panel._write(request, "ledger.close", p.label, values,
+        await base._write(request, "ledger.close", p.label, values,
                            lambda s: ledger.close_period(s, p.start, p.end, user=user))
     except ValidationError as exc:
         return await billing_page(request, {"close": str(exc).replace(" (--user)", "")}, status=400, values=values)
@@ -171,7 +173,7 @@ async def rerate_apply(request: web.Request) -> web.Response:
     user = request["user"].username
     try:
         p = _period(values)
-        res = await panel._write(request, "billing.rerate", p.label, values,
+        res = await base._write(request, "billing.rerate", p.label, values,
                                  lambda s: rerate(s, p, apply=True, user=user))
     except ValidationError as exc:
         return await billing_page(request, {"rerate": str(exc)}, status=400, values=values)
@@ -225,15 +227,15 @@ async def rule_submit(request: web.Request) -> web.Response:
         values = rule_changes(side, form)
 
         async def job(s):
-            campaign_id = (await repo.get_campaign(s, panel._int_arg(scope["campaign"], "campaign"))).id \
+            campaign_id = (await repo.get_campaign(s, base._int_arg(scope["campaign"], "campaign"))).id \
                 if scope["campaign"] else 0
             party_id = 0
             if scope["party"]:
                 getter = repo.get_buyer if side == "revenue" else repo.get_publisher
-                party_id = (await getter(s, panel._int_arg(scope["party"], "party"))).id
+                party_id = (await getter(s, base._int_arg(scope["party"], "party"))).id
             return await ledger.set_rule(s, side, campaign_id=campaign_id, party_id=party_id, **values)
 
-        await panel._write(request, "billing.rule", f"{side} {scope['campaign'] or '*'}/{scope['party'] or '*'}",
+        await base._write(request, "billing.rule", f"{side} {scope['campaign'] or '*'}/{scope['party'] or '*'}",
                            {**scope, **{k: str(v) for k, v in values.items()}}, job)
     except ValidationError as exc:
         field = exc.field if exc.field in dict((f, 1) for f, _, _ in RULE_FIELDS) else "rule"

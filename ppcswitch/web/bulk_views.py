@@ -12,7 +12,9 @@ from aiohttp import web
 from ppcswitch import keys
 from ppcswitch.storage import repo
 from ppcswitch.storage.validate import ValidationError
-from ppcswitch.web import need, panel, store
+from ppcswitch.web import base
+from ppcswitch.web import store
+from ppcswitch.web.base import need
 
 MAX_NUMBERS = 1000
 
@@ -36,8 +38,8 @@ async def bulk_numbers(request: web.Request) -> web.Response:
                 raise ValidationError("numbers", f"at most {MAX_NUMBERS} numbers at once")
             if action not in ("assign", "release"):
                 raise ValidationError("action", "choose assign or release")
-            new_campaign = panel._int_arg(campaign, "campaign") if campaign else None
-            new_publisher = panel._int_arg(publisher, "publisher") if publisher else None
+            new_campaign = base._int_arg(campaign, "campaign") if campaign else None
+            new_publisher = base._int_arg(publisher, "publisher") if publisher else None
             if action == "assign" and new_campaign is None and new_publisher is None:
                 raise ValidationError("campaign", "choose the campaign and/or publisher to assign them to")
             for n in numbers:
@@ -49,10 +51,10 @@ async def bulk_numbers(request: web.Request) -> web.Response:
         except ValidationError as exc:
             error = str(exc)
     if error:
-        return panel.render(request, "numbers_bulk.html", status=400, error=error, rows=rows, action=action,
+        return base.render(request, "numbers_bulk.html", status=400, error=error, rows=rows, action=action,
                             numbers=numbers, campaign=campaign, publisher=publisher, back=back)
     if form.get("step") != "apply":
-        return panel.render(request, "numbers_bulk.html", error="", rows=rows, action=action, numbers=numbers,
+        return base.render(request, "numbers_bulk.html", error="", rows=rows, action=action, numbers=numbers,
                             campaign=campaign, publisher=publisher, back=back)
     region = request.app[keys.SETTINGS].routing.default_region
 
@@ -65,10 +67,10 @@ async def bulk_numbers(request: web.Request) -> web.Response:
         return len(numbers)
 
     try:
-        done = await panel._write(request, f"number.bulk_{action}", f"{len(numbers)} numbers",
+        done = await base._write(request, f"number.bulk_{action}", f"{len(numbers)} numbers",
                                   {"numbers": numbers, "campaign": campaign, "publisher": publisher}, job)
     except ValidationError as exc:
-        return panel.render(request, "numbers_bulk.html", status=400, error=str(exc), rows=rows, action=action,
+        return base.render(request, "numbers_bulk.html", status=400, error=str(exc), rows=rows, action=action,
                             numbers=numbers, campaign=campaign, publisher=publisher, back=back)
     word = "released" if action == "release" else "reassigned"
     raise web.HTTPFound("/numbers?" + urlencode({"done": f"{done} numbers {word}."}))

@@ -12,7 +12,7 @@ from ppcswitch import keys
 from ppcswitch.fraud import store
 from ppcswitch.fraud.runtime import recordings_dir
 from ppcswitch.web import store as web_store
-from ppcswitch.web.panel import need, render
+from ppcswitch.web.base import need, render
 
 
 async def quality_page(request: web.Request) -> web.Response:

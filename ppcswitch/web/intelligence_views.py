@@ -14,7 +14,7 @@ from ppcswitch.intelligence import rules as pr
 from ppcswitch.intelligence import store
 from ppcswitch.storage.validate import ValidationError
 from ppcswitch.web import store as web_store
-from ppcswitch.web.panel import _write, need, render
+from ppcswitch.web.base import _write, need, render
 
 PAGE = 50
 

@@ -15,10 +15,12 @@ from ppcswitch import timezones
 from ppcswitch.routing import rules as routing_rules
 from ppcswitch.storage import repo, repo_routing
 from ppcswitch.storage.validate import ValidationError
-from ppcswitch.web import need, panel, store, zones
+from ppcswitch.web import base
+from ppcswitch.web import store, zones
+from ppcswitch.web.base import need
 
-LABELS = {f: (label, help) for f, label, help in panel.RULE_FIELDS}
-LIST_KEYS = set(panel._LIST_RULES)
+LABELS = {f: (label, help) for f, label, help in base.RULE_FIELDS}
+LIST_KEYS = set(base._LIST_RULES)
 SKIP = {"priority", "paused"}  # the link's priority field and the paused checkbox below
 
 
@@ -41,8 +43,8 @@ def _text(value) -> str:
 
 async def _load(request: web.Request):
     try:
-        campaign_id = panel._int_arg(request.match_info["id"], "id")
-        buyer_id = panel._int_arg(request.match_info["buyer_id"], "buyer")
+        campaign_id = base._int_arg(request.match_info["id"], "id")
+        buyer_id = base._int_arg(request.match_info["buyer_id"], "buyer")
     except ValidationError:
         raise web.HTTPNotFound() from None
     async with request.app[keys.SESSIONS]() as s:
@@ -55,20 +57,20 @@ async def _load(request: web.Request):
         if buyer.id not in links:
             raise web.HTTPNotFound()
         overrides = await repo_routing.get_buyer_rules(s, buyer.id, campaign.id)
-        base = await repo_routing.get_buyer_rules(s, buyer.id)
-    return campaign, buyer, links[buyer.id], overrides, base
+        buyer_rules = await repo_routing.get_buyer_rules(s, buyer.id)
+    return campaign, buyer, links[buyer.id], overrides, buyer_rules
 
 
 async def link_page(request: web.Request, values=None, errors=None, status=200) -> web.Response:
     need(request, "read")
-    campaign, buyer, link, overrides, base = await _load(request)
+    campaign, buyer, link, overrides, buyer_rules = await _load(request)
     if values is None:
         values = {k: _text(v) for k, v in overrides.items() if k not in SKIP}
         values["priority"] = str(overrides.get("priority", link.priority))
         values["paused"] = "1" if overrides.get("paused") else ""
-    return panel.render(request, "link_form.html", status=status, campaign=campaign, buyer=buyer, link=link,
+    return base.render(request, "link_form.html", status=status, campaign=campaign, buyer=buyer, link=link,
                         fields=link_fields(), values=values, errors=errors or {},
-                        base={k: _text(v) for k, v in base.items()}, zone_names=timezones.names())
+                        base={k: _text(v) for k, v in buyer_rules.items()}, zone_names=timezones.names())
 
 
 async def link_save(request: web.Request) -> web.Response:
@@ -91,7 +93,7 @@ async def link_save(request: web.Request) -> web.Response:
                                                   replace=True)
 
     try:
-        await panel._write(request, "campaign.link", f"campaign {campaign.id} buyer {buyer.id}", values, save)
+        await base._write(request, "campaign.link", f"campaign {campaign.id} buyer {buyer.id}", values, save)
     except ValidationError as exc:
         field = exc.field if exc.field in values else "_"
         return await link_page(request, values, {field: exc.message if field != "_" else str(exc)}, status=400)

@@ -14,7 +14,8 @@ import time
 
 from aiohttp import web
 
-from ppcswitch.web import need, panel
+from ppcswitch.web import base
+from ppcswitch.web.base import need
 
 STREAM_SECONDS = 300
 TICK = 1.0
@@ -22,8 +23,8 @@ KEEPALIVE = 15.0
 
 
 def table_html(request: web.Request) -> tuple[str, int]:
-    calls = panel._live_calls(request)
-    return panel.render_text(request, "live_table.html", calls=calls, caps=panel.cap_use(request)), len(calls)
+    calls = base._live_calls(request)
+    return base.render_text(request, "live_table.html", calls=calls, caps=base.cap_use(request)), len(calls)
 
 
 async def live_stream(request: web.Request) -> web.StreamResponse:

@@ -17,7 +17,9 @@ from ppcswitch.fraud import store as fraud_store
 from ppcswitch.storage import models_attribution as ma
 from ppcswitch.storage import models_fraud as mf
 from ppcswitch.storage.validate import ValidationError
-from ppcswitch.web import need, panel, store
+from ppcswitch.web import base
+from ppcswitch.web import attribution_views, store
+from ppcswitch.web.base import need
 
 
 async def _names(request) -> dict:
@@ -35,7 +37,7 @@ async def fraud_page(request: web.Request, errors=None, values=None, status=200)
                                                                           mf.FraudListEntry.pattern)))
         settings = {r.campaign_id: r for r in await s.scalars(select(mf.CampaignFraud))}
     names = await _names(request)
-    return panel.render(request, "fraud_settings.html", status=status, entries=entries, settings=settings,
+    return base.render(request, "fraud_settings.html", status=status, entries=entries, settings=settings,
                         names=names, campaigns=dict(names["campaign"]), errors=errors or {}, values=values or {})
 
 
@@ -46,8 +48,8 @@ async def fraud_list_add(request: web.Request) -> web.Response:
     try:
         if values["kind"] not in ("block", "allow"):
             raise ValidationError("kind", "choose block or allow")
-        campaign = panel._int_arg(values["campaign"], "campaign") if values["campaign"] else None
-        await panel._write(request, f"fraud.{values['kind']}", values["pattern"][:40], values,
+        campaign = base._int_arg(values["campaign"], "campaign") if values["campaign"] else None
+        await base._write(request, f"fraud.{values['kind']}", values["pattern"][:40], values,
                            lambda s: fraud_store.add_entry(s, values["kind"], values["pattern"], campaign,
                                                            values["note"]))
     except ValidationError as exc:
@@ -67,7 +69,7 @@ async def fraud_list_remove(request: web.Request) -> web.Response:
         return n
 
     try:
-        await panel._write(request, "fraud.unlist", f"{kind} {pattern}"[:60], {"campaign": campaign}, job)
+        await base._write(request, "fraud.unlist", f"{kind} {pattern}"[:60], {"campaign": campaign}, job)
     except ValidationError as exc:
         return await fraud_page(request, {"list": str(exc)}, status=400)
     raise web.HTTPFound("/fraud?saved=1#lists")
@@ -80,14 +82,14 @@ async def fraud_campaign_save(request: web.Request) -> web.Response:
     values = {"challenge": "1" if form.get("challenge") else "", "record": "1" if form.get("record") else "",
               "block_score": raw_score}
     try:
-        campaign_id = panel._int_arg(request.match_info["id"], "campaign")
+        campaign_id = base._int_arg(request.match_info["id"], "campaign")
         text = raw_score.lower()
         try:
             score = None if text in ("", "none", "off") else int(text)
         except ValueError:
             raise ValidationError("block_score", f"a whole number from 1 to 100, or empty for none; got {raw_score!r}") \
                 from None
-        await panel._write(request, "campaign.fraud", f"campaign {campaign_id}", values,
+        await base._write(request, "campaign.fraud", f"campaign {campaign_id}", values,
                            lambda s: fraud_store.set_campaign(s, campaign_id, challenge=bool(values["challenge"]),
                                                               record=bool(values["record"]), block_score=score))
     except ValidationError as exc:
@@ -104,7 +106,7 @@ async def postbacks_page(request: web.Request, errors=None, values=None, status=
         targets = list(await s.scalars(select(ma.PostbackTarget).order_by(ma.PostbackTarget.kind,
                                                                           ma.PostbackTarget.owner_id)))
         owners = {"publisher": await store.names(s, "publisher"), "buyer": await store.names(s, "buyer")}
-    return panel.render(request, "postback_targets.html", status=status, targets=targets, owners=owners,
+    return base.render(request, "postback_targets.html", status=status, targets=targets, owners=owners,
                         names=await _names(request), errors=errors or {}, values=values or {})
 
 
@@ -117,8 +119,8 @@ async def postback_save(request: web.Request) -> web.Response:
     try:
         if kind not in ("publisher", "buyer") or not ident:
             raise ValidationError("owner", "choose the publisher or buyer")
-        owner = panel._int_arg(ident, "owner")
-        await panel._write(request, "postback.set", f"{values['kind']} {owner}",
+        owner = base._int_arg(ident, "owner")
+        await base._write(request, "postback.set", f"{values['kind']} {owner}",
                            {k: v for k, v in values.items() if k != "secret"},
                            lambda s: attribution_store.set_target(s, values["kind"], owner, values["url"],
                                                                   values["secret"]))
@@ -135,10 +137,10 @@ async def pool_add(request: web.Request) -> web.Response:
     form = await request.post()
     values = {k: str(form.get(k, "")).strip() for k in ("name", "campaign", "publisher", "lease_seconds")}
     try:
-        campaign = panel._int_arg(values["campaign"] or "0", "campaign")
-        publisher = panel._int_arg(values["publisher"] or "0", "publisher")
-        lease = panel._int_arg(values["lease_seconds"] or "0", "lease_seconds", 10, 86400)
-        await panel._write(request, "pool.create", values["name"][:100], values,
+        campaign = base._int_arg(values["campaign"] or "0", "campaign")
+        publisher = base._int_arg(values["publisher"] or "0", "publisher")
+        lease = base._int_arg(values["lease_seconds"] or "0", "lease_seconds", 10, 86400)
+        await base._write(request, "pool.create", values["name"][:100], values,
                            lambda s: attribution_store.create_pool(s, values["name"], campaign, publisher, lease))
     except ValidationError as exc:
         return await pools_page(request, {"pool": str(exc)}, values, status=400)
@@ -151,7 +153,7 @@ async def pool_number_add(request: web.Request) -> web.Response:
     values = {k: str(form.get(k, "")).strip() for k in ("pool", "number")}
     region = request.app[keys.SETTINGS].routing.default_region
     try:
-        await panel._write(request, "pool.add_number", values["pool"][:100], values,
+        await base._write(request, "pool.add_number", values["pool"][:100], values,
                            lambda s: attribution_store.add_pool_number(s, values["pool"], values["number"],
                                                                        region=region))
     except ValidationError as exc:
@@ -160,15 +162,14 @@ async def pool_number_add(request: web.Request) -> web.Response:
 
 
 async def pools_page(request: web.Request, errors=None, values=None, status=200) -> web.Response:
-    from ppcswitch.web import attribution_views
-
     need(request, "read")
-    return panel.render(request, "pools.html", status=status, pools=await attribution_views.pools_overview(request.app),
+    return base.render(request, "pools.html", status=status, pools=await attribution_views.pools_overview(request.app),
                         names=await _names(request), errors=errors or {}, values=values or {})
 
 
 def add_routes(app: web.Application) -> None:
     r = app.router
+    r.add_get("/pools", pools_page)  # number pools with their add-pool / add-number forms
     r.add_get("/fraud", fraud_page)
     r.add_post("/fraud/lists", fraud_list_add)
     r.add_post("/fraud/lists/remove", fraud_list_remove)

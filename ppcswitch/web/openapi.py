@@ -8,17 +8,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-ERROR = {"$ref": "#/components/schemas/Error"}
-ID = {"type": "integer", "minimum": 1, "maximum": 2147483647}
-TIME = {"type": "string", "format": "date-time"}
-NTIME = {"type": "string", "format": "date-time", "nullable": True}
+from ppcswitch.web.openapi_schema import ERROR, ID, NTIME, TIME, _errors, _json, _obj, _param, _ref
+
 MONEY_IN = {"type": "string", "description": "decimal amount, e.g. 40.00", "example": "40.00"}
 ASK_CODE = {"type": "boolean", "description": "callers key in a publisher code (IVR) before routing"}
-
-
-def _obj(props: dict, required: list[str] | None = None) -> dict:
-    return {"type": "object", "properties": props, "required": required if required is not None else list(props),
-            "additionalProperties": False}
 
 
 SCHEMAS = {
@@ -179,31 +172,9 @@ SCHEMAS = {
 }
 
 
-def _ref(name: str) -> dict:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: dict, description: str = "OK") -> dict:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _errors(*codes: int) -> dict:
-    text = {400: "Invalid input", 401: "No or bad API token", 403: "The token's role does not allow this",
-            404: "Not found", 405: "Method not allowed", 409: "Conflict: the name or number is taken already",
-            413: "Too large", 422: "Import rejected (row errors)", 503: "Asterisk unavailable"}
-    return {str(c): _json(ERROR, text[c]) for c in (400, 401, 403, 404, 413, *codes)}
-
-
 def _page(item: str) -> dict:
     return _obj({"items": {"type": "array", "items": _ref(item)}, "total": {"type": "integer"},
                  "limit": {"type": "integer"}, "offset": {"type": "integer"}})
-
-
-def _param(name: str, where: str, schema: dict, required: bool = False, description: str = "") -> dict:
-    out = {"name": name, "in": where, "required": required or where == "path", "schema": schema}
-    if description:
-        out["description"] = description
-    return out
 
 
 LIMIT = _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000})

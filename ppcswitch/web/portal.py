@@ -24,7 +24,9 @@ from ppcswitch.money import format_cents
 from ppcswitch.storage import models as t
 from ppcswitch.storage import models_portal as mp
 from ppcswitch.storage.validate import ValidationError, int_range
-from ppcswitch.web import Forbidden, explain, need, security, store, zones
+from ppcswitch.web import base
+from ppcswitch.web import explain, security, store, zones
+from ppcswitch.web.base import Forbidden, need
 from ppcswitch.web import portal_store as ps
 
 INVITE_CSRF_COOKIE = "ppc_invite_csrf"
@@ -103,24 +105,16 @@ async def access(request: web.Request, who: ps.Party) -> ps.Access:
 
 
 def render(request: web.Request, template: str, status: int = 200, **ctx) -> web.Response:
-    from ppcswitch.web import panel
 
     role = request.get("role")
     ctx.setdefault("flash", FLASH.get(request.query.get("saved", ""), ""))
     ctx.setdefault("party", request.get("party"))
-    return panel.render(request, template, status=status, portal_nav=NAV.get(role, []), **ctx)
+    return base.render(request, template, status=status, portal_nav=NAV.get(role, []), **ctx)
 
 
 async def write(request: web.Request, action: str, target: str, detail: dict, fn, via: str = "portal"):
     """A partner's change and its audit entry (via `portal` or `portal-api`) in one transaction."""
-    user = request["user"].username
-
-    async def job(s):
-        result = await fn(s)
-        store.audit(s, user, via, action, target, detail)
-        return result
-
-    return await request.app[keys.WRITER].run(job)
+    return await base.audited_write(request, via, action, target, detail, fn)
 
 
 def _ident(request: web.Request) -> int:
@@ -217,9 +211,8 @@ async def availability(request: web.Request) -> web.Response:
 
 
 async def _error(request: web.Request, status: int, message: str) -> web.Response:
-    from ppcswitch.web import panel
 
-    return panel._error_page(request, status, message)
+    return base._error_page(request, status, message)
 
 
 async def calls_page(request: web.Request) -> web.Response:
@@ -530,7 +523,6 @@ def _invite_token(request: web.Request) -> str:
 
 
 async def invite_page(request: web.Request, error: str = "", status: int = 200) -> web.Response:
-    from ppcswitch.web import panel
 
     token = _invite_token(request)
     found = None
@@ -538,12 +530,12 @@ async def invite_page(request: web.Request, error: str = "", status: int = 200) 
         async with request.app[keys.SESSIONS]() as s:
             found = await ps.invite_user(s, token)
     if found is None:
-        return panel.render(request, "portal/invite.html", status=410, user_name="", expired=True,
+        return base.render(request, "portal/invite.html", status=410, user_name="", expired=True,
                             login_csrf="", error="", path_token="")
     csrf = request.cookies.get(INVITE_CSRF_COOKIE, "")
     if not re.fullmatch(r"[A-Za-z0-9_-]{43}", csrf):
         csrf = security.new_secret()
-    resp = panel.render(request, "portal/invite.html", status=status, user_name=found[1].username, expired=False,
+    resp = base.render(request, "portal/invite.html", status=status, user_name=found[1].username, expired=False,
                         login_csrf=csrf, error=error, path_token=token, expires_at=found[0].expires_at)
     resp.set_cookie(INVITE_CSRF_COOKIE, csrf, httponly=True, samesite="Strict", path="/invite/",
                     secure=request.app[keys.SETTINGS].http.secure_cookies)
@@ -730,6 +722,3 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/disputes", disputes_admin)
     r.add_post("/disputes/{id}/accept", dispute_decide)
     r.add_post("/disputes/{id}/reject", dispute_decide)
-    from ppcswitch.web import portal_api
-
-    portal_api.add_routes(app)

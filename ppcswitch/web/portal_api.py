@@ -15,8 +15,8 @@ from ppcswitch import keys
 from ppcswitch.money import format_cents
 from ppcswitch.storage import models_portal as mp
 from ppcswitch.storage.validate import ValidationError
-from ppcswitch.web import Forbidden
-from ppcswitch.web import portal
+from ppcswitch.web.base import Forbidden
+from ppcswitch.web import json_api, portal
 from ppcswitch.web import portal_store as ps
 
 P = "/api/v1/portal"
@@ -65,20 +65,18 @@ async def me(request: web.Request) -> web.Response:
 
 
 async def calls(request: web.Request) -> web.Response:
-    from ppcswitch.web import api
 
     who = await portal.party(request)
     q = portal.call_query(request.query, request["zone"])
-    limit = api._query_int(request, "limit", 50, 1, 1000)
+    limit = json_api._query_int(request, "limit", 50, 1, 1000)
     rows, nxt = await portal.calls_for(request, who, q, limit, request.query.get("cursor", ""))
     return web.json_response({"items": [call_json(c) for c in rows], "next_cursor": nxt or None})
 
 
 async def call_get(request: web.Request) -> web.Response:
-    from ppcswitch.web import api
 
     who = await portal.party(request)
-    ident = api._ident(request)
+    ident = json_api._ident(request)
     async with request.app[keys.SESSIONS]() as s:
         call = await ps.get_call(s, who, ident)
         if call is None:
@@ -88,13 +86,12 @@ async def call_get(request: web.Request) -> web.Response:
 
 
 async def dispute(request: web.Request) -> web.Response:
-    from ppcswitch.web import api
 
     who = await portal.party(request)
-    ident = api._ident(request)
+    ident = json_api._ident(request)
     if who.kind != "buyer":
         raise Forbidden("only buyers dispute calls")
-    data = api._known(await _json_body(request), ("reason_code", "note"))
+    data = json_api._known(await _json_body(request), ("reason_code", "note"))
     code, note = data.get("reason_code"), data.get("note", "")
     if not isinstance(code, str):
         raise ValidationError("reason_code", f"must be one of {', '.join(mp.DISPUTE_REASONS)}")
@@ -106,7 +103,7 @@ async def dispute(request: web.Request) -> web.Response:
                                  lambda s: ps.open_dispute(s, who, ident, reason_code=code, note=note, user=user,
                                                            window_days=window), via="portal-api")
     except ps.DisputeRefused as exc:
-        return api.error(422, "refused", exc.message, exc.field)
+        return json_api.error(422, "refused", exc.message, exc.field)
     except ValidationError as exc:
         if exc.message.startswith("no call"):
             raise web.HTTPNotFound() from None
@@ -156,10 +153,9 @@ async def statements(request: web.Request) -> web.Response:
 
 
 async def statement(request: web.Request) -> web.Response:
-    from ppcswitch.web import api
 
     who = await portal.party(request)
-    ident = 0 if request.path.endswith("/current") else api._ident(request)
+    ident = 0 if request.path.endswith("/current") else json_api._ident(request)
     currency = request.app[keys.SETTINGS].billing.currency
     async with request.app[keys.SESSIONS]() as s:
         try:
@@ -177,12 +173,11 @@ async def statement(request: web.Request) -> web.Response:
 
 
 async def availability(request: web.Request) -> web.Response:
-    from ppcswitch.web import api
 
     who = await portal.party(request)
     if who.kind != "buyer":
         raise Forbidden("only buyers pause themselves")
-    data = api._known(await _json_body(request), ("paused",))
+    data = json_api._known(await _json_body(request), ("paused",))
     paused = data.get("paused")
     if not isinstance(paused, bool):
         raise ValidationError("paused", "must be true or false")
@@ -197,7 +192,7 @@ async def availability(request: web.Request) -> web.Response:
 # --- operators: buyers' disputes ---------------------------------------------------------------
 
 async def operator_disputes(request: web.Request) -> web.Response:
-    from ppcswitch.web import need
+    from ppcswitch.web.base import need
 
     need(request, "read")
     state = request.query.get("state", "")
@@ -210,12 +205,12 @@ async def operator_disputes(request: web.Request) -> web.Response:
 
 
 async def operator_decide(request: web.Request) -> web.Response:
-    from ppcswitch.web import api, need
+    from ppcswitch.web.base import need
 
     need(request, "reports")
-    ident = api._ident(request)
+    ident = json_api._ident(request)
     accept = request.path.endswith("/accept")
-    data = api._known(await _json_body(request), ("note",))
+    data = json_api._known(await _json_body(request), ("note",))
     note = data.get("note", "")
     if not isinstance(note, str):
         raise ValidationError("note", "must be a string")
@@ -256,7 +251,7 @@ def add_routes(app: web.Application) -> None:
 # --- the OpenAPI document's part ---------------------------------------------------------------
 
 def schemas() -> dict:
-    from ppcswitch.web.openapi import NTIME, TIME, _obj
+    from ppcswitch.web.openapi_schema import NTIME, TIME, _obj
 
     s = {"type": "string"}
     i = {"type": "integer"}
@@ -290,7 +285,7 @@ def schemas() -> dict:
 
 
 def paths() -> dict:
-    from ppcswitch.web.openapi import ID, _errors, _json, _obj, _param, _ref
+    from ppcswitch.web.openapi_schema import ID, _errors, _json, _obj, _param, _ref
 
     date = {"type": "string", "format": "date"}
     pid = _param("id", "path", {"type": "integer", "minimum": 1, "maximum": 2 ** 62})

@@ -23,7 +23,9 @@ from ppcswitch.billing import ledger, reports
 from ppcswitch.storage import models_billing as b
 from ppcswitch.storage.validate import ValidationError
 from ppcswitch.storage.validate import money as v_money
-from ppcswitch.web import charts, need, panel, store, zones
+from ppcswitch.web import base
+from ppcswitch.web import charts, panel, store, zones
+from ppcswitch.web.base import need
 
 PRESETS = [("today", "Today"), ("yesterday", "Yesterday"), ("7d", "Last 7 days"), ("30d", "Last 30 days"),
            ("mtd", "Month to date"), ("last_month", "Last month")]
@@ -202,7 +204,7 @@ def _money_axis(currency: str):
     def fmt(cents: float) -> str:
         whole = abs(cents) / 100
         sign = "-" if cents < 0 else ""
-        symbol = panel.CURRENCY_SYMBOLS.get(currency, "")
+        symbol = base.CURRENCY_SYMBOLS.get(currency, "")
         if whole >= 10_000:
             return f"{sign}{symbol}{whole / 1000:,.0f}k"
         return f"{sign}{symbol}{whole:,.0f}" if whole >= 100 else f"{sign}{symbol}{whole:,.2f}".rstrip("0").rstrip(".")
@@ -241,7 +243,7 @@ async def reports_page(request: web.Request, adjust=None, adjust_errors=None, st
         ctx["error"] = f"{exc.field}: {exc.message}" if exc.field in ("from", "to", "tz") else str(exc)
         ctx["presets"] = _preset_links(values, compare)
         ctx["sub_ids"] = await panel._sub_ids(request, None, values, q.get("publisher", ""))
-        return panel.render(request, "reports.html", status=400, **ctx)
+        return base.render(request, "reports.html", status=400, **ctx)
     pf, pl = previous(first, last)
     pp = reports.period(pf, pl, tz)
     days = (last - first).days + 1
@@ -284,8 +286,8 @@ async def reports_page(request: web.Request, adjust=None, adjust_errors=None, st
                grey_bars=prev_over is not None,
                charts=_charts(rep, over, by_hour, prev_over, first, last, tz, currency, calls_base))
     if ctx["sub_ids"]["error"]:
-        return panel.render(request, "reports.html", status=400, **ctx)
-    return panel.render(request, "reports.html", status=status, **ctx)
+        return base.render(request, "reports.html", status=400, **ctx)
+    return base.render(request, "reports.html", status=status, **ctx)
 
 
 def _preset_links(values: dict, compare: bool) -> list[tuple[str, str, str]]:
@@ -358,8 +360,8 @@ def _csv(rep, over, by_hour, view: str, values: dict) -> web.Response:
         for s in (over if view == "days" else by_hour):
             label = s.day.isoformat() + (f" {s.hour:02d}:00" if s.hour is not None else "") if view == "days" \
                 else f"{s.hour:02d}:00"
-            w.writerow([label, s.calls, s.billable, f"{s.billable_rate:.4f}", panel.format_cents(s.receivable_cents),
-                        panel.format_cents(s.payable_cents), panel.format_cents(s.margin_cents)])
+            w.writerow([label, s.calls, s.billable, f"{s.billable_rate:.4f}", base.format_cents(s.receivable_cents),
+                        base.format_cents(s.payable_cents), base.format_cents(s.margin_cents)])
         text, name = buf.getvalue(), f"{name}-{view}"
     else:
         text = reports.report_csv(rep)
@@ -407,7 +409,7 @@ async def adjust_submit(request: web.Request) -> web.Response:
         period = {k: str(form.get(k, "")) for k in ("from", "to", "tz", "compare") if form.get(k)}
         return await reports_page(request, adjust=values, adjust_errors={field: message}, status=400, query=period)
     period = {k: str(form.get(k, "")) for k in ("from", "to", "tz") if form.get(k)}
-    raise web.HTTPFound("/reports?" + urlencode({**period, "adjusted": f"{panel.format_cents(entry.amount_cents)} booked"}))
+    raise web.HTTPFound("/reports?" + urlencode({**period, "adjusted": f"{base.format_cents(entry.amount_cents)} booked"}))
 
 
 def add_routes(app: web.Application) -> None:

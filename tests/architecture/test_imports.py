@@ -189,7 +189,13 @@ def test_no_two_classes_of_one_name():
         for node in ast.parse(path.read_text()).body:
             if isinstance(node, ast.ClassDef):
                 where[node.name].append(name)
-    assert {cls: mods for cls, mods in where.items() if len(mods) > 1} == {}
+    # One exception, one meaning in two forms: a table (storage/models*.py) and the frozen value the
+    # domain reads from it (routing.model.Buyer from the buyers table, intelligence.rules.PhraseRule ...).
+    def row_and_value(mods: list[str]) -> bool:
+        rows = [m for m in mods if m.startswith("ppcswitch.storage.models")]
+        return len(mods) == 2 and len(rows) == 1 and LAYERS[layer_of(({*mods} - {*rows}).pop())][0] == "domain"
+
+    assert {cls: mods for cls, mods in where.items() if len(mods) > 1 and not row_and_value(mods)} == {}
 
 
 def test_the_layer_map_is_in_the_readme():
