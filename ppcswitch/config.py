@@ -68,6 +68,8 @@ class HttpSettings:
     session_hours: float = 12.0
     # Hours a partner's invitation link stays valid (it works once).
     invite_hours: float = 72.0
+    # Let partners point their own postbacks at this host or a private network (tests, closed networks).
+    partner_private_urls: bool = False
     # HTTP Basic credentials for /metrics (empty password: no credentials asked).
     metrics_username: str = "prometheus"
     metrics_password: str = ""

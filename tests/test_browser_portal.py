@@ -198,3 +198,207 @@ def run(controller, browser, call, receiver, ids) -> None:
                                  f"&tz=UTC&format=csv")
     lines = resp.text().strip().splitlines()
     assert lines[-1].split(",")[5] == "0.00" and any("dispute" in x and "-40.00" in x for x in lines)
+
+
+# --- each partner task in the browser, on the panel alone (a real SQLite database, no Asterisk) ---------
+
+@pytest.fixture
+def portal_world(tmp_path):
+    """The portal tests' two publishers and two buyers with calls, served from a thread; `run(fn)` runs
+    `fn(session)` as a writer job on the server's loop."""
+    import threading
+
+    from test_portal import seed
+    from web_helpers import start
+
+    from ppcswitch import app as core
+
+    url = f"sqlite+aiosqlite:///{tmp_path}/ppcswitch.db"
+    loop = asyncio.new_event_loop()
+    state: dict = {}
+    ready = threading.Event()
+
+    def serve():
+        asyncio.set_event_loop(loop)
+
+        async def main():
+            try:
+                client = await start(url)
+                state["ids"] = await seed(client)
+                state["client"] = client
+            except BaseException as exc:  # surfaced in the test thread
+                state["error"] = exc
+            ready.set()
+
+        loop.run_until_complete(main())
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve, name="portal-browser-server", daemon=True)
+    thread.start()
+    assert ready.wait(60), "the panel did not start"
+    if "error" in state:
+        raise state["error"]
+    client = state["client"]
+
+    def run(fn):
+        return asyncio.run_coroutine_threadsafe(client.server.app[core.WRITER].run(fn), loop).result(30)
+
+    yield f"http://127.0.0.1:{client.server.port}", state["ids"], run
+    asyncio.run_coroutine_threadsafe(client.close(), loop).result(30)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(30)
+
+
+def test_partner_tasks_in_the_browser(portal_world):
+    """The operator sets what each partner does and sees on Partners; the publisher sets its own postback
+    and asks for numbers, which the operator fills on Number requests; the buyer edits its hours and caps
+    within the bounds, pauses and resumes, and hears and downloads a recording; a campaign's setting
+    then hides the caller and the recording."""
+    from sqlalchemy import select
+
+    from web_helpers import PASSWORD as ADMIN_PASSWORD
+
+    from ppcswitch.storage import models as t
+    from ppcswitch.storage import repo_routing
+
+    base, ids, run = portal_world
+    with chromium() as browser:
+        op = browser.new_context(viewport={"width": 1366, "height": 900}).new_page()
+        op.set_default_timeout(10_000)
+        log_in(op, base, "admin", ADMIN_PASSWORD)
+        pub_link = invite(op, base, "acme-ops", "Acme")
+        buyer_link = invite(op, base, "cool-ops", "Cool Air")
+
+        # What each partner may do: Acme asks for up to 3 numbers; Cool Air hears recordings and sets its
+        # own hours within mon-fri 08:00-20:00 and at most 50 calls a day.
+        op.goto(base + "/partners")
+        row = op.locator("#access-publisher tr", has_text="Acme")
+        row.locator("input[name=number_limit]").fill("3")
+        row.locator("button").click()
+        op.wait_for_url(re.compile(r".*/partners\?saved=1.*"))
+        row = op.locator("#access-buyer tr", has_text="Cool Air")
+        row.locator("input[name=recordings]").check()
+        row.locator("input[name=edit_rules]").check()
+        row.locator("input[name=hours_bound]").fill("mon-fri 08:00-20:00")
+        row.locator("input[name=max_cap_daily]").fill("50")
+        row.locator("button").click()
+        op.wait_for_url(re.compile(r".*/partners\?saved=1.*"))
+        shoot(op, "operator-access")
+        assert op.locator("#access-buyer tr", has_text="Cool Air").locator("input[name=max_cap_daily]").input_value() == "50"
+
+        # The publisher: its own postback, then a request for two numbers in 212.
+        pp = browser.new_context(viewport={"width": 1366, "height": 900}).new_page()
+        pp.set_default_timeout(10_000)
+        accept(pp, pub_link, base, "acme-ops")
+        pp.click("nav >> text=Postback")
+        pp.fill("#pb-url", "http://10.0.0.7/pb")
+        pp.click("text=Save the postback")
+        assert "not this host nor a private network" in pp.locator("#e-url").inner_text()
+        pp.fill("#pb-url", "https://hooks.acme.example/pb?click={click_id}&payout={payout}")
+        pp.click("text=Save the postback")
+        secret = pp.locator("#new-secret").inner_text()
+        assert len(secret) > 20 and "hooks.acme.example" in pp.locator("#postback-state").inner_text()
+        shoot(pp, "publisher-postback")
+        pp.goto(base + "/portal/postback")
+        assert pp.locator("#new-secret").count() == 0  # shown once
+        pp.goto(base + "/portal")
+        pp.fill("#r-area", "212")
+        pp.fill("#r-quantity", "3")
+        pp.click("text=Ask for the numbers")
+        assert "at most 2 now" in pp.locator("main").inner_text()
+        pp.fill("#r-quantity", "2")
+        pp.fill("#r-note", "Manhattan landing page")
+        pp.click("text=Ask for the numbers")
+        assert "Request sent" in pp.locator("#flash").inner_text()
+        assert "pending" in pp.locator("#number-requests").inner_text()
+
+        # The operator holds spare numbers and fills the request.
+        op.goto(base + "/partners")
+        assert "2 pending" in op.locator("#requests-link").inner_text()  # Acme's and Rival's
+        op.click("#requests-link")
+        op.fill("#spare-numbers", "+12125550123\n+12125550124\n+13125550100")
+        op.click("text=Add spare numbers")
+        assert "3 numbers added" in op.locator("#spare-added").inner_text()
+        assert "212: 2" in op.locator("#spare-counts").inner_text()
+        shoot(op, "operator-number-requests")
+        op.locator("#requests tr", has_text="Manhattan").locator("button", has_text="Fill").click()
+        op.goto(base + "/number-requests?state=filled")
+        assert "+12125550123" in op.locator("#requests").inner_text()
+        pp.goto(base + "/portal")
+        numbers = pp.locator("#numbers").inner_text()
+        assert "+12125550123" in numbers and "+12125550124" in numbers and "+18005550100" in numbers
+        assert "filled" in pp.locator("#number-requests").inner_text()
+        shoot(pp, "publisher-numbers")
+
+        # The buyer: hours and caps within the bounds, pause and resume, a recording.
+        bp = browser.new_context(viewport={"width": 1366, "height": 900}, accept_downloads=True).new_page()
+        bp.set_default_timeout(10_000)
+        accept(bp, buyer_link, base, "cool-ops")
+        bp.click("nav >> text=Hours and caps")
+        bp.fill("#s-hours", "mon-sat 09:00-17:00")
+        bp.fill("#s-cap_daily", "40")
+        bp.click("text=Save hours and caps")
+        assert "within the hours the operator allows" in bp.locator("#e-hours").inner_text()
+        bp.fill("#s-hours", "mon-fri 09:00-17:00")
+        bp.fill("#s-cap_daily", "60")
+        bp.click("text=Save hours and caps")
+        assert "at most 50" in bp.locator("#e-cap_daily").inner_text()
+        bp.fill("#s-cap_daily", "40")
+        bp.click("text=Save hours and caps")
+        assert "Saved" in bp.locator("#flash").inner_text()
+        assert bp.locator("#s-hours").input_value() == "mon-fri 09:00-17:00"
+        shoot(bp, "buyer-schedule")
+
+        async def rules(s):
+            return await repo_routing.get_buyer_rules(s, ids["cool"]), await repo_routing.get_buyer_rules(s, ids["heat"])
+
+        mine, other = run(rules)
+        assert mine["hours"] == "mon-fri 09:00-17:00" and mine["cap_daily"] == 40
+        assert other == {"hours": "mon 07:13-19:47"}
+        bp.goto(base + "/portal")
+        bp.click("text=Pause: stop sending me calls")
+        assert "Paused" in bp.locator("#state").inner_text()
+        bp.click("text=Resume: take calls again")
+        assert "Taking calls." in bp.locator("#state").inner_text()
+
+        async def paused(s):
+            return (await s.get(t.Buyer, ids["cool"])).paused
+
+        assert run(paused) is False
+        bp.goto(base + "/portal/calls")
+        row = bp.locator("#calls tr", has_text="•••0123")
+        row.locator("text=Listen…").click()
+        bp.wait_for_url(re.compile(r".*/portal/calls/\d+"))
+        src = bp.locator("#recording-audio").get_attribute("src")
+        assert src == f"/portal/calls/{ids['acme-recent']}/recording"
+        with bp.expect_download() as got:
+            bp.click("#recording-download")
+        path = got.value.path()
+        assert open(path, "rb").read() == b"RIFF cool's own recording"
+        shoot(bp, "buyer-call-recording")
+        bp.goto(base + f"/portal/calls/{ids['rival-lid-1']}/recording")
+        assert "Page not found (404)" in bp.locator("body").inner_text()  # another buyer's call
+
+        # A campaign's setting wins: callers hidden and no recordings on HVAC's calls.
+        op.goto(base + "/partners#campaigns")
+        row = op.locator("#access-campaign tr", has_text="HVAC")
+        row.locator("select[name=caller_display]").select_option("hidden")
+        row.locator("select[name=recordings]").select_option("0")
+        row.locator("button").click()
+        op.wait_for_url(re.compile(r".*/partners\?saved=1.*"))
+        bp.goto(base + f"/portal/calls/{ids['acme-recent']}")
+        assert bp.locator("#caller").count() == 0 and bp.locator("#recording-audio").count() == 0
+        bp.goto(base + "/portal/calls")
+        assert "0123" not in bp.locator("#calls").inner_text() and "Listen…" not in bp.content()
+
+    async def audit(s):
+        from ppcswitch.storage import models_web as w
+
+        return set(await s.execute(select(w.AuditEntry.username, w.AuditEntry.action)))
+
+    done = run(audit)
+    for who, action in (("acme-ops", "portal.postback.set"), ("acme-ops", "portal.numbers.request"),
+                        ("cool-ops", "portal.rules"), ("cool-ops", "portal.pause"), ("cool-ops", "portal.resume"),
+                        ("cool-ops", "portal.recording"), ("admin", "numbers.request.fill"),
+                        ("admin", "partner.campaign_access"), ("admin", "numbers.spare")):
+        assert (who, action) in done, (who, action)

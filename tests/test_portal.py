@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
+from pathlib import Path
 from datetime import datetime, timedelta, timezone
 
 import aiohttp
@@ -16,6 +18,9 @@ from ppcswitch.billing import ledger
 from ppcswitch.calls import Attempt, CallRecord
 from ppcswitch.storage import models_attribution as ma
 from ppcswitch.storage import models_billing as mb
+from ppcswitch.storage import models_fraud as mf
+from ppcswitch.storage import models_portal as mp
+from ppcswitch.storage import repo_routing
 from ppcswitch.storage import models_web as w
 from ppcswitch.storage import repo
 from ppcswitch.web import openapi, portal
@@ -40,6 +45,10 @@ def _rec(linkedid, started, ids, *, publisher, buyer, caller, number, sub_id="",
 async def seed(client) -> dict:
     app = client.server.app
     now = datetime.now(UTC)
+    folder = Path(tempfile.mkdtemp(prefix="portal-rec-"))
+    (folder / "rival-lid-1.wav").write_bytes(b"RIFF RIVALWAV rival recording")
+    (folder / "acme-recent.wav").write_bytes(b"RIFF cool's own recording")
+    app[core.SETTINGS].recording.local_directory = str(folder)
 
     async def job(s):
         ids = {"campaign": (await repo.get_campaign(s, "HVAC")).id}
@@ -69,6 +78,18 @@ async def seed(client) -> dict:
         for r in recs:
             settled = await ledger.settle(s, r)
             ids[r.linkedid] = settled.call_id
+        # The rivals' own settings: a postback URL, a number request, hours, a recording.
+        s.add(ma.PostbackTarget(kind="publisher", owner_id=ids["rival"], url="https://rival.example/pb?c={caller}",
+                                secret="rival-secret", partner_managed=True))
+        s.add(ma.PostbackOutbox(linkedid="rival-lid-1", event="billed", kind="publisher", owner_id=ids["rival"],
+                                url="https://rival.example/pb?c=x", body="{}", status="delivered", attempts=1,
+                                next_attempt_at=now, created_at=now))
+        s.add(mp.NumberRequest(publisher_id=ids["rival"], campaign_id=ids["campaign"], area_code="646", quantity=2,
+                               note="rival-request-note", state="pending", numbers="[]", created_by="x",
+                               created_at=now, decided_by="", decision_note=""))
+        await repo_routing.set_buyer_rules(s, ids["heat"], {"hours": "mon 07:13-19:47"})
+        for lid in ("rival-lid-1", "acme-recent"):
+            s.add(mf.CallSignals(linkedid=lid, started_at=now, caller="", recording=f"{lid}.wav"))
         day = ledger.bucket_of(now - timedelta(days=41))
         await ledger.close_period(s, day, day + timedelta(days=7), user="admin")
         return ids
@@ -288,7 +309,8 @@ async def test_buyer_pause_within_bounds(world):
 
 def _markers(role: str) -> list[str]:
     common = ["Rival Media", "Heat Co", "rival-sub", "8005550200", "8005550300", "rival-lid", "7.77", "55.55",
-              "9995557321", "pk_rivalkey", "rival-pool"]
+              "9995557321", "pk_rivalkey", "rival-pool", "rival.example", "rival-secret", "rival-request-note",
+              "07:13", "RIVALWAV"]
     if role == "publisher":
         return common + ["43.21", "Cool Air"]  # never revenue; the buyer's name hidden by default
     return common + ["12.50", "Acme", "acme-sub"]  # never payout nor the publisher
@@ -334,6 +356,10 @@ async def test_isolation_every_route_and_operation(world):
     routes = sorted({(r.method, r.resource.canonical) for r in app.router.routes()
                      if r.resource is not None and r.method != "HEAD" and r.method != "*"})
     assert len(routes) > 60
+    r = await client.post("/partners/access", data={"csrf": world["admin_csrf"], "party": f"buyer:{ids['cool']}",
+                                                    "caller_display": "last4", "allow_pause": "1", "recordings": "1"},
+                          allow_redirects=False)
+    assert r.status == 302  # the buyer hears its own recordings: another's stays out of reach
     async with app[core.SESSIONS]() as s:
         users = {u.username: u for u in await s.scalars(select(w.User))}
         tokens = {}
@@ -456,3 +482,273 @@ async def test_pool_snippet_and_the_api_of_a_partner(world):
     async with client.server.app[core.SESSIONS]() as s:
         rows = list(await s.execute(select(w.AuditEntry.via, w.AuditEntry.action).where(w.AuditEntry.username == "cool-user")))
     assert ("portal-api", "portal.dispute") in rows and ("portal-api", "portal.pause") in rows
+
+
+async def _audited(app, username: str) -> list[tuple[str, str]]:
+    async with app[core.SESSIONS]() as s:
+        return list(await s.execute(select(w.AuditEntry.via, w.AuditEntry.action).where(
+            w.AuditEntry.username == username)))
+
+
+async def _token(browser) -> str:
+    csrf = await csrf_in(browser, "/portal/account")
+    page = await browser.post("/portal/tokens", data={"csrf": csrf, "name": "t"})
+    return re.search(r'id="new-token">([^<]+)<', await page.text()).group(1)
+
+
+async def test_publisher_owns_its_postback_signed_and_as_it_sees_callers(world):
+    """A publisher sets its own postback URL: refused toward this host or a private network, its secret
+    shown once, sent for its own calls only, signed with that secret, the caller masked as the operator
+    shows callers to it and no buyer id; renewed and removed through the API."""
+    from ppcswitch.attribution import postback
+    from ppcswitch.attribution import store as astore
+
+    pub, client, ids = world["pub"], world["client"], world["ids"]
+    app = client.server.app
+    csrf = await csrf_in(pub, "/portal/postback")
+    bad = await pub.post("/portal/postback", data={"csrf": csrf, "url": "http://127.0.0.1:5432/x"})
+    assert bad.status == 400 and "not this host" in await bad.text()
+    page = await pub.post("/portal/postback", data={"csrf": csrf, "url": "https://hooks.acme.example/pb?c={caller}&p={payout}"})
+    html = await page.text()
+    assert page.status == 200
+    secret = re.search(r'id="new-secret">([^<]+)<', html).group(1)
+    # A new call of Acme's, and one of Rival's: Acme's postback hears of its own only.
+    now = datetime.now(UTC)
+
+    async def calls(s):
+        for lid, publisher, buyer, caller in (("acme-new", "acme", "cool", "+14155550199"),
+                                              ("rival-new", "rival", "heat", RIVAL_CALLER)):
+            rec = _rec(lid, now - timedelta(minutes=5), ids, publisher=publisher, buyer=buyer, caller=caller,
+                       number="+18005550100" if publisher == "acme" else "+18005550200")
+            await ledger.settle(s, rec)
+            await astore.enqueue_for_call(s, rec)  # as the pipeline does, in the settling transaction
+
+    await app[core.WRITER].run(calls)
+    async with app[core.SESSIONS]() as s:
+        rows = list(await s.scalars(select(ma.PostbackOutbox).where(ma.PostbackOutbox.kind == "publisher",
+                                                                    ma.PostbackOutbox.owner_id == ids["acme"])))
+        due = {row.linkedid: key for row, key in await astore.due(s)}
+    assert [r.linkedid for r in rows] == ["acme-new"]
+    [row] = rows
+    body = json.loads(row.body)
+    assert body["caller"] == "•••0199" and body["buyer_id"] is None and body["payout"] == "12.50"
+    assert row.url == "https://hooks.acme.example/pb?c=%E2%80%A2%E2%80%A2%E2%80%A20199&p=12.50"
+    assert due["acme-new"] == secret  # signed as every postback, with the publisher's secret
+    sig = postback.sign(secret, "1700000000", row.body.encode())
+    assert postback.verify(secret, "1700000000", row.body.encode(), sig)
+    page = await (await pub.get("/portal/postback")).text()
+    assert "acme-new" in page and "rival-new" not in page and "new-secret" not in page
+    # The API: the URL and deliveries, a new secret, then removal.
+    h = {"Authorization": f"Bearer {await _token(pub)}"}
+    api = await session_for(client)
+    try:
+        got = await (await api.get("/api/v1/portal/postback", headers=h)).json()
+        assert got["url"].startswith("https://hooks.acme.example/") and "secret" not in got
+        assert [d["call"] for d in got["deliveries"]] == ["acme-new"]
+        renewed = await (await api.put("/api/v1/portal/postback", headers=h,
+                                       json={"url": "https://hooks.acme.example/v2", "new_secret": True})).json()
+        assert renewed["secret"] and renewed["secret"] != secret
+        assert (await api.delete("/api/v1/portal/postback", headers=h)).status == 204
+        assert (await api.delete("/api/v1/portal/postback", headers=h)).status == 404
+        buyer_h = {"Authorization": f"Bearer {await _token(world['buyer'])}"}
+        assert (await api.get("/api/v1/portal/postback", headers=buyer_h)).status == 403
+    finally:
+        await api.close()
+    audited = await _audited(app, "acme-user")
+    assert ("portal", "portal.postback.set") in audited and ("portal-api", "portal.postback.delete") in audited
+
+
+async def test_number_requests_up_to_the_limit_filled_by_the_operator_or_at_once(world):
+    pub, client, ids = world["pub"], world["client"], world["ids"]
+    app, admin = client.server.app, world["admin_csrf"]
+    csrf = await csrf_in(pub)
+    form = {"csrf": csrf, "campaign": str(ids["campaign"]), "area_code": "212", "quantity": "2", "note": "Manhattan"}
+    # No limit set: requests are not taken.
+    r = await pub.post("/portal/number-requests", data=form)
+    assert r.status == 400 and "does not take number requests" in await r.text()
+    r = await client.post("/partners/access", data={"csrf": admin, "party": f"publisher:{ids['acme']}",
+                                                    "caller_display": "last4", "number_limit": "3"},
+                          allow_redirects=False)
+    assert r.status == 302
+    over = await pub.post("/portal/number-requests", data={**form, "quantity": "3"})
+    assert over.status == 400 and "at most 2 now" in await over.text()  # holds 1 of 3
+    ok = await pub.post("/portal/number-requests", data=form, allow_redirects=False)
+    assert ok.status == 302 and "saved=requested" in ok.headers["Location"]
+    home = await (await pub.get("/portal")).text()
+    assert "pending" in home and "646" not in home  # its own request; not Rival's
+    # The operator fills it from spare numbers of 212 (too few first: refused with the reason).
+    admin_page = await (await client.get("/number-requests")).text()
+    assert "Manhattan" in admin_page and "rival-request-note" in admin_page
+    async with app[core.SESSIONS]() as s:
+        request_id = await s.scalar(select(mp.NumberRequest.id).where(mp.NumberRequest.note == "Manhattan"))
+    assert f"/number-requests/{request_id}/approve" in admin_page
+    await client.post("/number-requests/spare", data={"csrf": admin, "numbers": "+12125550123\n+13125550100"})
+    few = await client.post(f"/number-requests/{request_id}/approve", data={"csrf": admin, "note": ""})
+    assert few.status == 400 and "only 1 spare number in area code 212" in await few.text()
+    await client.post("/number-requests/spare", data={"csrf": admin, "numbers": "(212) 555-0124, 212-555-0125"})
+    done = await client.post(f"/number-requests/{request_id}/approve", data={"csrf": admin, "note": ""},
+                             allow_redirects=False)
+    assert done.status == 302
+    home = await (await pub.get("/portal")).text()
+    assert "+12125550123" in home and "+12125550124" in home and "filled" in home
+    async with app[core.SESSIONS]() as s:
+        mine = set(await s.scalars(select(w.AuditEntry.action).where(w.AuditEntry.username == "admin")))
+        from ppcswitch.storage import models as t
+
+        numbers = {n.number: n.publisher_id for n in await s.scalars(select(t.TrackingNumber))}
+    assert numbers["+12125550123"] == ids["acme"] and "numbers.request.fill" in mine
+    # At the limit now (3 held); with the limit raised and "fill at once", a request is filled on the spot.
+    r = await pub.post("/portal/number-requests", data={**form, "quantity": "1"})
+    assert r.status == 400 and "at most 0 now" in await r.text()
+    await client.post("/partners/access", data={"csrf": admin, "party": f"publisher:{ids['acme']}",
+                                                "caller_display": "last4", "number_limit": "5",
+                                                "auto_fill_numbers": "1"})
+    h = {"Authorization": f"Bearer {await _token(pub)}"}
+    api = await session_for(client)
+    try:
+        made = await api.post("/api/v1/portal/number-requests", headers=h,
+                              json={"campaign_id": ids["campaign"], "area_code": "212", "quantity": 1})
+        got = await made.json()
+        assert made.status == 201 and got["state"] == "filled" and got["numbers"] == ["+12125550125"]
+        # None spare left in 212: pending; the operator rejects it with a note the publisher sees.
+        pending = await (await api.post("/api/v1/portal/number-requests", headers=h,
+                                        json={"campaign_id": ids["campaign"], "area_code": "212", "quantity": 1})).json()
+        assert pending["state"] == "pending"
+        over = await api.post("/api/v1/portal/number-requests", headers=h,
+                              json={"campaign_id": ids["campaign"], "area_code": "212", "quantity": 2})
+        assert over.status == 422
+        op = {"Authorization": f"Bearer {await token_for(client, 'admin')}"}
+        r = await api.post(f"/api/v1/number-requests/{pending['id']}/reject", headers=op, json={"note": "none left"})
+        assert r.status == 200 and (await r.json())["state"] == "rejected"
+        listed = await (await api.get("/api/v1/portal/number-requests", headers=h)).json()
+        assert listed["limit"] == 5 and listed["held"] == 4
+        assert [x["state"] for x in listed["items"]] == ["rejected", "filled", "filled"]
+        assert all(x["note"] != "rival-request-note" for x in listed["items"])
+    finally:
+        await api.close()
+    audited = await _audited(app, "acme-user")
+    assert ("portal", "portal.numbers.request") in audited and ("portal-api", "portal.numbers.request") in audited
+
+
+async def test_buyer_edits_its_hours_and_caps_within_the_bounds(world):
+    buyer, client, ids = world["buyer"], world["client"], world["ids"]
+    app, admin = client.server.app, world["admin_csrf"]
+    csrf = await csrf_in(buyer, "/portal/schedule")
+    form = {"csrf": csrf, "hours": "mon-fri 09:00-17:00", "concurrency": "3", "cap_hourly": "", "cap_daily": "40",
+            "cap_monthly": ""}
+    r = await buyer.post("/portal/schedule", data=form)
+    assert r.status == 403  # the operator has not let it
+    r = await client.post("/partners/access", data={
+        "csrf": admin, "party": f"buyer:{ids['cool']}", "caller_display": "last4", "allow_pause": "1",
+        "edit_rules": "1", "hours_bound": "mon-fri 08:00-20:00", "max_cap_daily": "50", "max_concurrency": "5"},
+        allow_redirects=False)
+    assert r.status == 302
+    page = await (await buyer.get("/portal/schedule")).text()
+    assert "Within mon-fri 08:00-20:00" in page and "at most 50" in page
+    outside = await buyer.post("/portal/schedule", data={**form, "hours": "mon-sat 09:00-17:00"})
+    assert outside.status == 400 and "within the hours the operator allows" in await outside.text()
+    too_many = await buyer.post("/portal/schedule", data={**form, "cap_daily": "60"})
+    assert too_many.status == 400 and "at most 50" in await too_many.text()
+    uncapped = await buyer.post("/portal/schedule", data={**form, "cap_daily": ""})
+    assert uncapped.status == 400
+    ok = await buyer.post("/portal/schedule", data=form, allow_redirects=False)
+    assert ok.status == 302
+    async with app[core.SESSIONS]() as s:
+        rules = await repo_routing.get_buyer_rules(s, ids["cool"])
+        cool, heat = await repo.get_buyer(s, ids["cool"]), await repo_routing.get_buyer_rules(s, ids["heat"])
+    assert rules["hours"] == "mon-fri 09:00-17:00" and rules["cap_daily"] == 40 and cool.concurrency_cap == 3
+    assert heat == {"hours": "mon 07:13-19:47"}  # the other buyer's untouched
+    h = {"Authorization": f"Bearer {await _token(buyer)}"}
+    api = await session_for(client)
+    try:
+        got = await (await api.patch("/api/v1/portal/schedule", headers=h, json={"cap_daily": 45})).json()
+        assert got["cap_daily"] == 45 and got["hours"] == "mon-fri 09:00-17:00" and got["bounds"]["cap_daily"] == 50
+        bad = await api.patch("/api/v1/portal/schedule", headers=h, json={"concurrency": 6})
+        assert bad.status == 400
+        pub_h = {"Authorization": f"Bearer {await _token(world['pub'])}"}
+        assert (await api.patch("/api/v1/portal/schedule", headers=pub_h, json={"cap_daily": 1})).status == 403
+    finally:
+        await api.close()
+    audited = await _audited(app, "cool-user")
+    assert ("portal", "portal.rules") in audited and ("portal-api", "portal.rules") in audited
+
+
+async def test_recordings_and_what_each_campaign_shows(world):
+    buyer, pub, client, ids = world["buyer"], world["pub"], world["client"], world["ids"]
+    app, admin = client.server.app, world["admin_csrf"]
+    own = f"/portal/calls/{ids['acme-recent']}/recording"
+    assert (await buyer.get(own)).status == 404  # recordings off by default
+    page = await (await buyer.get(f"/portal/calls/{ids['acme-recent']}")).text()
+    assert "recording-audio" not in page
+    await client.post("/partners/access", data={"csrf": admin, "party": f"buyer:{ids['cool']}",
+                                                "caller_display": "full", "allow_pause": "1", "recordings": "1"})
+    page = await (await buyer.get(f"/portal/calls/{ids['acme-recent']}")).text()
+    assert 'id="recording-audio"' in page and "+14155550123" in page
+    got = await buyer.get(own + "?download=1")
+    assert got.status == 200 and await got.read() == b"RIFF cool's own recording"
+    assert got.headers["Content-Disposition"].startswith("attachment")
+    assert (await buyer.get(f"/portal/calls/{ids['rival-lid-1']}/recording")).status == 404
+    assert (await pub.get(own)).status == 404  # recordings are the buyer's
+    calls = await (await buyer.get("/portal/calls")).text()
+    assert "Listen…" in calls
+    # The campaign decides over the partner: caller hidden, no recordings; the buyer's name to publishers.
+    r = await client.post("/partners/campaign-access", data={"csrf": admin, "campaign": str(ids["campaign"]),
+                                                             "caller_display": "hidden", "show_buyer_name": "1",
+                                                             "recordings": "0"}, allow_redirects=False)
+    assert r.status == 302
+    assert (await buyer.get(own)).status == 404
+    page = await (await buyer.get(f"/portal/calls/{ids['acme-recent']}")).text()
+    assert "0123" not in page and "recording-audio" not in page
+    pub_calls = await (await pub.get("/portal/calls")).text()
+    assert "Cool Air" in pub_calls and "0123" not in pub_calls
+    current = await (await buyer.get("/portal/statements/current?format=csv")).text()
+    assert "0123" not in current
+    h = {"Authorization": f"Bearer {await _token(buyer)}"}
+    api = await session_for(client)
+    try:
+        assert (await api.get(f"/api/v1/portal/calls/{ids['acme-recent']}/recording", headers=h)).status == 404
+        # Back to the partner's own choice: the API plays it.
+        await client.post("/partners/campaign-access", data={"csrf": admin, "campaign": str(ids["campaign"]),
+                                                             "caller_display": "", "show_buyer_name": "",
+                                                             "recordings": ""})
+        got = await api.get(f"/api/v1/portal/calls/{ids['acme-recent']}/recording", headers=h)
+        assert got.status == 200 and got.headers["Content-Type"] == "audio/wav"
+        one = await (await api.get(f"/api/v1/portal/calls/{ids['acme-recent']}", headers=h)).json()
+        assert one["caller"] == "+14155550123"
+    finally:
+        await api.close()
+    assert "Cool Air" not in await (await pub.get("/portal/calls")).text()  # the publisher's default again
+    audited = await _audited(app, "cool-user")
+    assert ("portal", "portal.recording") in audited and ("portal-api", "portal.recording") in audited
+    async with app[core.SESSIONS]() as s:
+        ops = set(await s.scalars(select(w.AuditEntry.action).where(w.AuditEntry.username == "admin")))
+    assert {"partner.access", "partner.campaign_access"} <= ops
+
+
+async def test_operator_sets_what_partners_see_through_the_api(world):
+    client, ids = world["client"], world["ids"]
+    api = await session_for(client)
+    admin = {"Authorization": f"Bearer {await token_for(client, 'admin')}"}
+    noc = {"Authorization": f"Bearer {await token_for(client, 'noc')}"}
+    try:
+        got = await (await api.get("/api/v1/portal-access", headers=noc)).json()
+        acme = next(p for p in got["partners"] if p["party"] == "publisher" and p["party_id"] == ids["acme"])
+        assert acme["caller_display"] == "last4" and acme["number_limit"] == 0 and not acme["show_buyer_name"]
+        assert (await api.put(f"/api/v1/portal-access/buyer/{ids['cool']}", headers=noc,
+                              json={"recordings": True})).status == 403
+        r = await api.put(f"/api/v1/portal-access/buyer/{ids['cool']}", headers=admin,
+                          json={"recordings": True, "edit_rules": True, "max_cap_daily": 20, "hours_bound": "mon 09:00-17:00"})
+        out = await r.json()
+        assert r.status == 200 and out["recordings"] and out["max_cap_daily"] == 20 and out["allow_pause"]
+        bad = await api.put(f"/api/v1/portal-access/buyer/{ids['cool']}", headers=admin, json={"hours_bound": "mon 9"})
+        assert bad.status == 400
+        r = await api.put(f"/api/v1/portal-access/campaigns/{ids['campaign']}", headers=admin,
+                          json={"caller_display": "full", "show_buyer_name": None, "recordings": False})
+        assert r.status == 200 and (await r.json())["caller_display"] == "full"
+        html = await (await world["pub"].get("/portal/calls")).text()
+        assert "+14155550123" in html  # the campaign shows callers in full
+    finally:
+        await api.close()
+    async with client.server.app[core.SESSIONS]() as s:
+        rows = set(await s.execute(select(w.AuditEntry.via, w.AuditEntry.action).where(w.AuditEntry.username == "admin")))
+    assert ("api", "partner.access") in rows and ("api", "partner.campaign_access") in rows

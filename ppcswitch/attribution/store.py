@@ -15,6 +15,7 @@ from ppcswitch.money import format_cents
 from ppcswitch.storage import breakdowns
 from ppcswitch.storage import models as t
 from ppcswitch.storage import models_attribution as m
+from ppcswitch.storage.models_portal import partner_payload_sync
 from ppcswitch.storage import repo
 from ppcswitch.storage import validate as v
 from ppcswitch.storage.validate import ValidationError
@@ -136,6 +137,8 @@ def enqueue_for_call_sync(session: Session, record, event: str = "billed") -> in
         if (target.kind, target.owner_id) not in owners:
             continue
         body = payload(record, event, target.kind)
+        if target.partner_managed:  # set up by the partner itself: only what it may see
+            body = partner_payload_sync(conn, body, target.kind, target.owner_id, record.campaign_id)
         key = dict(linkedid=record.linkedid, event=event, kind=target.kind, owner_id=target.owner_id)
         if conn.execute(_QUEUED, key).first() is not None:
             continue
@@ -175,6 +178,9 @@ async def enqueue_reversal(session: AsyncSession, linkedid: str, revenue_cents: 
         if target is None or exists is not None:
             continue
         body = payload(record, "reversed", kind)
+        if target.partner_managed:
+            body = await session.run_sync(lambda ss, b=body: partner_payload_sync(
+                ss.connection(), b, kind, owner, record.campaign_id))
         # What the dispute took back, signed as in the ledger: a receiver summing amounts nets to zero.
         body["billable"] = False
         body["payout" if kind == "publisher" else "revenue"] = format_cents(amounts[kind])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ppcswitch.storage.schema import Base, BigId, UTCDateTime, utcnow
@@ -42,6 +42,9 @@ class PostbackTarget(Base):
     owner_id: Mapped[int] = mapped_column(Integer)
     url: Mapped[str] = mapped_column(String(2000))
     secret: Mapped[str] = mapped_column(String(200))
+    # Saved by the publisher from its portal (0010_portal_tasks): its notifications then show the
+    # caller and the buyer only as the operator lets that publisher see them.
+    partner_managed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class PostbackOutbox(Base):

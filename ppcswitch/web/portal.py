@@ -10,13 +10,14 @@ the buyer's name to publishers; a buyer pausing itself) and decide buyers' dispu
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import re
 from datetime import date, timedelta
 from urllib.parse import urlencode
 
 from aiohttp import web
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from ppcswitch import keys
 from ppcswitch import timezones
@@ -32,13 +33,18 @@ from ppcswitch.web import portal_store as ps
 INVITE_CSRF_COOKIE = "ppc_invite_csrf"
 NAV = {
     "publisher": [("/portal", "Numbers"), ("/portal/calls", "Calls"), ("/portal/report", "Report"),
-                  ("/portal/statements", "Statements"), ("/portal/account", "Account")],
-    "buyer": [("/portal", "Availability"), ("/portal/calls", "Calls"), ("/portal/disputes", "Disputes"),
-              ("/portal/report", "Report"), ("/portal/statements", "Invoices"), ("/portal/account", "Account")],
+                  ("/portal/statements", "Statements"), ("/portal/postback", "Postback"),
+                  ("/portal/account", "Account")],
+    "buyer": [("/portal", "Availability"), ("/portal/schedule", "Hours and caps"), ("/portal/calls", "Calls"),
+              ("/portal/disputes", "Disputes"), ("/portal/report", "Report"), ("/portal/statements", "Invoices"),
+              ("/portal/account", "Account")],
 }
 FLASH = {"1": "Saved.", "paused": "Paused: no calls are sent to you until you resume.",
          "resumed": "Resumed: calls are sent to you again.", "disputed": "Dispute sent: the operator will decide.",
-         "zone": "Time zone saved.", "password": "Password changed.", "revoked": "Token revoked."}
+         "zone": "Time zone saved.", "password": "Password changed.", "revoked": "Token revoked.",
+         "requested": "Request sent: the operator will give you the numbers.",
+         "filled": "Done: your new numbers are in the list.", "deleted": "Postback removed: nothing is sent now.",
+         "rules": "Saved: calls are sent to you by these hours and caps from now on."}
 
 # Every route a partner may reach (method, route pattern). Anything else answers 403.
 PARTNER_ROUTES = frozenset({
@@ -49,11 +55,17 @@ PARTNER_ROUTES = frozenset({
     ("GET", "/portal/report"), ("GET", "/portal/report.csv"), ("GET", "/portal/statements"),
     ("GET", "/portal/statements/{id}"), ("GET", "/portal/account"), ("POST", "/portal/account/timezone"),
     ("POST", "/portal/account/password"), ("POST", "/portal/tokens"), ("POST", "/portal/tokens/{id}/revoke"),
+    ("GET", "/portal/calls/{id}/recording"), ("POST", "/portal/number-requests"), ("GET", "/portal/postback"),
+    ("POST", "/portal/postback"), ("POST", "/portal/postback/delete"), ("GET", "/portal/schedule"),
+    ("POST", "/portal/schedule"),
     # The API (portal_api): the same, with a partner's own token.
     ("GET", "/api/v1/portal/me"), ("GET", "/api/v1/portal/calls"), ("GET", "/api/v1/portal/calls/{id}"),
     ("POST", "/api/v1/portal/calls/{id}/dispute"), ("GET", "/api/v1/portal/disputes"),
     ("GET", "/api/v1/portal/numbers"), ("GET", "/api/v1/portal/report"), ("GET", "/api/v1/portal/statements"),
     ("GET", "/api/v1/portal/statements/{id}"), ("GET", "/api/v1/portal/statements/current"), ("PUT", "/api/v1/portal/availability"),
+    ("GET", "/api/v1/portal/calls/{id}/recording"), ("GET", "/api/v1/portal/number-requests"),
+    ("POST", "/api/v1/portal/number-requests"), ("GET", "/api/v1/portal/postback"), ("PUT", "/api/v1/portal/postback"),
+    ("DELETE", "/api/v1/portal/postback"), ("GET", "/api/v1/portal/schedule"), ("PATCH", "/api/v1/portal/schedule"),
 })
 
 
@@ -104,6 +116,19 @@ async def access(request: web.Request, who: ps.Party) -> ps.Access:
         return await ps.access_of(s, who.kind, who.id)
 
 
+async def columns(request: web.Request, who: ps.Party) -> ps.Access:
+    """The partner's access for a list's columns: a caller column unless every campaign hides callers
+    from it, a buyer column if any campaign shows buyers' names to it."""
+    import dataclasses
+
+    async with request.app[keys.SESSIONS]() as s:
+        acc = await ps.access_of(s, who.kind, who.id)
+        overs = list((await ps.campaign_access(s)).values())
+    every = [acc] + [ps.effective(acc, o) for o in overs]
+    return dataclasses.replace(acc, caller_display="hidden" if all(x.caller_display == "hidden" for x in every)
+                               else "full", show_buyer_name=any(x.show_buyer_name for x in every))
+
+
 def render(request: web.Request, template: str, status: int = 200, **ctx) -> web.Response:
 
     role = request.get("role")
@@ -146,8 +171,9 @@ def call_query(query, zone: str) -> ps.CallQuery:
 
 
 def call_view(call: t.Call, who: ps.Party, acc: ps.Access, amount_cents: int, buyer_names: dict[int, str],
-              dispute=None) -> dict:
-    """What a partner sees of one of its calls: never revenue to a publisher, never payout to a buyer."""
+              dispute=None, recorded: bool = False) -> dict:
+    """What a partner sees of one of its calls: never revenue to a publisher, never payout to a buyer.
+    `acc` is the partner's access on the call's campaign (ps.access_by_campaign)."""
     out = {"id": call.id, "started_at": call.started_at, "tracking_number": call.tracking_number,
            "caller": ps.show_caller(call.caller, acc.caller_display), "duration_s": (call.connected_ms or 0) // 1000,
            "billable": bool(call.billable), "reasons": [explain.billing(r) for r in ps.reasons_of(call)],
@@ -156,7 +182,7 @@ def call_view(call: t.Call, who: ps.Party, acc: ps.Access, amount_cents: int, bu
         out.update(sub_id=call.sub_id, payout_cents=amount_cents,
                    buyer=buyer_names.get(call.buyer_id or 0, "") if acc.show_buyer_name else None)
     else:
-        out.update(state=call.outcome, revenue_cents=amount_cents,
+        out.update(state=call.outcome, revenue_cents=amount_cents, recording=recorded,
                    dispute=None if dispute is None else {"id": dispute.id, "state": dispute.state,
                                                          "reason_code": dispute.reason_code,
                                                          "decision_note": dispute.decision_note})
@@ -174,20 +200,25 @@ async def call_views(request: web.Request, who: ps.Party, rows: list) -> list[di
         ids = [c.id for c in rows]
         amounts = await ps.ledger_amounts(s, who, ids)
         disputes = await ps.disputes_of_calls(s, who, ids)
-        acc = await ps.access_of(s, who.kind, who.id)
-        names = await store.names(s, "buyer") if who.kind == "publisher" and acc.show_buyer_name else {}
-    return [call_view(c, who, acc, amounts.get(c.id, 0), names, disputes.get(c.id)) for c in rows]
+        acc, per = await ps.access_by_campaign(s, who, [c.campaign_id for c in rows])
+        shown = who.kind == "publisher" and any(x.show_buyer_name for x in [acc, *per.values()])
+        names = await store.names(s, "buyer") if shown else {}
+        recorded = await ps.recorded_calls(s, who, rows)
+    return [call_view(c, who, per.get(c.campaign_id, acc), amounts.get(c.id, 0), names, disputes.get(c.id),
+                      c.id in recorded) for c in rows]
 
 
 # --- pages -------------------------------------------------------------------------------------
 
-async def home(request: web.Request) -> web.Response:
+async def home(request: web.Request, errors=None, values=None, status: int = 200) -> web.Response:
     who = await party(request)
-    async with request.app[keys.SESSIONS]() as s:
-        if who.kind == "publisher":
+    if who.kind == "publisher":
+        more = await publisher_requests(request, who)
+        async with request.app[keys.SESSIONS]() as s:
             numbers, pools = await ps.numbers_of(s, who), await ps.pools_of(s, who)
-            return render(request, "portal/publisher_home.html", numbers=numbers, pools=pools,
-                          base_url=_base_url(request))
+        return render(request, "portal/publisher_home.html", status=status, numbers=numbers, pools=pools,
+                      base_url=_base_url(request), errors=errors or {}, values=values or {}, **more)
+    async with request.app[keys.SESSIONS]() as s:
         buyer = await s.get(t.Buyer, who.id)
         acc = await ps.access_of(s, "buyer", who.id)
         pending = await ps.list_disputes(s, who.id, "pending")
@@ -227,7 +258,7 @@ async def calls_page(request: web.Request) -> web.Response:
     keep = {k: v for k, v in request.query.items() if k in ("date_from", "date_to", "sub_id", "number", "billable")}
     return render(request, "portal/calls.html", status=400 if errors else 200, rows=rows, q=keep, errors=errors,
                   next_url=("/portal/calls?" + urlencode({**keep, "cursor": nxt})) if nxt else "",
-                  csv_url="/portal/calls.csv?" + urlencode(keep), acc=await access(request, who))
+                  csv_url="/portal/calls.csv?" + urlencode(keep), acc=await columns(request, who))
 
 
 def csv_columns(kind: str, show_buyer: bool) -> list[str]:
@@ -252,7 +283,7 @@ async def calls_csv(request: web.Request) -> web.StreamResponse:
         q = call_query(request.query, zone)
     except ValidationError as exc:
         return await _error(request, 400, str(exc))
-    acc = await access(request, who)
+    acc = await columns(request, who)
     cols = csv_columns(who.kind, acc.show_buyer_name)
     resp = web.StreamResponse(headers={"Content-Type": "text/csv; charset=utf-8",
                                        "Content-Disposition": f'attachment; filename="calls-{who.kind}.csv"'})
@@ -287,11 +318,7 @@ async def call_page(request: web.Request, status: int = 200, **more) -> web.Resp
         call = await ps.get_call(s, who, ident)
         if call is None:
             raise web.HTTPNotFound()
-        acc = await ps.access_of(s, who.kind, who.id)
-        amount = (await ps.ledger_amounts(s, who, [call.id])).get(call.id, 0)
-        dispute = (await ps.disputes_of_calls(s, who, [call.id])).get(call.id)
-        names = await store.names(s, "buyer") if who.kind == "publisher" and acc.show_buyer_name else {}
-    view = call_view(call, who, acc, amount, names, dispute)
+    [view] = await call_views(request, who, [call])
     window = request.app[keys.SETTINGS].billing.dispute_window_days
     closes = call.started_at + timedelta(days=window)
     return render(request, "portal/call.html", status=status, c=view, reasons=mp.DISPUTE_REASONS, window=window,
@@ -400,10 +427,25 @@ async def statements_page(request: web.Request) -> web.Response:
     return render(request, "portal/statements.html", periods=periods)
 
 
-def statement_lines(st, acc: ps.Access) -> list[dict]:
+async def caller_displays(session, who: ps.Party, st) -> dict[str, str]:
+    """How the caller of each call on a statement is shown to this partner (its campaign's setting
+    where it has one, else the partner's)."""
+    linkedids = sorted({x.linkedid for x in st.lines if x.linkedid})
+    acc, _ = await ps.access_by_campaign(session, who, [])
+    if not linkedids:
+        return {}
+    pairs = (await session.execute(select(t.Call.linkedid, t.Call.campaign_id).where(
+        t.Call.linkedid.in_(linkedids), who.column == who.id))).all()
+    _acc, per = await ps.access_by_campaign(session, who, [c for _, c in pairs])
+    return {lid: per.get(c, acc).caller_display for lid, c in pairs}
+
+
+def statement_lines(st, acc: ps.Access, displays: dict[str, str] | None = None) -> list[dict]:
     """A statement's lines as a partner sees them (the caller as the operator shows it to this partner)."""
+    displays = displays or {}
     return [{"booked_at": x.booked_at, "kind": x.kind, "linkedid": x.linkedid,
-             "caller": ps.show_caller(x.caller, acc.caller_display), "connected_s": x.connected_s,
+             "caller": ps.show_caller(x.caller, displays.get(x.linkedid, acc.caller_display)),
+             "connected_s": x.connected_s,
              "amount_cents": x.amount_cents, "reason": x.reason if x.kind != "call" else ""} for x in st.lines]
 
 
@@ -417,7 +459,8 @@ async def statement_page(request: web.Request) -> web.Response:
         except ValidationError:
             raise web.HTTPNotFound() from None
         acc = await ps.access_of(s, who.kind, who.id)
-    lines = statement_lines(st, acc)
+        displays = await caller_displays(s, who, st)
+    lines = statement_lines(st, acc, displays)
     if request.query.get("format") == "csv":
         out = io.StringIO()
         w = csv.writer(out)
@@ -581,9 +624,13 @@ async def partners_page(request: web.Request, errors=None, values=None, link: st
     need(request, "users")
     async with request.app[keys.SESSIONS]() as s:
         users = await ps.partner_users(s)
-        names = {"publisher": await store.names(s, "publisher"), "buyer": await store.names(s, "buyer")}
+        names = {"publisher": await store.names(s, "publisher"), "buyer": await store.names(s, "buyer"),
+                 "campaign": await store.names(s, "campaign")}
         acc = await ps.all_access(s)
+        campaigns = await ps.campaign_access(s)
+        pending = len(await ps.list_number_requests(s, None, "pending"))
     return render(request, "portal/partners.html", status=status, users=users, names=names, acc=acc,
+                  campaigns=campaigns, pending_requests=pending,
                   default=ps.Access(), errors=errors or {}, values=values or {}, link=link,
                   hours=request.app[keys.SETTINGS].http.invite_hours, now=_now(),
                   displays=mp.CALLER_DISPLAY)
@@ -642,15 +689,22 @@ async def partner_reinvite(request: web.Request) -> web.Response:
 async def partner_access_save(request: web.Request) -> web.Response:
     need(request, "users")
     form = await request.post()
-    values = {"caller_display": str(form.get("caller_display", "")), "show_buyer_name": form.get("show_buyer_name") == "1",
-              "allow_pause": form.get("allow_pause") == "1"}
     by = request["user"].username
     try:
         kind, ident = _party_field(str(form.get("party", "")))
+        values = {"caller_display": str(form.get("caller_display", ""))}
+        if kind == "publisher":
+            values.update(show_buyer_name=form.get("show_buyer_name") == "1",
+                          number_limit=str(form.get("number_limit", "0")),
+                          auto_fill_numbers=form.get("auto_fill_numbers") == "1")
+        else:
+            values.update(allow_pause=form.get("allow_pause") == "1", recordings=form.get("recordings") == "1",
+                          edit_rules=form.get("edit_rules") == "1", hours_bound=str(form.get("hours_bound", "")),
+                          **{k: str(form.get(k, "")) for k in ps.BOUNDS})
 
         async def job(s):
             result = await ps.set_access(s, kind, ident, **values)
-            store.audit(s, by, "panel", "partner.access", f"{kind} {ident}", values)
+            store.audit(s, by, "panel", "partner.access", f"{kind} {ident}", dataclasses.asdict(result))
             return result
 
         await request.app[keys.WRITER].run(job)
@@ -691,6 +745,211 @@ async def dispute_decide(request: web.Request) -> web.Response:
     raise web.HTTPFound("/disputes?saved=1")
 
 
+# --- the partners' own tasks: recordings, number requests, postback, hours and caps -----------------
+
+async def recording(request: web.Request) -> web.StreamResponse:
+    """A buyer hears (or downloads) one of its own calls' recordings, where the campaign recorded it and
+    the operator lets it; anything else is 404. A play from the start or a download is audited."""
+    from ppcswitch.fraud.panel import recording_file
+
+    who = await party(request)
+    ident = _ident(request)
+    async with request.app[keys.SESSIONS]() as s:
+        name = await ps.recording_name(s, who, ident)
+    path = recording_file(request.app[keys.SETTINGS], name)
+    if path is None:
+        raise web.HTTPNotFound(text="no recording of this call for you")
+    download = bool(request.query.get("download"))
+    if request.headers.get("Range", "bytes=0-").startswith("bytes=0-"):
+        via = "portal-api" if request.path.startswith("/api/") else "portal"
+        await write(request, "portal.recording", f"call {ident}", {"download": download}, _nothing, via=via)
+    return web.FileResponse(path, headers={
+        "Content-Type": "audio/wav", "Cache-Control": "private, no-store",
+        "Content-Disposition": f'{"attachment" if download else "inline"}; filename="call-{ident}.wav"'})
+
+
+async def _nothing(_s):
+    return None
+
+
+async def publisher_requests(request: web.Request, who: ps.Party) -> dict:
+    async with request.app[keys.SESSIONS]() as s:
+        acc = await ps.access_of(s, "publisher", who.id)
+        return {"requests": await ps.list_number_requests(s, who.id), "campaigns": await ps.campaigns_of(s, who),
+                "held": await ps.numbers_held(s, who), "asked": await ps.numbers_asked(s, who), "acc": acc,
+                "numbers_of": ps.request_numbers_of}
+
+
+async def number_request_submit(request: web.Request) -> web.Response:
+    who = await party(request)
+    if who.kind != "publisher":
+        raise Forbidden("number requests are for publishers")
+    form = await request.post()
+    values = {k: str(form.get(k, "")).strip() for k in ("campaign", "area_code", "quantity", "note")}
+    user = request["user"].username
+    try:
+        campaign_id = int(values["campaign"]) if values["campaign"].isdigit() else 0
+        row = await write(request, "portal.numbers.request", f"publisher {who.id}", values,
+                          lambda s: ps.request_numbers(s, who, campaign_id=campaign_id, area_code=values["area_code"],
+                                                       quantity=values["quantity"], note=values["note"], user=user))
+    except ValidationError as exc:
+        return await home(request, errors={exc.field: exc.message}, values=values, status=400)
+    raise web.HTTPFound(f"/portal?saved={'filled' if row.state == 'filled' else 'requested'}#requests")
+
+
+def _private_ok(request: web.Request) -> bool:
+    return bool(request.app[keys.SETTINGS].http.partner_private_urls)
+
+
+async def postback_page(request: web.Request, errors=None, values=None, secret: str = "", status: int = 200
+                        ) -> web.Response:
+    who = await party(request)
+    if who.kind != "publisher":
+        raise Forbidden("postback URLs are for publishers; buyers' webhooks are set by the operator")
+    async with request.app[keys.SESSIONS]() as s:
+        target = await ps.own_target(s, who)
+        deliveries = await ps.own_deliveries(s, who)
+    return render(request, "portal/postback.html", status=status, target=target, deliveries=deliveries,
+                  errors=errors or {}, values=values or {"url": target.url if target else ""}, secret=secret)
+
+
+async def postback_save(request: web.Request) -> web.Response:
+    who = await party(request)
+    if who.kind != "publisher":
+        raise Forbidden("postback URLs are for publishers")
+    form = await request.post()
+    url, renew = str(form.get("url", "")).strip(), form.get("new_secret") == "1"
+    private_ok = _private_ok(request)
+    try:
+        _row, secret = await write(request, "portal.postback.set", f"publisher {who.id}",
+                                   {"url": url, "new_secret": renew},
+                                   lambda s: ps.set_own_target(s, who, url, new_secret=renew, private_ok=private_ok))
+    except ValidationError as exc:
+        return await postback_page(request, {exc.field: exc.message}, {"url": url}, status=400)
+    return await postback_page(request, secret=secret, values={"url": url})
+
+
+async def postback_delete(request: web.Request) -> web.Response:
+    who = await party(request)
+    if who.kind != "publisher":
+        raise Forbidden("postback URLs are for publishers")
+    await write(request, "portal.postback.delete", f"publisher {who.id}", {}, lambda s: ps.delete_own_target(s, who))
+    raise web.HTTPFound("/portal/postback?saved=deleted")
+
+
+async def schedule_page(request: web.Request, errors=None, values=None, status: int = 200) -> web.Response:
+    who = await party(request)
+    if who.kind != "buyer":
+        raise Forbidden("hours and caps are a buyer's")
+    async with request.app[keys.SESSIONS]() as s:
+        rules = await ps.own_rules(s, who)
+        acc = await ps.access_of(s, "buyer", who.id)
+    shown = values or {k: "" if rules[k] is None else str(rules[k]) for k in ps.RULE_FIELDS}
+    return render(request, "portal/schedule.html", status=status, rules=rules, acc=acc, values=shown,
+                  errors=errors or {}, bounds=ps.BOUND_OF)
+
+
+CAP_LABELS = {"concurrency": "Calls at once", "cap_hourly": "Calls per hour", "cap_daily": "Calls per day",
+              "cap_monthly": "Calls per month"}
+
+
+async def schedule_save(request: web.Request) -> web.Response:
+    who = await party(request)
+    if who.kind != "buyer":
+        raise Forbidden("hours and caps are a buyer's")
+    form = await request.post()
+    values = {k: str(form.get(k, "")).strip() for k in ps.RULE_FIELDS}
+    try:
+        await write(request, "portal.rules", f"buyer {who.id}", values, lambda s: ps.set_own_rules(s, who, values))
+    except ps.RulesRefused as exc:
+        raise Forbidden(exc.message) from None
+    except ValidationError as exc:
+        return await schedule_page(request, {exc.field: exc.message}, values, status=400)
+    raise web.HTTPFound("/portal/schedule?saved=rules")
+
+
+# --- operator pages: publishers' number requests and the spare numbers -------------------------------
+
+async def number_requests_admin(request: web.Request, errors=None, values=None, status: int = 200,
+                                added: list | None = None) -> web.Response:
+    need(request, "read")
+    state = request.query.get("state", "pending")
+    state = state if state in mp.NUMBER_REQUEST_STATES or state == "all" else "pending"
+    async with request.app[keys.SESSIONS]() as s:
+        rows = await ps.list_number_requests(s, None, "" if state == "all" else state)
+        names = {"publisher": await store.names(s, "publisher"), "campaign": await store.names(s, "campaign")}
+        spare = await ps.spare_counts(s)
+        acc = await ps.all_access(s)
+        held = dict((await s.execute(select(t.TrackingNumber.publisher_id, func.count())
+                                     .group_by(t.TrackingNumber.publisher_id))).all())
+    return render(request, "portal/number_requests.html", held=held, status=status, rows=rows, names=names, spare=spare,
+                  state=state, states=mp.NUMBER_REQUEST_STATES, errors=errors or {}, values=values or {},
+                  added=added, acc=acc, default=ps.Access(), numbers_of=ps.request_numbers_of)
+
+
+async def spare_add(request: web.Request) -> web.Response:
+    need(request, "write")
+    text = str((await request.post()).get("numbers", ""))
+    by = request["user"].username
+
+    async def job(s):
+        added = await ps.add_spare(s, text, by)
+        store.audit(s, by, "panel", "numbers.spare", f"{len(added)} numbers", {"numbers": added})
+        return added
+
+    try:
+        added = await request.app[keys.WRITER].run(job)
+    except ValidationError as exc:
+        return await number_requests_admin(request, {exc.field: exc.message}, {"numbers": text}, status=400)
+    return await number_requests_admin(request, added=added)
+
+
+async def number_request_decide(request: web.Request) -> web.Response:
+    need(request, "write")
+    ident = _ident(request)
+    approve = request.path.endswith("/approve")
+    note = str((await request.post()).get("note", ""))
+    by = request["user"].username
+
+    async def job(s):
+        row = await ps.decide_number_request(s, ident, approve=approve, note=note, user=by)
+        store.audit(s, by, "panel", "numbers.request." + ("fill" if approve else "reject"), f"request {row.id}",
+                    {"publisher_id": row.publisher_id, "numbers": ps.request_numbers_of(row), "note": note})
+        return row
+
+    try:
+        await request.app[keys.WRITER].run(job)
+    except ValidationError as exc:
+        if exc.field == "request" and exc.message.startswith("no number"):
+            raise web.HTTPNotFound() from None
+        return await number_requests_admin(request, {f"request-{ident}": exc.message}, status=400)
+    raise web.HTTPFound("/number-requests?saved=1")
+
+
+async def campaign_access_save(request: web.Request) -> web.Response:
+    need(request, "users")
+    form = await request.post()
+    tri = {"": None, "1": True, "0": False}
+    by = request["user"].username
+    try:
+        campaign_id = int(str(form.get("campaign", "")))
+        values = {"caller_display": str(form.get("caller_display", "")) or None,
+                  "show_buyer_name": tri.get(str(form.get("show_buyer_name", "")), None),
+                  "recordings": tri.get(str(form.get("recordings", "")), None)}
+
+        async def job(s):
+            result = await ps.set_campaign_access(s, campaign_id, **values)
+            store.audit(s, by, "panel", "partner.campaign_access", f"campaign {campaign_id}", values)
+            return result
+
+        await request.app[keys.WRITER].run(job)
+    except ValueError:
+        return await partners_page(request, {"campaign": "choose a campaign"}, status=400)
+    except ValidationError as exc:
+        return await partners_page(request, {exc.field: exc.message}, status=400)
+    raise web.HTTPFound("/partners?saved=1#campaigns")
+
+
 async def root_for_partner(request: web.Request) -> web.Response:
     raise web.HTTPFound("/portal")
 
@@ -719,6 +978,18 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/partners/invite", partner_invite)
     r.add_post("/partners/{id}/reinvite", partner_reinvite)
     r.add_post("/partners/access", partner_access_save)
+    r.add_get("/portal/calls/{id}/recording", recording)
+    r.add_post("/portal/number-requests", number_request_submit)
+    r.add_get("/portal/postback", postback_page)
+    r.add_post("/portal/postback", postback_save)
+    r.add_post("/portal/postback/delete", postback_delete)
+    r.add_get("/portal/schedule", schedule_page)
+    r.add_post("/portal/schedule", schedule_save)
+    r.add_get("/number-requests", number_requests_admin)
+    r.add_post("/number-requests/spare", spare_add)
+    r.add_post("/number-requests/{id}/approve", number_request_decide)
+    r.add_post("/number-requests/{id}/reject", number_request_decide)
+    r.add_post("/partners/campaign-access", campaign_access_save)
     r.add_get("/disputes", disputes_admin)
     r.add_post("/disputes/{id}/accept", dispute_decide)
     r.add_post("/disputes/{id}/reject", dispute_decide)

@@ -8,8 +8,11 @@ payable entries summed), so a disputed call shows its reversal.
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import json
 import math
+import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
@@ -65,47 +68,130 @@ class Access:
     caller_display: str = "last4"
     show_buyer_name: bool = False
     allow_pause: bool = True
+    recordings: bool = False  # a buyer hears its calls' recordings
+    number_limit: int = 0  # a publisher holds and asks for at most this many numbers (0: no requests)
+    auto_fill_numbers: bool = False  # requests filled from the spare numbers at once
+    edit_rules: bool = False  # a buyer edits its own hours and caps, within the bounds below
+    hours_bound: str = ""  # the buyer's hours must lie within these ('' = any)
+    max_concurrency: int | None = None  # None: no upper bound (the buyer may also set none)
+    max_cap_hourly: int | None = None
+    max_cap_daily: int | None = None
+    max_cap_monthly: int | None = None
+
+
+ACCESS_FIELDS = tuple(Access.__dataclass_fields__)
+BOUNDS = ("max_concurrency", "max_cap_hourly", "max_cap_daily", "max_cap_monthly")
+
+
+def _access(row) -> Access:
+    return Access(**{k: getattr(row, k) for k in ACCESS_FIELDS})
 
 
 async def access_of(session: AsyncSession, kind: str, party_id: int) -> Access:
     row = await session.scalar(select(p.PartnerAccess).where(p.PartnerAccess.party == kind,
                                                              p.PartnerAccess.party_id == party_id))
-    if row is None:
-        return Access()
-    return Access(row.caller_display, bool(row.show_buyer_name), bool(row.allow_pause))
+    return Access() if row is None else _access(row)
 
 
 async def all_access(session: AsyncSession) -> dict[tuple[str, int], Access]:
-    return {(r.party, r.party_id): Access(r.caller_display, bool(r.show_buyer_name), bool(r.allow_pause))
-            for r in await session.scalars(select(p.PartnerAccess))}
+    return {(r.party, r.party_id): _access(r) for r in await session.scalars(select(p.PartnerAccess))}
 
 
-async def set_access(session: AsyncSession, kind: str, party_id: int, *, caller_display: str,
-                     show_buyer_name: bool, allow_pause: bool) -> Access:
+def _bound(value, field: str) -> int | None:
+    if value is None or str(value).strip() == "":
+        return None
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        raise ValidationError(field, "must be a whole number (or empty: no bound)") from None
+    if not 0 <= n <= 10**9:
+        raise ValidationError(field, "must be 0 to 1000000000")
+    return n
+
+
+async def set_access(session: AsyncSession, kind: str, party_id: int, **changes) -> Access:
+    """Change what one partner sees and may do (only the fields given)."""
+    from ppcswitch.routing.rules import RulesError, parse_hours
+
     if kind not in ("publisher", "buyer"):
         raise ValidationError("party", "must be publisher or buyer")
-    if caller_display not in p.CALLER_DISPLAY:
+    unknown = sorted(set(changes) - set(ACCESS_FIELDS))
+    if unknown:
+        raise ValidationError(unknown[0], "is not a setting of a partner")
+    if "caller_display" in changes and changes["caller_display"] not in p.CALLER_DISPLAY:
         raise ValidationError("caller_display", f"must be one of {', '.join(p.CALLER_DISPLAY)}")
+    if "number_limit" in changes:
+        changes["number_limit"] = _bound(changes["number_limit"], "number_limit") or 0
+        if changes["number_limit"] > 10000:
+            raise ValidationError("number_limit", "must be 0 to 10000")
+    for key in BOUNDS:
+        if key in changes:
+            changes[key] = _bound(changes[key], key)
+    if "hours_bound" in changes:
+        changes["hours_bound"] = str(changes["hours_bound"] or "").strip()
+        try:
+            parse_hours(changes["hours_bound"], "hours_bound")
+        except RulesError as exc:
+            raise ValidationError("hours_bound", str(exc).split(": ", 1)[1]) from None
+    for key in ("show_buyer_name", "allow_pause", "recordings", "auto_fill_numbers", "edit_rules"):
+        if key in changes:
+            changes[key] = bool(changes[key])
     model = t.Publisher if kind == "publisher" else t.Buyer
     if await session.get(model, party_id) is None:
         raise ValidationError("party", f"no {kind} with id {party_id}")
     row = await session.scalar(select(p.PartnerAccess).where(p.PartnerAccess.party == kind,
                                                              p.PartnerAccess.party_id == party_id))
     if row is None:
-        row = p.PartnerAccess(party=kind, party_id=party_id)
+        row = p.PartnerAccess(party=kind, party_id=party_id, **{k: getattr(Access(), k) for k in ACCESS_FIELDS})
         session.add(row)
-    row.caller_display, row.show_buyer_name, row.allow_pause = caller_display, bool(show_buyer_name), bool(allow_pause)
+    for key, value in changes.items():
+        setattr(row, key, value)
     await session.flush()
     return await access_of(session, kind, party_id)
 
 
+# What a campaign shows partners: a value set there wins over the partner's own for its calls.
+CAMPAIGN_FIELDS = ("caller_display", "show_buyer_name", "recordings")
+
+
+async def campaign_access(session: AsyncSession) -> dict[int, dict]:
+    return {r.campaign_id: {k: getattr(r, k) for k in CAMPAIGN_FIELDS}
+            for r in await session.scalars(select(p.CampaignAccess))}
+
+
+async def set_campaign_access(session: AsyncSession, campaign_id: int, *, caller_display: str | None,
+                              show_buyer_name: bool | None, recordings: bool | None) -> dict:
+    if caller_display is not None and caller_display not in p.CALLER_DISPLAY:
+        raise ValidationError("caller_display", f"must be one of {', '.join(p.CALLER_DISPLAY)} or empty")
+    if await session.get(t.Campaign, campaign_id) is None:
+        raise ValidationError("campaign", f"no campaign with id {campaign_id}")
+    row = await session.get(p.CampaignAccess, campaign_id)
+    if row is None:
+        row = p.CampaignAccess(campaign_id=campaign_id)
+        session.add(row)
+    row.caller_display, row.show_buyer_name, row.recordings = caller_display, show_buyer_name, recordings
+    await session.flush()
+    return {k: getattr(row, k) for k in CAMPAIGN_FIELDS}
+
+
+def effective(acc: Access, over: dict | None) -> Access:
+    """A partner's access on one campaign's calls."""
+    if not over:
+        return acc
+    return dataclasses.replace(acc, **{k: v for k, v in over.items() if v is not None})
+
+
+async def access_by_campaign(session: AsyncSession, who: "Party", campaign_ids) -> tuple[Access, dict]:
+    """The partner's own access, and its access on each of these campaigns' calls."""
+    acc = await access_of(session, who.kind, who.id)
+    ids = sorted({c for c in campaign_ids if c})
+    over = {} if not ids else {r.campaign_id: {k: getattr(r, k) for k in CAMPAIGN_FIELDS} for r in
+                                await session.scalars(select(p.CampaignAccess).where(p.CampaignAccess.campaign_id.in_(ids)))}
+    return acc, {c: effective(acc, over.get(c)) for c in ids}
+
+
 def show_caller(caller: str, display: str) -> str:
-    if display == "full":
-        return caller
-    if display == "hidden" or not caller:
-        return ""
-    digits = [c for c in caller if c.isdigit()]
-    return "•••" + "".join(digits[-4:]) if len(digits) > 4 else "•••"
+    return p.mask_caller(caller, display)
 
 
 # --- partner users and invites ----------------------------------------------------------
@@ -456,3 +542,343 @@ async def set_paused(session: AsyncSession, party: Party, paused: bool) -> t.Buy
     if not (await access_of(session, "buyer", party.id)).allow_pause:
         raise ValidationError("paused", "the operator does not let you pause or resume yourself; ask them")
     return await repo.update_buyer(session, party.id, paused=bool(paused))
+
+
+# --- recordings (buyers) ---------------------------------------------------------------------------
+
+async def recording_name(session: AsyncSession, party: Party, call_id: int) -> str:
+    """The recording file name of one of the buyer's own calls, where the campaign recorded it and the
+    operator lets this buyer hear it on that campaign ('' otherwise)."""
+    from ppcswitch.storage import models_fraud as f
+
+    if party.kind != "buyer":
+        return ""
+    call = await get_call(session, party, call_id)
+    if call is None:
+        return ""
+    _acc, per = await access_by_campaign(session, party, [call.campaign_id])
+    if not per.get(call.campaign_id, _acc).recordings:
+        return ""
+    return await session.scalar(select(f.CallSignals.recording).where(f.CallSignals.linkedid == call.linkedid)) or ""
+
+
+async def recorded_calls(session: AsyncSession, party: Party, calls: list[t.Call]) -> set[int]:
+    """Which of these (the buyer's own) calls have a recording it may hear."""
+    from ppcswitch.storage import models_fraud as f
+
+    if party.kind != "buyer" or not calls:
+        return set()
+    acc, per = await access_by_campaign(session, party, [c.campaign_id for c in calls])
+    allowed = [c for c in calls if per.get(c.campaign_id, acc).recordings]
+    if not allowed:
+        return set()
+    named = {lid for lid, name in (await session.execute(select(f.CallSignals.linkedid, f.CallSignals.recording).where(
+        f.CallSignals.linkedid.in_([c.linkedid for c in allowed])))).all() if name}
+    return {c.id for c in allowed if c.linkedid in named}
+
+
+# --- number requests (publishers) and the operator's spare numbers -----------------------------------
+
+async def campaigns_of(session: AsyncSession, party: Party) -> list[tuple[int, str]]:
+    """The campaigns a publisher works on (those of its numbers and pools): where it may ask for more."""
+    ids = set(await session.scalars(select(t.TrackingNumber.campaign_id).where(t.TrackingNumber.publisher_id == party.id)))
+    ids |= set(await session.scalars(select(a.NumberPool.campaign_id).where(a.NumberPool.publisher_id == party.id)))
+    if not ids:
+        return []
+    return [(i, n) for i, n in (await session.execute(select(t.Campaign.id, t.Campaign.name).where(
+        t.Campaign.id.in_(ids)).order_by(t.Campaign.name))).all()]
+
+
+async def numbers_held(session: AsyncSession, party: Party) -> int:
+    return int(await session.scalar(select(func.count()).select_from(t.TrackingNumber).where(
+        t.TrackingNumber.publisher_id == party.id)) or 0)
+
+
+async def numbers_asked(session: AsyncSession, party: Party) -> int:
+    return int(await session.scalar(select(func.coalesce(func.sum(p.NumberRequest.quantity), 0)).where(
+        p.NumberRequest.publisher_id == party.id, p.NumberRequest.state == "pending")) or 0)
+
+
+def _area_code(value: str) -> str:
+    value = (value or "").strip()
+    if not re.fullmatch(r"[2-9]\d\d", value):
+        raise ValidationError("area_code", "must be a 3-digit area code, such as 212")
+    return value
+
+
+async def spare_in(session: AsyncSession, area_code: str, limit: int) -> list[p.SpareNumber]:
+    return list(await session.scalars(select(p.SpareNumber).where(p.SpareNumber.number.like(f"+1{area_code}%"))
+                                      .order_by(p.SpareNumber.id).limit(limit)))
+
+
+async def spare_counts(session: AsyncSession) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for number in await session.scalars(select(p.SpareNumber.number)):
+        key = number[2:5] if number.startswith("+1") else number[:4]
+        out[key] = out.get(key, 0) + 1
+    return dict(sorted(out.items()))
+
+
+async def add_spare(session: AsyncSession, text: str, user: str) -> list[str]:
+    """Spare numbers (one per line or comma-separated, read in the US) the operator holds for requests."""
+    from ppcswitch.storage import validate as v
+
+    added = []
+    for raw in [x.strip() for x in re.split(r"[,;\n]+", text or "") if x.strip()]:
+        e164 = v.phone(raw, "US")
+        if await session.scalar(select(t.TrackingNumber.id).where(t.TrackingNumber.number == e164)) is not None:
+            raise ValidationError("numbers", f"{e164} is already a tracking number")
+        if await session.scalar(select(p.SpareNumber.id).where(p.SpareNumber.number == e164)) is None and e164 not in added:
+            session.add(p.SpareNumber(number=e164, added_by=user, added_at=utcnow()))
+            added.append(e164)
+    if not added and not (text or "").strip():
+        raise ValidationError("numbers", "type the numbers to hold, one per line")
+    await session.flush()
+    return added
+
+
+async def _fill(session: AsyncSession, row: p.NumberRequest, by: str, now: datetime) -> list[str]:
+    spares = await spare_in(session, row.area_code, row.quantity)
+    if len(spares) < row.quantity:
+        raise ValidationError("numbers", f"only {len(spares)} spare number{'s' if len(spares) != 1 else ''} in area "
+                                         f"code {row.area_code}; {row.quantity} asked for")
+    given = []
+    for spare in spares:
+        await repo.add_tracking_number(session, spare.number, row.campaign_id, row.publisher_id)
+        given.append(spare.number)
+        await session.delete(spare)
+    row.state, row.numbers, row.decided_by, row.decided_at = "filled", json.dumps(given), by, now
+    await session.flush()
+    return given
+
+
+async def request_numbers(session: AsyncSession, party: Party, *, campaign_id: int, area_code: str, quantity,
+                          note: str, user: str, now: datetime | None = None) -> p.NumberRequest:
+    """A publisher asks for numbers on one of its campaigns, up to the operator's limit; filled at once
+    from the spare numbers when the operator allows it and there are enough, else pending."""
+    now = now or datetime.now(timezone.utc)
+    if party.kind != "publisher":
+        raise ValidationError("quantity", "only publishers ask for numbers")
+    acc = await access_of(session, "publisher", party.id)
+    area_code = _area_code(area_code)
+    try:
+        quantity = int(str(quantity).strip())
+    except ValueError:
+        raise ValidationError("quantity", "must be a whole number") from None
+    if not 1 <= quantity <= 100:
+        raise ValidationError("quantity", "must be 1 to 100")
+    if campaign_id not in {i for i, _ in await campaigns_of(session, party)}:
+        raise ValidationError("campaign", "choose one of your campaigns")
+    note = (note or "").strip()
+    if len(note) > 500:
+        raise ValidationError("note", "must be at most 500 characters")
+    held, asked = await numbers_held(session, party), await numbers_asked(session, party)
+    if acc.number_limit <= 0:
+        raise NumberRefused("quantity", "the operator does not take number requests from you; ask them")
+    if held + asked + quantity > acc.number_limit:
+        room = max(0, acc.number_limit - held - asked)
+        raise NumberRefused("quantity", f"your limit is {acc.number_limit} numbers: you hold {held} and asked for "
+                                        f"{asked} more, so at most {room} now")
+    row = p.NumberRequest(publisher_id=party.id, campaign_id=campaign_id, area_code=area_code, quantity=quantity,
+                          note=note, state="pending", numbers="[]", created_by=user, created_at=now, decided_by="",
+                          decision_note="")
+    session.add(row)
+    await session.flush()
+    if acc.auto_fill_numbers and len(await spare_in(session, area_code, quantity)) >= quantity:
+        await _fill(session, row, "auto", now)
+    return row
+
+
+class NumberRefused(ValidationError):
+    pass
+
+
+async def list_number_requests(session: AsyncSession, publisher_id: int | None = None, state: str = ""
+                               ) -> list[p.NumberRequest]:
+    q = select(p.NumberRequest).order_by(p.NumberRequest.id.desc()).limit(500)
+    if publisher_id is not None:
+        q = q.where(p.NumberRequest.publisher_id == publisher_id)
+    if state:
+        q = q.where(p.NumberRequest.state == state)
+    return list(await session.scalars(q))
+
+
+async def decide_number_request(session: AsyncSession, request_id: int, *, approve: bool, note: str, user: str,
+                                now: datetime | None = None) -> p.NumberRequest:
+    """An operator fills a pending request from the spare numbers of its area code, or rejects it (a note)."""
+    now = now or datetime.now(timezone.utc)
+    row = await session.get(p.NumberRequest, request_id)
+    if row is None:
+        raise ValidationError("request", f"no number request with id {request_id}")
+    if row.state != "pending":
+        raise ValidationError("request", f"this request was already {row.state}")
+    note = (note or "").strip()[:1000]
+    if approve:
+        await _fill(session, row, user, now)
+    else:
+        if not note:
+            raise ValidationError("note", "say why the request is rejected")
+        row.state, row.decided_by, row.decided_at = "rejected", user, now
+    row.decision_note = note
+    await session.flush()
+    return row
+
+
+def request_numbers_of(row: p.NumberRequest) -> list[str]:
+    try:
+        return [str(x) for x in json.loads(row.numbers or "[]")]
+    except ValueError:
+        return []
+
+
+# --- a buyer's own hours and caps, within the operator's bounds --------------------------------------
+
+RULE_FIELDS = ("hours", "concurrency", "cap_hourly", "cap_daily", "cap_monthly")
+BOUND_OF = {"concurrency": "max_concurrency", "cap_hourly": "max_cap_hourly", "cap_daily": "max_cap_daily",
+            "cap_monthly": "max_cap_monthly"}
+
+
+async def own_rules(session: AsyncSession, party: Party) -> dict:
+    from ppcswitch.storage import repo_routing
+
+    rules = await repo_routing.get_buyer_rules(session, party.id)
+    buyer = await session.get(t.Buyer, party.id)
+    return {"timezone": rules.get("timezone") or "UTC", "hours": rules.get("hours") or "",
+            "concurrency": buyer.concurrency_cap if buyer else None, "cap_hourly": rules.get("cap_hourly"),
+            "cap_daily": rules.get("cap_daily"), "cap_monthly": rules.get("cap_monthly")}
+
+
+def _minutes(week) -> list[set[int]]:
+    if week is None:
+        return [set(range(1440)) for _ in range(7)]
+    return [{m for lo, hi in day for m in range(lo, hi)} for day in week]
+
+
+def hours_within(hours: str, bound: str) -> bool:
+    """Whether every minute open in `hours` is open in `bound` ('' = always open)."""
+    from ppcswitch.routing.rules import parse_hours
+
+    if not bound.strip():
+        return True
+    mine, allowed = _minutes(parse_hours(hours)), _minutes(parse_hours(bound))
+    return all(m <= b for m, b in zip(mine, allowed))
+
+
+async def set_own_rules(session: AsyncSession, party: Party, values: dict) -> dict:
+    """A buyer changes its own hours and caps (only the fields given; '' / None removes a cap), each
+    within the bound the operator set; returns them as stored."""
+    from ppcswitch.routing.rules import RulesError, parse_hours
+    from ppcswitch.storage import repo_routing
+
+    if party.kind != "buyer":
+        raise RulesRefused("hours", "only buyers set their hours and caps")
+    acc = await access_of(session, "buyer", party.id)
+    if not acc.edit_rules:
+        raise RulesRefused("hours", "the operator sets your hours and caps; ask them")
+    unknown = sorted(set(values) - set(RULE_FIELDS))
+    if unknown:
+        raise ValidationError(unknown[0], f"is not one of {', '.join(RULE_FIELDS)}")
+    clean: dict = {}
+    if "hours" in values:
+        hours = str(values["hours"] or "").strip()
+        if len(hours) > 500:
+            raise ValidationError("hours", "must be at most 500 characters")
+        try:
+            parse_hours(hours)
+        except RulesError as exc:
+            raise ValidationError("hours", str(exc).split(": ", 1)[1]) from None
+        if not hours_within(hours, acc.hours_bound):
+            raise ValidationError("hours", f"must lie within the hours the operator allows: {acc.hours_bound}"
+                                  + ("" if hours else " (empty means always open)"))
+        clean["hours"] = hours or None
+    for key, bound_key in BOUND_OF.items():
+        if key not in values:
+            continue
+        value = values[key]
+        if isinstance(value, bool):
+            raise ValidationError(key, "must be a whole number or empty (no cap)")
+        n = _bound(value, key)
+        most = getattr(acc, bound_key)
+        if most is not None and (n is None or n > most):
+            raise ValidationError(key, f"must be at most {most} (the operator's bound)")
+        clean[key] = n
+    rules = {k: v for k, v in clean.items() if k not in ("concurrency",)}
+    if rules:
+        await repo_routing.set_buyer_rules(session, party.id, rules)
+    if "concurrency" in clean:
+        await repo.update_buyer(session, party.id, concurrency_cap=clean["concurrency"])
+    return await own_rules(session, party)
+
+
+class RulesRefused(ValidationError):
+    pass
+
+
+# --- a publisher's own postback target ---------------------------------------------------------------
+
+async def own_target(session: AsyncSession, party: Party) -> a.PostbackTarget | None:
+    if party.kind != "publisher":
+        return None
+    return await session.scalar(select(a.PostbackTarget).where(a.PostbackTarget.kind == "publisher",
+                                                              a.PostbackTarget.owner_id == party.id))
+
+
+def check_partner_url(url: str, private_ok: bool) -> str:
+    """An http(s) URL a partner may have notifications sent to: not to this host nor a private
+    network (unless http.partner_private_urls)."""
+    from urllib.parse import urlsplit
+
+    url = (url or "").strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2000 or any(c.isspace() for c in url):
+        raise ValidationError("url", "must be an http:// or https:// URL of at most 2000 characters")
+    host = parts.hostname.lower().rstrip(".")
+    if not private_ok:
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            ip = None
+        if host == "localhost" or host.endswith(".localhost") or (ip is not None and not ip.is_global):
+            raise ValidationError("url", "must be an address on the internet (not this host nor a private network)")
+    return url
+
+
+async def set_own_target(session: AsyncSession, party: Party, url: str, *, new_secret: bool, private_ok: bool
+                         ) -> tuple[a.PostbackTarget, str]:
+    """Save the publisher's postback URL template; returns the target and its secret when new or
+    renewed ('' when it stays). Signed as the operator's are; sent for the publisher's own calls only."""
+    import secrets
+
+    if party.kind != "publisher":
+        raise ValidationError("url", "only publishers have postback targets here")
+    url = check_partner_url(url, private_ok)
+    row = await own_target(session, party)
+    secret = ""
+    if row is None:
+        secret = secrets.token_urlsafe(24)
+        row = a.PostbackTarget(kind="publisher", owner_id=party.id, url=url, secret=secret, partner_managed=True)
+        session.add(row)
+    else:
+        row.url, row.partner_managed = url, True
+        if new_secret:
+            secret = row.secret = secrets.token_urlsafe(24)
+    await session.flush()
+    return row, secret
+
+
+async def delete_own_target(session: AsyncSession, party: Party) -> bool:
+    row = await own_target(session, party)
+    if row is None:
+        return False
+    await session.delete(row)
+    await session.flush()
+    return True
+
+
+async def own_deliveries(session: AsyncSession, party: Party, limit: int = 50) -> list[a.PostbackOutbox]:
+    """The publisher's latest postbacks (its own calls only), newest first."""
+    if party.kind != "publisher":
+        return []
+    return list(await session.scalars(select(a.PostbackOutbox).where(
+        a.PostbackOutbox.kind == "publisher", a.PostbackOutbox.owner_id == party.id)
+        .order_by(a.PostbackOutbox.id.desc()).limit(limit)))
