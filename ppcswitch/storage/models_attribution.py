@@ -42,7 +42,7 @@ class PostbackTarget(Base):
     owner_id: Mapped[int] = mapped_column(Integer)
     url: Mapped[str] = mapped_column(String(2000))
     secret: Mapped[str] = mapped_column(String(200))
-    # Saved by the publisher from its portal (0010_portal_tasks): its notifications then show the
+    # Saved by the publisher from its portal (0011_portal_tasks): its notifications then show the
     # caller and the buyer only as the operator lets that publisher see them.
     partner_managed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 

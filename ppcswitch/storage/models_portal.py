@@ -1,4 +1,4 @@
-"""Partner portals (migrations 0008_portal, 0010_portal_tasks): invites, what each partner may see and
+"""Partner portals (migrations 0008_portal, 0011_portal_tasks): invites, what each partner may see and
 do, what each campaign shows partners, buyers' disputes, publishers' number requests and the
 operator's spare numbers they are filled from.
 
@@ -38,7 +38,7 @@ class PartnerAccess(Base):
     caller_display: Mapped[str] = mapped_column(String(8), default="last4")  # one of CALLER_DISPLAY
     show_buyer_name: Mapped[bool] = mapped_column(Boolean, default=False)  # to a publisher
     allow_pause: Mapped[bool] = mapped_column(Boolean, default=True)  # a buyer pausing/resuming itself
-    # 0010_portal_tasks: a buyer hears its calls' recordings; a publisher asks for numbers (up to
+    # 0011_portal_tasks: a buyer hears its calls' recordings; a publisher asks for numbers (up to
     # number_limit held and asked for; filled from the spare numbers at once when auto_fill_numbers);
     # a buyer edits its own hours (within hours_bound, '' = any) and caps (each at most its max_*).
     recordings: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())

@@ -750,7 +750,7 @@ async def dispute_decide(request: web.Request) -> web.Response:
 async def recording(request: web.Request) -> web.StreamResponse:
     """A buyer hears (or downloads) one of its own calls' recordings, where the campaign recorded it and
     the operator lets it; anything else is 404. A play from the start or a download is audited."""
-    from ppcswitch.fraud.panel import recording_file
+    from ppcswitch.web.fraud_views import recording_file
 
     who = await party(request)
     ident = _ident(request)

@@ -3,15 +3,15 @@
 each campaign shows partners, publishers' number requests and the operator's spare numbers, and
 postback targets a publisher manages itself.
 
-Revision ID: 0010_portal_tasks
-Revises: 0009_cluster_reservations
+Revision ID: 0011_portal_tasks
+Revises: 0010_breakdowns
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010_portal_tasks"
-down_revision = "0009_cluster_reservations"
+revision = "0011_portal_tasks"
+down_revision = "0010_breakdowns"
 branch_labels = None
 depends_on = None
 
