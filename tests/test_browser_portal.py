@@ -329,6 +329,24 @@ def test_partner_tasks_in_the_browser(portal_world):
         assert "+12125550123" in numbers and "+12125550124" in numbers and "+18005550100" in numbers
         assert "filled" in pp.locator("#number-requests").inner_text()
         shoot(pp, "publisher-numbers")
+        # Its report by sub-ID and its calls, each downloaded as CSV: its own, payout only.
+        from datetime import timedelta
+
+        pp.goto(base + "/portal/report")
+        pp.fill("input[name=from]", (datetime.now(timezone.utc) - timedelta(days=45)).date().isoformat())
+        pp.select_option("select[name=by]", "sub_id")
+        pp.click("text=Show")
+        assert "acme-sub" in pp.locator("#report").inner_text()
+        with pp.expect_download() as got:
+            pp.click("text=Download CSV")
+        lines = open(got.value.path(), encoding="utf-8").read().splitlines()
+        assert lines[0] == "sub_id,calls,billable,connected_s,payout" and "acme-sub,1,1,95,12.50" in lines
+        assert not any("rival" in x for x in lines)
+        pp.goto(base + "/portal/calls")
+        with pp.expect_download() as got:
+            pp.click("text=Download CSV")
+        lines = open(got.value.path(), encoding="utf-8").read().splitlines()
+        assert lines[0].endswith(",payout") and len(lines) == 4 and not any("43.21" in x for x in lines)
 
         # The buyer: hours and caps within the bounds, pause and resume, a recording.
         bp = browser.new_context(viewport={"width": 1366, "height": 900}, accept_downloads=True).new_page()
@@ -348,6 +366,13 @@ def test_partner_tasks_in_the_browser(portal_world):
         assert "Saved" in bp.locator("#flash").inner_text()
         assert bp.locator("#s-hours").input_value() == "mon-fri 09:00-17:00"
         shoot(bp, "buyer-schedule")
+        # Its own API token, shown once.
+        bp.click("nav >> text=Account")
+        bp.fill("#t-name", "crm")
+        bp.click("text=Create a token")
+        assert bp.locator("#new-token").inner_text().startswith("ppc_")
+        bp.reload()
+        assert bp.locator("#new-token").count() == 0 and "crm" in bp.locator("#own-tokens").inner_text()
 
         async def rules(s):
             return await repo_routing.get_buyer_rules(s, ids["cool"]), await repo_routing.get_buyer_rules(s, ids["heat"])

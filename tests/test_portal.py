@@ -538,13 +538,23 @@ async def test_publisher_owns_its_postback_signed_and_as_it_sees_callers(world):
     assert postback.verify(secret, "1700000000", row.body.encode(), sig)
     page = await (await pub.get("/portal/postback")).text()
     assert "acme-new" in page and "rival-new" not in page and "new-secret" not in page
+
+    async def reverse(s):  # as an accepted dispute does: the reversal is masked the same way
+        return await astore.enqueue_reversal(s, "acme-new", -4321, -1250)
+
+    assert await app[core.WRITER].run(reverse) == 1
+    async with app[core.SESSIONS]() as s:
+        rev = await s.scalar(select(ma.PostbackOutbox).where(ma.PostbackOutbox.event == "reversed",
+                                                             ma.PostbackOutbox.kind == "publisher"))
+    body = json.loads(rev.body)
+    assert body["caller"] == "•••0199" and body["buyer_id"] is None and body["payout"] == "-12.50"
     # The API: the URL and deliveries, a new secret, then removal.
     h = {"Authorization": f"Bearer {await _token(pub)}"}
     api = await session_for(client)
     try:
         got = await (await api.get("/api/v1/portal/postback", headers=h)).json()
         assert got["url"].startswith("https://hooks.acme.example/") and "secret" not in got
-        assert [d["call"] for d in got["deliveries"]] == ["acme-new"]
+        assert [(d["call"], d["event"]) for d in got["deliveries"]] == [("acme-new", "reversed"), ("acme-new", "billed")]
         renewed = await (await api.put("/api/v1/portal/postback", headers=h,
                                        json={"url": "https://hooks.acme.example/v2", "new_secret": True})).json()
         assert renewed["secret"] and renewed["secret"] != secret
@@ -714,7 +724,7 @@ async def test_recordings_and_what_each_campaign_shows(world):
         got = await api.get(f"/api/v1/portal/calls/{ids['acme-recent']}/recording", headers=h)
         assert got.status == 200 and got.headers["Content-Type"] == "audio/wav"
         one = await (await api.get(f"/api/v1/portal/calls/{ids['acme-recent']}", headers=h)).json()
-        assert one["caller"] == "+14155550123"
+        assert one["caller"] == "+14155550123" and one["recording"] is True
     finally:
         await api.close()
     assert "Cool Air" not in await (await pub.get("/portal/calls")).text()  # the publisher's default again

@@ -35,7 +35,7 @@ def call_json(view: dict) -> dict:
                    payout_cents=view["payout_cents"], buyer=view["buyer"])
     else:
         out.update(state=view["state"], revenue=format_cents(view["revenue_cents"]),
-                   revenue_cents=view["revenue_cents"], dispute=view["dispute"])
+                   revenue_cents=view["revenue_cents"], dispute=view["dispute"], recording=view["recording"])
     return out
 
 
@@ -533,7 +533,7 @@ def schemas() -> dict:
                           "dispute_window_days": i}),
         "PortalCall": {"type": "object", "additionalProperties": False,
                        "description": "a publisher sees sub_id, payout and (if the operator allows) buyer; a buyer "
-                                      "sees state, revenue and its dispute. Money is the ledger's, reversals included.",
+                                      "sees state, revenue, its dispute and whether it may hear the recording. Money is the ledger's, reversals included.",
                        "required": ["id", "started_at", "tracking_number", "caller", "duration_s", "billable",
                                     "billing_reasons"],
                        "properties": {"id": i, "started_at": TIME, "tracking_number": s,
@@ -543,7 +543,9 @@ def schemas() -> dict:
                                       "billing_reasons": {"type": "array", "items": s}, "sub_id": s, "payout": s,
                                       "payout_cents": i, "buyer": {"type": "string", "nullable": True}, "state": s,
                                       "revenue": s, "revenue_cents": i,
-                                      "dispute": {"type": "object", "nullable": True}}},
+                                      "dispute": {"type": "object", "nullable": True},
+                                      "recording": {"type": "boolean", "description": "a buyer may hear this "
+                                                    "call's recording (GET /portal/calls/{id}/recording)"}}},
         "PortalDispute": _obj({"id": i, "call_id": i, "reason_code": s, "note": s,
                                "state": {"type": "string", "enum": list(mp.DISPUTE_STATES)}, "created_at": TIME,
                                "decided_at": NTIME, "decision_note": s, "reversed": s, "reversed_cents": i}),
