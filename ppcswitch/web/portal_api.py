@@ -218,12 +218,10 @@ async def number_requests(request: web.Request) -> web.Response:
 
 
 async def number_request_add(request: web.Request) -> web.Response:
-    from ppcswitch.web import api
-
     who = await portal.party(request)
     if who.kind != "publisher":
         raise Forbidden("number requests are for publishers")
-    data = api._known(await _json_body(request), ("campaign_id", "area_code", "quantity", "note"))
+    data = json_api._known(await _json_body(request), ("campaign_id", "area_code", "quantity", "note"))
     campaign_id, area, quantity, note = (data.get(k) for k in ("campaign_id", "area_code", "quantity", "note"))
     if not isinstance(campaign_id, int) or isinstance(campaign_id, bool):
         raise ValidationError("campaign_id", "must be the id of one of your campaigns")
@@ -240,7 +238,7 @@ async def number_request_add(request: web.Request) -> web.Response:
                                                               quantity=quantity, note=note or "", user=user),
                                  via="portal-api")
     except ps.NumberRefused as exc:
-        return api.error(422, "refused", exc.message, exc.field)
+        return json_api.error(422, "refused", exc.message, exc.field)
     return web.json_response(request_json(row), status=201)
 
 
@@ -263,12 +261,10 @@ async def postback_get(request: web.Request) -> web.Response:
 
 
 async def postback_put(request: web.Request) -> web.Response:
-    from ppcswitch.web import api
-
     who = await portal.party(request)
     if who.kind != "publisher":
         raise Forbidden("postback URLs are for publishers")
-    data = api._known(await _json_body(request), ("url", "new_secret"))
+    data = json_api._known(await _json_body(request), ("url", "new_secret"))
     url, renew = data.get("url"), data.get("new_secret", False)
     if not isinstance(url, str):
         raise ValidationError("url", "must be an http:// or https:// URL")
@@ -309,12 +305,10 @@ async def schedule_get(request: web.Request) -> web.Response:
 
 
 async def schedule_patch(request: web.Request) -> web.Response:
-    from ppcswitch.web import api
-
     who = await portal.party(request)
     if who.kind != "buyer":
         raise Forbidden("hours and caps are a buyer's")
-    data = api._known(await _json_body(request), ps.RULE_FIELDS)
+    data = json_api._known(await _json_body(request), ps.RULE_FIELDS)
     for key, value in data.items():
         ok = isinstance(value, str) if key == "hours" else (value is None or (isinstance(value, int)
                                                                               and not isinstance(value, bool)))
@@ -331,7 +325,7 @@ async def schedule_patch(request: web.Request) -> web.Response:
 # --- operators: publishers' number requests ----------------------------------------------------------
 
 async def operator_number_requests(request: web.Request) -> web.Response:
-    from ppcswitch.web import need
+    from ppcswitch.web.base import need
 
     need(request, "read")
     state = request.query.get("state", "")
@@ -345,12 +339,13 @@ async def operator_number_requests(request: web.Request) -> web.Response:
 
 
 async def operator_number_decide(request: web.Request) -> web.Response:
-    from ppcswitch.web import api, need, store
+    from ppcswitch.web import store
+    from ppcswitch.web.base import need
 
     need(request, "write")
-    ident = api._ident(request)
+    ident = json_api._ident(request)
     approve = request.path.endswith("/fill")
-    data = api._known(await _json_body(request), ("note",))
+    data = json_api._known(await _json_body(request), ("note",))
     note = data.get("note", "")
     if not isinstance(note, str):
         raise ValidationError("note", "must be a string")
@@ -418,7 +413,8 @@ def access_json(kind: str, party_id: int, acc) -> dict:
 
 
 async def operator_access(request: web.Request) -> web.Response:
-    from ppcswitch.web import need, store
+    from ppcswitch.web import store
+    from ppcswitch.web.base import need
 
     need(request, "read")
     async with request.app[keys.SESSIONS]() as s:
@@ -437,13 +433,14 @@ ACCESS_TYPES = {"caller_display": (str,), "show_buyer_name": (bool,), "allow_pau
 
 
 async def operator_access_put(request: web.Request) -> web.Response:
-    from ppcswitch.web import api, need, store
+    from ppcswitch.web import store
+    from ppcswitch.web.base import need
 
     need(request, "users")
-    kind, ident = request.match_info["party"], api._ident(request)
+    kind, ident = request.match_info["party"], json_api._ident(request)
     if kind not in ("publisher", "buyer"):
         raise web.HTTPNotFound()
-    data = api._known(await _json_body(request), tuple(ACCESS_TYPES))
+    data = json_api._known(await _json_body(request), tuple(ACCESS_TYPES))
     for key, value in data.items():
         kinds = ACCESS_TYPES[key]
         if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
@@ -459,11 +456,12 @@ async def operator_access_put(request: web.Request) -> web.Response:
 
 
 async def operator_campaign_access_put(request: web.Request) -> web.Response:
-    from ppcswitch.web import api, need, store
+    from ppcswitch.web import store
+    from ppcswitch.web.base import need
 
     need(request, "users")
-    ident = api._ident(request)
-    data = api._known(await _json_body(request), ps.CAMPAIGN_FIELDS)
+    ident = json_api._ident(request)
+    data = json_api._known(await _json_body(request), ps.CAMPAIGN_FIELDS)
     values = {k: data.get(k) for k in ps.CAMPAIGN_FIELDS}
     if not isinstance(values["caller_display"], (str, type(None))):
         raise ValidationError("caller_display", "must be full, last4, hidden or null (as the partner)")
