@@ -11,8 +11,10 @@ buyer, fresh callers (the duplicate rule never refuses).
 
 Figures: achieved calls/s (180s received per second over the run), failed calls (SIPp),
 post-dial delay p50/p99 (INVITE -> 180, SIPp rtd: edge + node + controller + buyer), records
-stored, and each node's share; then each controller's shared reservations (one round trip to
-PostgreSQL per leg: every bench buyer has a concurrency cap, never reached) and their mean time. On one machine both nodes share its cores, so the cluster's
+stored, each node's share, and the CPU seconds per call of the cluster's processes (Kamailio, the
+Asterisk nodes, the controllers); then each controller's shared reservations (one round trip to
+PostgreSQL per leg: every bench buyer has a concurrency cap, never reached): their count, mean,
+and p50/p99 over both runs (`ppcswitch_cluster_reservation_seconds{quantile}`). On one machine both nodes share its cores, so the cluster's
 ceiling is about one node's: the run shows what the edge and the shared database cost, and
 that calls spread; a second machine is what adds capacity.
 """
@@ -71,8 +73,29 @@ async def stored(url: str, prefix: str) -> collections.Counter:
         await engine.dispose()
 
 
+def cpu_seconds(c: Cluster) -> float:
+    """User + system CPU of Kamailio (all its processes), the Asterisk nodes and the controllers."""
+    import os
+
+    mine = {p for p in [c.kamailio_pid()] + [c.asterisk_pid(n) for n in c.nodes] + [c.controller_pid(n) for n in c.nodes] if p}
+    kam = c.kamailio_pid()
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid, ppid = int(entry.name), int(fields[1])
+        if pid in mine or (kam and ppid == kam):
+            total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def run_load(c: Cluster, label: str, rate: float, seconds: float, prefix: str) -> dict:
     calls = int(rate * seconds)
+    cpu_before = cpu_seconds(c)
     work = c.root / SIPP_DIR.lstrip("/") / "bench"
     work.mkdir(parents=True, exist_ok=True)
     tag = f"{label}-{int(time.time() * 1000)}"
@@ -90,6 +113,7 @@ def run_load(c: Cluster, label: str, rate: float, seconds: float, prefix: str) -
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+    cpu = cpu_seconds(c) - cpu_before
     pdd, stamps = [], []
     rtt = next(work.glob(f"{tag}_*_rtt.csv"), None)
     if rtt:
@@ -115,7 +139,8 @@ def run_load(c: Cluster, label: str, rate: float, seconds: float, prefix: str) -
         time.sleep(3)
     return {"label": label, "offered": rate, "placed": calls, "ok": ok, "failed": failed,
             "cps": (len(stamps) - 1) / span if span else 0.0, "p50": pct(50), "p99": pct(99),
-            "stored": sum(per_node.values()), "nodes": dict(sorted(per_node.items()))}
+            "stored": sum(per_node.values()), "nodes": dict(sorted(per_node.items())),
+            "cpu_ms": cpu / max(ok, 1) * 1000}
 
 
 def main() -> int:
@@ -140,17 +165,19 @@ def main() -> int:
         c.wait_node_state(node2, True)
         both = run_load(c, "cluster", args.rate, args.seconds, "+1415600")
         print(f"{'run':<10} {'offered/s':>9} {'placed':>7} {'cps':>6} {'failed':>6} {'PDD p50 ms':>10} {'p99 ms':>7} "
-              f"{'stored':>7}  per node")
+              f"{'stored':>7} {'CPU ms/call':>11}  per node")
         for r in (one, both):
             print(f"{r['label']:<10} {r['offered']:>9g} {r['placed']:>7} {r['cps']:>6.1f} {r['failed']:>6} "
-                  f"{r['p50']:>10.1f} {r['p99']:>7.1f} {r['stored']:>7}  {r['nodes']}")
+                  f"{r['p50']:>10.1f} {r['p99']:>7.1f} {r['stored']:>7} {r['cpu_ms']:>11.1f}  {r['nodes']}")
         for node in c.nodes:  # the shared reservations (cluster.reservations = postgresql): one round trip each
             text = urllib.request.urlopen(f"http://{node.ip}:8080/metrics", timeout=5).read().decode()
             got = dict(re.findall(r"^(ppcswitch_cluster_reservation\w+|ppcswitch_cluster_reservations_total\{result=\"\w+\"\}) (\S+)$",
                                   text, re.M))
             n = float(got.get("ppcswitch_cluster_reservation_seconds_count", 0))
             mean = float(got.get("ppcswitch_cluster_reservation_seconds_sum", 0)) / n * 1000 if n else float("nan")
-            print(f"{node.name}: {n:.0f} shared reservations, 1 round trip each, mean {mean:.2f} ms")
+            q = dict(re.findall(r'^ppcswitch_cluster_reservation_seconds\{quantile="([\d.]+)"\} (\S+)$', text, re.M))
+            print(f"{node.name}: {n:.0f} shared reservations, 1 round trip each, mean {mean:.2f} ms, "
+                  f"p50 {float(q.get('0.5', 'nan')) * 1000:.2f} ms, p99 {float(q.get('0.99', 'nan')) * 1000:.2f} ms")
     finally:
         c.down()
         c.drop_database()

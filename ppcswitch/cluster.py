@@ -293,13 +293,20 @@ class PrivatePostgres:
         self.port = port or self._free_port()
 
     @staticmethod
-    def _free_port(start: int = 55432) -> int:
+    def _free_port(start: int = 25432) -> int:
+        """A port nobody listens on, below Linux's ephemeral range (32768-60999): a port in it may be
+        any client connection's at the moment the server binds."""
         import socket
 
-        for port in range(start, start + 200):
+        for port in range(start, start + 400):
             with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) != 0 and not Path(f"/tmp/.s.PGSQL.{port}").exists():
-                    return port
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            if not Path(f"/tmp/.s.PGSQL.{port}").exists():
+                return port
         raise SandboxError("no free port for a private PostgreSQL")
 
     @property

@@ -6,7 +6,8 @@
 3. score      fraud signals and the quality score (ppcswitch.fraud.runtime; an external scorer may
               take a moment);
 4. order      a call waits until the earlier calls of the same caller are settled, so the call that
-              came first is the original for the unique-caller rules whatever order the calls end in;
+              came first is the original for the unique-caller rules whatever order the calls end in
+              (in a cluster also those on other nodes: routing.shared, settle_after);
 5. settle     one writer transaction: the record, its billing decision (the only one: revenue at the
               buyer's rules or its winning RTB bid, payout at the publisher's), ledger entries,
               rollups, the routing trace and the postback outbox (ppcswitch.billing.ledger);
@@ -62,7 +63,9 @@ class FinishedCalls:
         if earlier is not None:
             self.waiting.setdefault(earlier, []).append((time.monotonic(), record))
             return
-        self.settle(record)
+        in_order = getattr(self.router.reservations, "settle_after", None)  # a cluster: other nodes' calls
+        if in_order is None or not in_order(record, self.settle):
+            self.settle(record)
 
     def _earlier(self, record: CallRecord) -> str | None:
         """An unsettled call of the same caller that came before this one (its linkedid), if any."""

@@ -259,9 +259,10 @@ async def test_a_postgresql_restart_routing_goes_on_from_memory_and_writes_land_
                 r.live.release_call(f"down-{i}")
                 r.reservations.release(f"down-{i}")
         await asyncio.sleep(1.0)
-        # Every write waits (the first one being retried): node1 four settlements (two calls, each
-        # twice) and a release, node2 the same. Nothing dropped, nothing done.
-        assert [r.reservations.queue.qsize() + 1 for r in routers] == [5, 5]
+        # Every write waits (the first one being retried): on each controller three calls noted
+        # (cluster_calls), four settlements (two calls, each twice) and a release (holds and note).
+        # Nothing dropped, nothing done.
+        assert [r.reservations.queue.qsize() + 1 for r in routers] == [9, 9]
         assert all(r.reservations.retries for r in routers)
 
         private_pg.start()
@@ -275,9 +276,67 @@ async def test_a_postgresql_restart_routing_goes_on_from_memory_and_writes_land_
                               f"b{a.id}")
         assert total["n"] == 5
         assert await fetch(url, "SELECT * FROM cluster_holds") == []
+        assert await fetch(url, "SELECT * FROM cluster_calls") == []
         # And the cap is the cluster's again: two calls in flight across both controllers, not four.
         got = await asyncio.gather(*(call(routers[i % 2], f"after-{i}", f"+1415555{7200 + i}") for i in range(4)))
         assert sorted(got) == ["A", "A", "B", "B"], got
     finally:
         await stop(routers)
         await admin(private_pg, "DROP DATABASE IF EXISTS restart_drill WITH (FORCE)")
+
+
+class Ended:
+    """What settle_after reads of a finished call's record."""
+
+    def __init__(self, linkedid: str, caller: str, started: float) -> None:
+        from datetime import datetime, timezone
+
+        self.linkedid, self.caller, self.caller_valid = linkedid, caller, True
+        self.started_at = datetime.fromtimestamp(started, timezone.utc)
+
+
+async def test_a_callers_calls_on_two_controllers_settle_in_the_order_they_started(pg_url):
+    network = await network_with(pg_url)
+    routers = await controllers(pg_url, network, lease=3.0)
+    done: list[str] = []
+    try:
+        t0 = time.time()
+        assert await call(routers[0], "first", "+14155558000") == "A"  # node1, started first
+        await asyncio.sleep(0.3)
+        assert await call(routers[1], "second", "+14155558000") == "A"  # node2, 0.3 s later
+        assert await call(routers[1], "alone", "+14155558001") == "A"  # another caller
+        for r in routers:
+            await r.reservations.queue.join()
+        # The later call ends first: it waits for the first, still up on the other node.
+        assert routers[1].reservations.settle_after(Ended("second", "+14155558000", t0 + 0.3), lambda r: done.append(r.linkedid))
+        assert routers[1].reservations.settle_after(Ended("alone", "+14155558001", t0 + 0.3), lambda r: done.append(r.linkedid))
+        await asyncio.sleep(1.0)
+        assert done == ["alone"]
+        # The first ends: it goes at once, and once it is settled the second follows.
+        assert routers[0].reservations.settle_after(Ended("first", "+14155558000", t0), lambda r: done.append(r.linkedid))
+        await asyncio.sleep(0.5)
+        assert done == ["alone", "first"]
+        a = next(b for b in network.buyers.values() if b.name == "A")
+        routers[0].reservations.settled(SettledCall("first", "+14155558000", a_campaign(network), a_publisher(network),
+                                                    a.id, t0, (SettledAttempt(a.id, t0),), True, True, 4000, 1000),
+                                        network)
+        await routers[0].reservations.queue.join()
+        for _ in range(30):
+            if len(done) == 3:
+                break
+            await asyncio.sleep(0.1)
+        assert done == ["alone", "first", "second"]
+        assert routers[1].reservations.ordered_waits == 1
+
+        # A dead controller's call holds nobody back longer than its lease.
+        assert await call(routers[0], "ghost", "+14155558002") == "A"
+        await routers[0].reservations.queue.join()
+        routers[0].reservations.tasks[1].cancel()  # node1 dies: its leases are no longer renewed
+        waited = time.monotonic()
+        assert routers[1].reservations.settle_after(Ended("late", "+14155558002", time.time()), lambda r: done.append(r.linkedid))
+        while "late" not in done:
+            await asyncio.sleep(0.1)
+            assert time.monotonic() - waited < 3.0 + 2.0
+        assert time.monotonic() - waited > 1.0
+    finally:
+        await stop(routers)

@@ -21,6 +21,14 @@ is keyed by linkedid; dropping a hold or marking it unanswered twice changes not
 meanwhile are not checked across the cluster: each controller routes from its own memory, as on
 one box, and says so once per outage in its log (`ppcswitch_cluster_reservations_total{result="error"}`).
 An admission never waits more than `ADMIT_TIMEOUT` for the database.
+
+A caller's calls are settled in the order they started across the cluster too (on one box the
+pipeline's order stage sees to it), so the call that started first is the original for the
+unique-caller billing rules whichever node ends its call first: each call handed to a buyer is
+noted in `cluster_calls` (a queued write, leased like the holds), and before a call is settled
+(`settle_after`, one round trip) it waits while the caller has a call on another node that
+started before it, or that has not ended yet and was routed less than `ORDER_MARGIN` after it
+started (it may have started first). A dead controller's notes lapse with its lease.
 """
 
 from __future__ import annotations
@@ -45,6 +53,15 @@ FAMILIES = ("", "r", "b")  # connected, routed, billable calls (counters.FAMILY)
 RESERVE_SQL = "SELECT ppc_reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
 ADMIT_TIMEOUT = 1.0  # seconds an admission may wait for the database before the local checks stand alone
 RETRY_MIN, RETRY_MAX = 0.05, 2.0  # back-off of the queued writes while the database is unreachable
+ORDER_MARGIN = 2.0  # seconds a call may be routed after its channel started (settle_after)
+ORDER_WAIT_MAX = 6 * 3600  # a call waits at most this long for a caller's earlier call on another node
+EARLIER_SQL = """
+WITH me AS (UPDATE cluster_calls SET started = $3 WHERE linkedid = $1)
+SELECT linkedid FROM cluster_calls
+ WHERE caller = $2 AND linkedid <> $1 AND node <> $4 AND lease_until > now()
+   AND ((started IS NOT NULL AND (started < $3 OR (started = $3 AND linkedid < $1)))
+        OR (started IS NULL AND arrived < $3 + $5))
+ LIMIT 1"""
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -141,6 +158,8 @@ class SharedReservations(Reservations):
         self.unchecked_since = 0.0  # monotonic time the database stopped answering admissions (0: it answers)
         self.retries = 0  # queued writes tried again (the database was unreachable)
         self.writes = 0  # queued writes done
+        self.waiting: set[asyncio.Task] = set()  # calls waiting for a caller's earlier call on another node
+        self.ordered_waits = 0  # calls that waited so
 
     async def start(self) -> None:
         import asyncpg
@@ -154,9 +173,9 @@ class SharedReservations(Reservations):
                 await asyncio.wait_for(self.queue.join(), 5)
             except asyncio.TimeoutError:
                 log.warning("shared reservations: %d write(s) not done at stop", self.queue.qsize())
-        for task in self.tasks:
+        for task in [*self.tasks, *self.waiting]:
             task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await asyncio.gather(*self.tasks, *self.waiting, return_exceptions=True)
         if self.pool is not None:
             await self.pool.close()
 
@@ -217,6 +236,50 @@ class SharedReservations(Reservations):
         return why or ""
 
     # -- what calls do after (queued, in order, off the decision path) ----------------------
+    def hold(self, network: Network, linkedid: str, attempt: int, buyer_id: int, campaign_id: int | None,
+             publisher_id: int | None, caller: str = "", price_cents: int | None = None):
+        first = linkedid not in self.calls
+        h = super().hold(network, linkedid, attempt, buyer_id, campaign_id, publisher_id, caller, price_cents)
+        if first and caller:  # the caller's order across nodes (settle_after)
+            self.queue.put_nowait((
+                "INSERT INTO cluster_calls (linkedid, node, caller, arrived, lease_until) "
+                "VALUES ($1, $2, $3, $4, now() + $5 * interval '1 second') ON CONFLICT DO NOTHING",
+                (linkedid, self.node, caller[:64], self.clock(), self.lease)))
+        return h
+
+    def settle_after(self, record, then) -> bool:
+        """The pipeline's order stage across nodes: True when `then(record)` will be called once no
+        call of the record's caller on another node that started before it is left unsettled
+        (the module doc); False (settle now) for a call without a valid caller."""
+        if not getattr(record, "caller_valid", False) or not record.caller or self.pool is None:
+            return False
+        task = asyncio.get_running_loop().create_task(self._in_order(record, then))
+        self.waiting.add(task)
+        task.add_done_callback(self.waiting.discard)
+        return True
+
+    async def _in_order(self, record, then) -> None:
+        started, since, delay, logged = record.started_at.timestamp(), time.monotonic(), 0.2, False
+        while time.monotonic() - since < ORDER_WAIT_MAX:
+            try:
+                async with self.pool.acquire(timeout=ADMIT_TIMEOUT) as conn:
+                    earlier = await conn.fetchval(EARLIER_SQL, record.linkedid, record.caller[:64], started,
+                                                  self.node, ORDER_MARGIN, timeout=ADMIT_TIMEOUT)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database is down: settle now (its writes wait in the writer)
+                log.debug("call %s settled without the cluster's order (%s)", record.linkedid, exc)
+                break
+            if earlier is None:
+                break
+            if not logged:
+                log.info("call %s waits for call %s of the same caller on another node", record.linkedid, earlier)
+                logged = True
+                self.ordered_waits += 1
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        then(record)
+
     def unanswered(self, linkedid: str, attempt: int) -> None:
         super().unanswered(linkedid, attempt)
         self.queue.put_nowait(("UPDATE cluster_holds SET live = false WHERE linkedid = $1 AND attempt = $2",
@@ -226,6 +289,7 @@ class SharedReservations(Reservations):
         super().release(linkedid)
         if not self._settling:
             self.queue.put_nowait(("DELETE FROM cluster_holds WHERE linkedid = $1", (linkedid,)))
+            self.queue.put_nowait(("DELETE FROM cluster_calls WHERE linkedid = $1", (linkedid,)))
 
     _settling = False
 
@@ -242,6 +306,7 @@ class SharedReservations(Reservations):
         or the count, or both (it reads holds first), never neither."""
         async with conn.transaction():
             await conn.execute("DELETE FROM cluster_holds WHERE linkedid = $1", linkedid)
+            await conn.execute("DELETE FROM cluster_calls WHERE linkedid = $1", linkedid)
             if await conn.fetchval("INSERT INTO cluster_settled (linkedid, node) VALUES ($1, $2) "
                                    "ON CONFLICT DO NOTHING RETURNING 1", linkedid, self.node) is None:
                 return  # counted already (a replay)
@@ -294,9 +359,16 @@ class SharedReservations(Reservations):
             await asyncio.sleep(self.lease / 3)
             try:
                 async with self.pool.acquire() as conn:
+                    # Only the holds of the calls this process holds: a controller restarted under the
+                    # same node name must not keep its dead predecessor's holds alive (they lapse).
                     await conn.execute("UPDATE cluster_holds SET lease_until = now() + $2 * interval '1 second' "
-                                       "WHERE node = $1", self.node, self.lease)
+                                       "WHERE node = $1 AND linkedid = ANY($3::text[])", self.node, self.lease,
+                                       list(self.calls))
+                    await conn.execute("UPDATE cluster_calls SET lease_until = now() + $2 * interval '1 second' "
+                                       "WHERE node = $1 AND linkedid = ANY($3::text[])", self.node, self.lease,
+                                       list(self.calls))
                     await conn.execute("DELETE FROM cluster_holds WHERE lease_until < now() - interval '1 hour'")
+                    await conn.execute("DELETE FROM cluster_calls WHERE lease_until < now() - interval '1 hour'")
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

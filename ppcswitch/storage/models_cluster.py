@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, Index, Integer, String
+from sqlalchemy import BigInteger, Boolean, Float, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ppcswitch.storage.schema import Base, UTCDateTime
@@ -35,3 +35,17 @@ class ClusterSettled(Base):
     __tablename__ = "cluster_settled"
     linkedid: Mapped[str] = mapped_column(String(150), primary_key=True)
     node: Mapped[str] = mapped_column(String(64))
+
+
+class ClusterCall(Base):
+    """A call in flight on some node, until it is settled: a caller's calls settle in the order they
+    started across the cluster (routing.shared.SharedReservations.settle_after)."""
+
+    __tablename__ = "cluster_calls"
+    __table_args__ = (Index("ix_cluster_calls_caller", "caller"),)
+    linkedid: Mapped[str] = mapped_column(String(150), primary_key=True)
+    node: Mapped[str] = mapped_column(String(64))
+    caller: Mapped[str] = mapped_column(String(64))
+    arrived: Mapped[float] = mapped_column(Float)  # epoch the controller routed it
+    started: Mapped[float | None] = mapped_column(Float, nullable=True)  # epoch of its record's start, once it ended
+    lease_until: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -1,0 +1,33 @@
+"""Calls in flight of every controller of a cluster, by caller (ppcswitch.routing.shared): a caller's
+calls on different nodes are settled in the order they started, so the call that started first is
+the original for the unique-caller billing rules, whichever node ends its call first.
+
+Revision ID: 0010_cluster_calls
+Revises: 0009_cluster_reservations
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0010_cluster_calls"
+down_revision = "0009_cluster_reservations"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "cluster_calls",
+        sa.Column("linkedid", sa.String(150), primary_key=True),
+        sa.Column("node", sa.String(64), nullable=False),
+        sa.Column("caller", sa.String(64), nullable=False),
+        sa.Column("arrived", sa.Float(), nullable=False),
+        sa.Column("started", sa.Float(), nullable=True),
+        sa.Column("lease_until", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_index("ix_cluster_calls_caller", "cluster_calls", ["caller"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_cluster_calls_caller", "cluster_calls")
+    op.drop_table("cluster_calls")
