@@ -338,7 +338,7 @@ class PrivatePostgres:
             pid = int((self.data / "postmaster.pid").read_text().split()[0])
         except (OSError, ValueError, IndexError):
             return None
-        return pid if _alive(pid) else None
+        return pid if alive(pid) else None
 
     def start(self, timeout: float = 60) -> None:
         if self.pid():

@@ -2,15 +2,15 @@
 calls on different nodes are settled in the order they started, so the call that started first is
 the original for the unique-caller billing rules, whichever node ends its call first.
 
-Revision ID: 0010_cluster_calls
-Revises: 0009_cluster_reservations
+Revision ID: 0011_cluster_calls
+Revises: 0010_breakdowns
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010_cluster_calls"
-down_revision = "0009_cluster_reservations"
+revision = "0011_cluster_calls"
+down_revision = "0010_breakdowns"
 branch_labels = None
 depends_on = None
 
