@@ -153,6 +153,25 @@ async def test_a_repeat_caller_on_two_controllers_at_once_reaches_the_buyer_once
         await stop(routers)
 
 
+async def test_a_repeat_caller_connected_on_one_controller_is_a_duplicate_on_the_other(pg_url):
+    network = await network_with(pg_url, duplicate="1h")  # A takes a caller once an hour
+    routers = await controllers(pg_url, network)
+    a = next(b for b in network.buyers.values() if b.name == "A")
+    try:
+        assert await call(routers[0], "first", "+14155556100") == "A"
+        now = time.time()
+        routers[0].live.release_call("first")
+        routers[0].reservations.settled(SettledCall("first", "+14155556100", a_campaign(network), a_publisher(network),
+                                                    a.id, now, (SettledAttempt(a.id, now),), True, True, 4000, 1000),
+                                        network)
+        await routers[0].reservations.queue.join()
+        # Ten minutes later on the other node, which never saw the first call: not A again.
+        assert await call(routers[1], "again", "+14155556100") == "B"
+        assert await call(routers[1], "someone", "+14155556101") == "A"
+    finally:
+        await stop(routers)
+
+
 async def test_a_dead_controllers_holds_lapse_within_the_lease(pg_url):
     network = await network_with(pg_url, cap=1)
     routers = await controllers(pg_url, network, lease=1.5)

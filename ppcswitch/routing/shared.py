@@ -22,6 +22,11 @@ meanwhile are not checked across the cluster: each controller routes from its ow
 one box, and says so once per outage in its log (`ppcswitch_cluster_reservations_total{result="error"}`).
 An admission never waits more than `ADMIT_TIMEOUT` for the database.
 
+For a buyer with a routing duplicate rule, each settled call's delivery (caller, buyer, answer
+time) is written in `cluster_delivered` in the settlement's transaction, and an admission to that
+buyer is refused while any controller connected the caller to it within the rule's window: the
+rule holds for repeat callers whichever node each of their calls lands on.
+
 A caller's calls are settled in the order they started across the cluster too (on one box the
 pipeline's order stage sees to it), so the call that started first is the original for the
 unique-caller billing rules whichever node ends its call first: each call handed to a buyer is
@@ -51,6 +56,12 @@ log = logging.getLogger(__name__)
 FAMILIES = ("", "r", "b")  # connected, routed, billable calls (counters.FAMILY); "$": money in cents
 
 RESERVE_SQL = "SELECT ppc_reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+# The same, for a leg to a buyer with a duplicate rule: refused without a hold when any controller
+# connected this caller to it within the window ($19 seconds), in the same round trip.
+RESERVE_DUPLICATE_SQL = (
+    "SELECT CASE WHEN EXISTS (SELECT 1 FROM cluster_delivered WHERE scope = $18 "
+    "AND at > now() - $19 * interval '1 second') THEN $18 || ' duplicate' ELSE "
+    + RESERVE_SQL.removeprefix("SELECT ") + " END")
 ADMIT_TIMEOUT = 1.0  # seconds an admission may wait for the database before the local checks stand alone
 RETRY_MIN, RETRY_MAX = 0.05, 2.0  # back-off of the queued writes while the database is unreachable
 ORDER_MARGIN = 2.0  # seconds a call may be routed after its channel started (settle_after)
@@ -109,6 +120,7 @@ class _Recorder:
 
     def __init__(self) -> None:
         self.rows: dict[tuple[str, str, str], int] = {}
+        self.delivered: list[tuple[str, int, float]] = []  # (caller, buyer, answered at)
 
     def _bump(self, scope, family: str, period: str, n: int) -> None:
         key = (scope_text(scope), family, period)
@@ -125,8 +137,8 @@ class _Recorder:
             for period in (f"d{lt.day}", f"m{lt.month}"):
                 self._bump(scope, "$", period, cents)
 
-    def deliver(self, *args) -> None:
-        pass
+    def deliver(self, caller: str, buyer_id: int, epoch: float) -> None:
+        self.delivered.append((caller, buyer_id, epoch))
 
     def offered(self, *args) -> None:
         pass
@@ -134,9 +146,22 @@ class _Recorder:
 
 def increments(call: SettledCall, network: Network) -> list[tuple[str, str, str, int]]:
     """(scope, family, period, amount) rows a settled call adds to the shared counts."""
+    return counted(call, network)[0]
+
+
+def caller_scope(caller: str, buyer_id: int) -> str:
+    """The scope of one caller and one buyer (duplicate rule): its live leg, its last delivery."""
+    return f"u:{caller}:{buyer_id}"[:64]
+
+
+def counted(call: SettledCall, network: Network) -> tuple[list[tuple[str, str, str, int]], list[tuple[str, float]]]:
+    """The shared counts' rows of a settled call, and its deliveries to buyers with a duplicate rule
+    (caller scope, answered at): what another controller needs to keep that rule for the caller."""
     rec = _Recorder()
     count(rec, call, network)  # type: ignore[arg-type]
-    return [(s, f, p, n) for (s, f, p), n in rec.rows.items()]
+    deliveries = [(caller_scope(caller, buyer), at) for caller, buyer, at in rec.delivered
+                  if link_rules(network, call.campaign_id or 0, buyer).duplicate_seconds]
+    return [(s, f, p, n) for (s, f, p), n in rec.rows.items()], deliveries
 
 
 class SharedReservations(Reservations):
@@ -197,22 +222,27 @@ class SharedReservations(Reservations):
                                    lim.cap_monthly, lim.cap_total, lim.budget_daily_cents, lim.budget_monthly_cents,
                                    f"h{lt.hour}", f"d{lt.day}", f"m{lt.month}", money)):
                 args[k].append(v)
+        duplicate: tuple = ()
         if h.caller:
             # The duplicate rule across nodes: one live leg per caller and buyer in the whole cluster
-            # (a repeat caller arriving on two nodes at once reaches the buyer once).
+            # (a repeat caller arriving on two nodes at once reaches the buyer once), and no leg while
+            # any controller connected them within the rule's window (cluster_delivered).
             campaign_id = next((s[1] for s in h.scopes if isinstance(s, tuple) and s[0] == "l"), 0)
-            if link_rules(network, campaign_id, h.buyer_id).duplicate_seconds:
+            window = link_rules(network, campaign_id, h.buyer_id).duplicate_seconds
+            if window:
                 lt = local("UTC", at)
-                for k, v in zip(args, (f"u:{h.caller}:{h.buyer_id}"[:64], "", 1, None, None, None, None, None, None,
+                scope = caller_scope(h.caller, h.buyer_id)
+                for k, v in zip(args, (scope, "", 1, None, None, None, None, None, None,
                                        f"h{lt.hour}", f"d{lt.day}", f"m{lt.month}", 0)):
                     args[k].append(v)
+                duplicate = (scope, float(window))
         if not args["s"]:
             return ""  # no level of this leg has a limit: no round trip
         started = time.perf_counter()
         try:
             async with self.pool.acquire(timeout=ADMIT_TIMEOUT) as conn:
-                why = await conn.fetchval(RESERVE_SQL, self.node, linkedid, attempt, self.lease, *args.values(),
-                                          timeout=ADMIT_TIMEOUT)
+                why = await conn.fetchval(RESERVE_DUPLICATE_SQL if duplicate else RESERVE_SQL, self.node, linkedid,
+                                          attempt, self.lease, *args.values(), *duplicate, timeout=ADMIT_TIMEOUT)
         except Exception as exc:  # the database is down: the local checks stand alone
             self.errors += 1
             if not self.unchecked_since:
@@ -299,9 +329,9 @@ class SharedReservations(Reservations):
             super().settled(call, network)  # local: releases and counts
         finally:
             self._settling = False
-        self.queue.put_nowait((None, (call.linkedid, increments(call, network))))
+        self.queue.put_nowait((None, (call.linkedid, *counted(call, network))))
 
-    async def _settle(self, conn, linkedid: str, rows: list) -> None:
+    async def _settle(self, conn, linkedid: str, rows: list, deliveries: list = ()) -> None:
         """Holds out and counts in, in one transaction: an admission running meanwhile sees the hold,
         or the count, or both (it reads holds first), never neither."""
         async with conn.transaction():
@@ -314,6 +344,10 @@ class SharedReservations(Reservations):
                 await conn.executemany(
                     "INSERT INTO cluster_counts (scope, family, period, n) VALUES ($1, $2, $3, $4) "
                     "ON CONFLICT (scope, family, period) DO UPDATE SET n = cluster_counts.n + EXCLUDED.n", rows)
+            if deliveries:
+                await conn.executemany(
+                    "INSERT INTO cluster_delivered (scope, at) VALUES ($1, to_timestamp($2)) ON CONFLICT (scope) "
+                    "DO UPDATE SET at = greatest(cluster_delivered.at, EXCLUDED.at)", deliveries)
 
     async def _writes(self) -> None:
         while True:

@@ -49,3 +49,11 @@ class ClusterCall(Base):
     arrived: Mapped[float] = mapped_column(Float)  # epoch the controller routed it
     started: Mapped[float | None] = mapped_column(Float, nullable=True)  # epoch of its record's start, once it ended
     lease_until: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ClusterDelivered(Base):
+    """When any controller last connected a caller to a buyer with a routing duplicate rule."""
+
+    __tablename__ = "cluster_delivered"
+    scope: Mapped[str] = mapped_column(String(64), primary_key=True)  # routing.shared.caller_scope
+    at: Mapped[datetime] = mapped_column(UTCDateTime)

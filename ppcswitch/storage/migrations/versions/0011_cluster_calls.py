@@ -1,6 +1,8 @@
 """Calls in flight of every controller of a cluster, by caller (ppcswitch.routing.shared): a caller's
 calls on different nodes are settled in the order they started, so the call that started first is
-the original for the unique-caller billing rules, whichever node ends its call first.
+the original for the unique-caller billing rules, whichever node ends its call first. And the last
+delivery of a caller to a buyer with a routing duplicate rule (cluster_delivered), so the rule
+holds whichever node a repeat call lands on.
 
 Revision ID: 0011_cluster_calls
 Revises: 0010_breakdowns
@@ -26,8 +28,14 @@ def upgrade() -> None:
         sa.Column("lease_until", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_cluster_calls_caller", "cluster_calls", ["caller"])
+    op.create_table(
+        "cluster_delivered",
+        sa.Column("scope", sa.String(64), primary_key=True),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("cluster_delivered")
     op.drop_index("ix_cluster_calls_caller", "cluster_calls")
     op.drop_table("cluster_calls")
