@@ -4,7 +4,8 @@ on a database without calls (the baseline, measured in the same run).
     python bench/panel.py [--calls 1000000] [--db /tmp/ppcswitch-bench-panel.db] [--repeat 15]
 
 SQLite (the embedded default): the calls (one attempt each) are spread over the last 100
-days, 10 buyers, 3 campaigns, 5 publishers, 1,000 tracking numbers; they are written with
+days, 10 buyers, 3 campaigns, 5 publishers (100 sub-IDs each), 1,000 tracking numbers,
+callers from 40 states; they are written with
 sqlite3's executemany (the schema comes from the real migrations), and the database is
 kept for the next run (--rebuild to start again). Requests go through aiohttp's test client
 in this process, logged in as an admin: the time of each is server work plus loopback HTTP.
@@ -28,12 +29,14 @@ from aiohttp.test_utils import TestClient, TestServer  # noqa: E402
 
 from ppcswitch import app as core  # noqa: E402
 from ppcswitch.config import load_settings  # noqa: E402
-from ppcswitch.storage import db, repo  # noqa: E402
+from ppcswitch.storage import breakdowns, db, repo  # noqa: E402
 from ppcswitch.app import create_app  # noqa: E402
 from ppcswitch.web import store  # noqa: E402
 
 PASSWORD = "bench password 1"
 FMT = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy stores datetimes in SQLite
+STATES = ("AL AZ AR CA CO CT DE FL GA ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV NH NJ NM NY NC ND "
+          "OH OK OR PA SC TN TX WA").split()
 
 
 async def seed_network(url: str) -> None:
@@ -75,18 +78,20 @@ def fill_calls(path: str, count: int) -> float:
             secs = rng.choice((5, 30, 75, 120, 300))
             billable = secs >= 60
             buyer = rng.randrange(1, 11)
+            publisher = rng.randrange(1, 6)
             t_ans, t_end = t0 + timedelta(seconds=4), t0 + timedelta(seconds=4 + secs)
             calls.append((cid, f"bench-{cid}", f"+1212555{rng.randrange(1000):04d}", f"+1415{rng.randrange(10**7):07d}",
-                          1, t0.strftime(FMT), t_end.strftime(FMT), "connected", rng.randrange(1, 6), buyer % 3 + 1,
+                          1, t0.strftime(FMT), t_end.strftime(FMT), "connected", publisher, buyer % 3 + 1,
                           buyer, t_ans.strftime(FMT), secs * 1000, 16, "Normal Clearing", "", int(billable),
                           "[]" if billable else f'["duration_below_minimum:{secs}<60"]',
-                          4000 if billable else 0, 1000 if billable else 0))
+                          4000 if billable else 0, 1000 if billable else 0,
+                          f"p{publisher}-{rng.randrange(100):03d}", rng.choice(STATES)))
             attempts.append((cid, 1, buyer, "ANSWER", t0.strftime(FMT), t_ans.strftime(FMT), t_end.strftime(FMT)))
         con.executemany(
             "INSERT INTO calls (id, linkedid, tracking_number, caller, caller_valid, started_at, ended_at, outcome,"
             " publisher_id, campaign_id, buyer_id, answered_at, connected_ms, hangup_cause, hangup_cause_text,"
-            " reject_reason, billable, billing_reasons, revenue_cents, payout_cents)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", calls)
+            " reject_reason, billable, billing_reasons, revenue_cents, payout_cents, sub_id, caller_state)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", calls)
         con.executemany("INSERT INTO call_attempts (call_id, seq, buyer_id, dial_status, started_at, answered_at,"
                         " ended_at) VALUES (?,?,?,?,?,?,?)", attempts)
         con.commit()
@@ -97,10 +102,14 @@ def fill_calls(path: str, count: int) -> float:
 
 
 def fill_rollups(con: sqlite3.Connection) -> None:
-    """The billing rollups (15-minute and daily) of the calls, as settling them would have kept them:
-    the reports read these, so without them a report over the bench calls would be empty."""
+    """The billing rollups (15-minute and daily) and the daily totals by sub-ID and state of the calls,
+    as settling them would have kept them: the reports read these, so without them a report over the
+    bench calls would be empty."""
     con.execute("DELETE FROM billing_rollups")
     con.execute("DELETE FROM billing_daily")
+    con.execute("DELETE FROM breakdown_daily")
+    for statement in breakdowns.backfill_sql("sqlite"):
+        con.execute(statement)
     sums = ("count(*), sum(answered_at IS NOT NULL), sum(billable), sum(payout_cents > 0), sum(connected_ms), "
             "sum(revenue_cents), sum(payout_cents)")
     cols = "campaign_id, buyer_id, publisher_id, calls, connected, billable, paid, connected_ms, " \
@@ -119,6 +128,7 @@ def fill_rollups(con: sqlite3.Connection) -> None:
 def pages(mid_call_id: int) -> list[tuple[str, str]]:
     today = datetime.now(timezone.utc).date()
     week = (today - timedelta(days=7)).isoformat()
+    month = f"from={(today - timedelta(days=29)).isoformat()}&to={today.isoformat()}"
     return [
         ("dashboard", "/"),
         ("call log", "/calls"),
@@ -131,6 +141,7 @@ def pages(mid_call_id: int) -> list[tuple[str, str]]:
         ("call page", f"/calls/{mid_call_id}"),
         ("buyers", "/buyers"),
         ("numbers", "/numbers?campaign=1"),
+        ("numbers, paused only", "/numbers?status=paused"),
         ("live calls", "/live"),
         ("reports, month to date", "/reports"),
         ("reports, last 30 days", "/reports?preset=30d"),
@@ -138,6 +149,12 @@ def pages(mid_call_id: int) -> list[tuple[str, str]]:
         ("reports, today (hourly)", "/reports?preset=today"),
         ("reports, 90 days", f"/reports?from={(today - timedelta(days=89)).isoformat()}&to={today.isoformat()}"),
         ("reports CSV, days", "/reports?preset=30d&format=csv&view=days"),
+        ("reports, 30 days, one publisher", "/reports?preset=30d&publisher=2"),
+        ("reports CSV, sub-IDs 30 days", f"/reports/sub-ids.csv?{month}&tz=UTC"),
+        ("reports CSV, states 30 days", "/reports?preset=30d&format=csv&view=states"),
+        ("API sub-IDs, 30 days", f"/api/v1/reports/sub-ids?{month}"),
+        ("call log, state", "/calls?state=TX"),
+        ("call log, sub-ID", "/calls?publisher=2&sub_id=p2-042"),
         ("call log, one hour", f"/calls?date_from={today.isoformat()}&date_to={today.isoformat()}&hour=1"),
         ("call log, caller typed", "/calls?caller=(415)+555"),
         ("campaign page", "/campaigns/1"),
@@ -199,6 +216,10 @@ def main() -> None:
     if os.path.exists(args.db):
         with sqlite3.connect(args.db) as con:
             have = con.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+            columns = {row[1] for row in con.execute("PRAGMA table_info(calls)")}
+            if "caller_state" not in columns or not con.execute(
+                    "SELECT 1 FROM calls WHERE sub_id != '' LIMIT 1").fetchone():
+                have = -1  # calls of an older bench (no sub-IDs or states): write them again
     if have != args.calls:
         for suffix in ("", "-wal", "-shm"):
             if os.path.exists(args.db + suffix):
@@ -209,7 +230,7 @@ def main() -> None:
     else:
         print(f"reusing {args.db} with {have:,} calls")
         with sqlite3.connect(args.db) as con:
-            if not con.execute("SELECT COUNT(*) FROM billing_rollups").fetchone()[0]:
+            if not con.execute("SELECT COUNT(*) FROM breakdown_daily").fetchone()[0]:
                 fill_rollups(con)
 
     baseline = asyncio.run(measure(f"sqlite+aiosqlite:///{base_path}", args.repeat, 1))

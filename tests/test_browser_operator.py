@@ -185,6 +185,8 @@ def run(controller, sipp, page, expected) -> None:
 
     # The call's page: the routing decision in words.
     page.goto(base + "/calls")
+    # The caller's state, stored with the call when it settled (415 is California's).
+    assert page.locator("#calls tr", has_text="+14155550123").locator("td").nth(3).inner_text() == "CA"
     page.locator("#calls tr", has_text="+14155550123").locator("a").first.click()
     page.wait_for_url(re.compile(r".*/calls/\d+"))
     chosen = page.locator("#routing-table tr.chosen")
@@ -194,6 +196,12 @@ def run(controller, sipp, page, expected) -> None:
 
     page.goto(base + "/reports?preset=7d")
     assert page.locator("#chart-calls").is_visible() and "$" in page.locator("#total-revenue").inner_text()
+    # By caller's state: the real call is California's; its bar opens it.
+    assert page.locator("#chart-states a").count() == 1
+    page.locator("#chart-states a").first.click()
+    page.wait_for_url(re.compile(r".*/calls\?.*state=CA.*"))
+    assert page.locator("#calls tr", has_text="+14155550123").count() == 1
+    page.go_back()
     shoot(page, "reports")
     page.goto(base + "/")
     shoot(page, "dashboard")

@@ -2,25 +2,34 @@
 real SQLite database, no Asterisk needed): report presets and a chart bar opening its calls, a
 billing rule and a re-rating dry run, an invoice download, a period closed, a block-list entry, a webhook, a number pool, a bulk reassign
 with its preview, a password change, a user's role and password set by an admin, a user's own time zone; then, with JavaScript off, a release through its
-confirmation page and the live-calls page."""
+confirmation page and the live-calls page. A second test: the reports' charts by caller's state and
+by sub-ID (a bar opens its calls, the CSV of the view) and numbers paused and resumed in bulk through
+their preview, with screenshots at 1366 and 800 px."""
 
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
+import random
 import re
 import threading
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from ppcswitch import app as core
+from ppcswitch.billing import ledger
 from ppcswitch.storage import repo
-from test_browser_panel import chromium
-from test_web_reports import _seed
+from test_browser_panel import ARTIFACTS, chromium
+from test_web_reports import _call, _seed
 from web_helpers import PASSWORD, start
 
+WIDTHS = (1366, 800)
 
-@pytest.fixture
-def panel_url(tmp_path):
+
+def _serve(tmp_path, seed):
+    """A panel on a real SQLite database, served from its own thread; yields its base URL."""
     url = f"sqlite+aiosqlite:///{tmp_path}/ppcswitch.db"
     loop = asyncio.new_event_loop()
     state: dict = {}
@@ -32,14 +41,7 @@ def panel_url(tmp_path):
         async def main():
             try:
                 client = await start(url)
-                await _seed(client, days=40, count=120)
-
-                async def more(s):
-                    await repo.create_campaign(s, "Solar")
-                    for n in ("+18005550111", "+18005550112", "+18005550113"):
-                        await repo.add_tracking_number(s, n, "HVAC", "Acme")
-
-                await client.server.app[core.WRITER].run(more)
+                await seed(client)
                 state["client"] = client
             except BaseException as exc:  # surfaced in the test thread
                 state["error"] = exc
@@ -58,6 +60,60 @@ def panel_url(tmp_path):
     asyncio.run_coroutine_threadsafe(client.close(), loop).result(30)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(30)
+
+
+@pytest.fixture
+def panel_url(tmp_path):
+    async def seed(client):
+        await _seed(client, days=40, count=120)
+
+        async def more(s):
+            await repo.create_campaign(s, "Solar")
+            for n in ("+18005550111", "+18005550112", "+18005550113"):
+                await repo.add_tracking_number(s, n, "HVAC", "Acme")
+
+        await client.server.app[core.WRITER].run(more)
+
+    yield from _serve(tmp_path, seed)
+
+
+STATES = ("CA", "TX", "NY", "FL", "CA", "CA", "TX", "")  # drawn from in turn: CA most, then TX
+
+
+@pytest.fixture
+def breakdown_url(tmp_path):
+    """Calls over 20 days with callers' states and sub-IDs, settled as the controller settles them."""
+    async def seed(client):
+        app = client.server.app
+        rng = random.Random(3)
+        now = datetime.now(timezone.utc).replace(microsecond=0)
+
+        async def job(s):
+            ids = {"campaign": (await repo.get_campaign(s, "HVAC")).id,
+                   "publisher": (await repo.get_publisher(s, "Acme")).id}
+            ids["a"] = (await repo.create_buyer(s, "Cool Air", "sip:a@127.0.0.1:5071", revenue="40.00")).id
+            for i in range(60):
+                rec = _call(i, now - timedelta(seconds=rng.randrange(20 * 86400)), ids, rng.choice((20, 90, 200)), "a")
+                rec.caller_state = STATES[i % len(STATES)]
+                rec.sub_id = ("fb-spring", "fb-summer", "google-1", "")[i % 4]
+                assert await ledger.settle(s, rec)
+            for n in range(6):
+                await repo.add_tracking_number(s, f"+1800555022{n}", "HVAC", "Acme")
+
+        await app[core.WRITER].run(job)
+
+    yield from _serve(tmp_path, seed)
+
+
+def shoot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    for width in WIDTHS:
+        page.set_viewport_size({"width": width, "height": 900})
+        page.screenshot(path=str(ARTIFACTS / f"settings-{name}-{width}.png"), full_page=True)
+        wide = page.evaluate("""() => [...document.querySelectorAll('main > *')].filter(
+            e => e.getBoundingClientRect().right > window.innerWidth + 1).map(e => e.tagName + '.' + e.className)""")
+        assert wide == [], (name, width, wide)
+    page.set_viewport_size({"width": 1366, "height": 900})
 
 
 def _login(page, base: str, password: str = PASSWORD) -> None:
@@ -202,3 +258,83 @@ def test_settings_and_reports_from_the_panel(panel_url):
         plain.goto(base + "/live")
         assert "No calls in progress" in plain.content()
         context.close()
+
+
+def _bar_value(bar) -> int:
+    return int(bar.locator("title").text_content().rsplit(": ", 1)[1].replace(",", "").replace("$", "").split(".")[0])
+
+
+def test_reports_by_state_and_sub_id_and_numbers_paused_in_bulk(breakdown_url):
+    base = breakdown_url
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1366, "height": 900})
+        page.set_default_timeout(10_000)
+        _login(page, base)
+
+        # Last 30 days: the calls by caller's state; the tallest bar (California) opens its calls.
+        page.goto(base + "/reports")
+        page.click("nav.presets >> text=Last 30 days")
+        states = page.locator("#chart-states a")
+        assert states.count() == 4  # CA, TX, NY, FL; the unknown state is in the table only
+        assert states.nth(0).locator("title").text_content().startswith("CA: ")
+        ca = _bar_value(states.nth(0))
+        assert ca == 60 * 3 // 8  # 3 of every 8 callers are Californian
+        assert page.locator("#report-states tr", has_text="unknown").count() == 1
+        shoot(page, "reports-breakdowns")
+        states.nth(0).click()
+        page.wait_for_url(re.compile(r".*/calls\?.*state=CA.*"))
+        assert page.locator("#calls tr").count() - 1 == ca
+        assert set(page.locator("#calls td:nth-child(4)").all_inner_texts()) == {"CA"}
+
+        # The payout by sub-ID: a bar opens the calls of that sub-ID.
+        page.go_back()
+        subs = page.locator("#chart-sub-ids a")
+        assert subs.count() == 4
+        label = subs.nth(0).locator("title").text_content().split(": ")[0]
+        sub = label.split(" · ")[1]
+        row = page.locator("#sub-id-report tr", has_text=sub if sub != "(none)" else "(none)").first
+        calls_of_sub = int(row.locator("td").nth(2).inner_text())
+        subs.nth(0).click()
+        page.wait_for_url(re.compile(r".*/calls\?.*sub_id=.*"))
+        assert page.locator("#calls tr").count() - 1 == calls_of_sub
+
+        # The CSV of the state view.
+        page.go_back()
+        with page.expect_download() as got:
+            page.click("#csv-states")
+        rows = list(csv.reader(io.StringIO(open(got.value.path()).read())))
+        assert rows[0][:2] == ["state", "calls"] and rows[1][:2] == ["CA", str(ca)]
+
+        # Numbers: tick two, pause them through the preview, then resume one.
+        page.goto(base + "/numbers?q=555022")
+        page.check("input[aria-label='Select +18005550221']")
+        page.check("input[aria-label='Select +18005550222']")
+        page.check("#bulk-actions input[value=pause]")
+        page.click("#bulk-preview-button")
+        assert page.locator("h1").inner_text() == "Pause 2 numbers?"
+        assert page.locator("#bulk-preview").inner_text().count("Active → Paused") == 2
+        shoot(page, "numbers-pause-preview")
+        page.click("#bulk-apply")
+        assert page.locator("#done").inner_text() == "2 numbers paused."
+        assert page.locator("#numbers .badge.paused").count() == 2
+        shoot(page, "numbers-paused")
+        page.select_option("select[aria-label=Status]", "paused")
+        page.click("form.filters button")
+        assert page.locator("#numbers tr").count() - 1 == 2
+        page.check("input[aria-label='Select +18005550222']")
+        page.check("#bulk-actions input[value=resume]")
+        page.click("#bulk-preview-button")
+        assert page.locator("h1").inner_text() == "Resume 1 number?"
+        page.click("text=Cancel")  # changes nothing
+        assert page.locator("#numbers .badge.paused").count() == 2
+        page.check("input[aria-label='Select +18005550222']")
+        page.check("#bulk-actions input[value=resume]")
+        page.click("#bulk-preview-button")
+        page.click("#bulk-apply")
+        assert page.locator("#done").inner_text() == "1 number resumed."
+        assert page.locator("#numbers .badge.paused").count() == 1
+
+        # Both changes are in the audit log.
+        page.goto(base + "/audit")
+        text = page.locator("main").inner_text()
+        assert "number.bulk_pause" in text and "number.bulk_resume" in text

@@ -147,3 +147,136 @@ def test_caller_state_is_routings_else_the_area_code():
     assert caller_state(rec, None) == "CA"  # recovered from the CDR file: 415 is California
     rec.caller_valid = False
     assert caller_state(rec, None) == ""
+
+
+# --- the panel: reports by state and sub-ID, call-log filters, bulk pause of numbers ---------------
+
+import csv  # noqa: E402
+import io  # noqa: E402
+import re  # noqa: E402
+from html import unescape  # noqa: E402
+
+import pytest  # noqa: E402
+
+from ppcswitch import app as core  # noqa: E402
+from ppcswitch.routing.engine import CallFacts, route  # noqa: E402
+from ppcswitch.storage import repo, snapshot  # noqa: E402
+from ppcswitch.web import store  # noqa: E402
+from web_helpers import call_record, login, start  # noqa: E402
+
+
+@pytest.fixture
+async def client(db_url):
+    c = await start(db_url)
+    yield c
+    await c.close()
+
+
+def _calls(html: str) -> set[str]:
+    return set(re.findall(r'<a href="/calls/(\d+)">', html))
+
+
+async def test_reports_by_state_and_sub_id_over_30_days_with_links_and_csv(client):
+    app = client.server.app
+    now = datetime.now(UTC)
+    plan = [  # (days ago, state, sub-ID, billable)
+        (0, "CA", "fb-1", True), (1, "CA", "fb-1", False), (3, "TX", "fb-2", True), (12, "TX", "fb-1", True),
+        (20, "CA", "", True), (25, "NY", "fb-2", True), (29, None, "fb-1", True), (40, "CA", "fb-1", True),
+    ]
+
+    async def seed(s):
+        pub = (await repo.get_publisher(s, "Acme")).id
+        buyer = (await repo.create_buyer(s, "Buyer A", "sip:a@127.0.0.1:5071", revenue="40.00")).id
+        for i, (ago, state, sub, billable) in enumerate(plan):
+            noon = datetime.combine(now.date() - timedelta(days=ago), datetime.min.time(), UTC) + timedelta(hours=12)
+            rec = call_record(i, started=noon, billable=billable, publisher_id=pub,
+                              buyer_id=buyer)
+            rec.caller_state, rec.sub_id = state, sub
+            await repo.save_call(s, rec)
+        return pub
+
+    pub = await app[core.WRITER].run(seed)
+    await login(client, "admin")
+    html = await (await client.get("/reports?preset=30d&tz=UTC")).text()
+    # The sub-ID table is there at once over 30 days (read from the daily totals).
+    assert 'id="sub-id-report"' in html and "sub-ids-later" not in html
+    assert "<td><code>fb-1</code></td><td>4</td><td>3</td><td>75.0%</td><td>37.50</td><td>0</td>" in html
+    # Charts by state and by sub-ID: bars with values, each a link to its calls.
+    states = re.search(r'<svg[^>]*id="chart-states".*?</svg>', html, re.S).group(0)
+    assert [unescape(x) for x in re.findall(r'<text class="value"[^>]*>([^<]+)<', states)] == ["3", "2", "1"]
+    link = unescape(re.search(r'<a href="([^"]+)"><rect', states).group(1))
+    assert "state=CA" in link
+    ca = await (await client.get(link)).text()
+    assert len(_calls(ca)) == 3  # the 40-day-old CA call is outside the period
+    subs = re.search(r'<svg[^>]*id="chart-sub-ids".*?</svg>', html, re.S).group(0)
+    assert "Acme · fb-1" in subs and ">$37.50<" in subs
+    sub_link = unescape(re.search(r'<a href="([^"]+)"><rect', subs).group(1))
+    assert f"publisher={pub}" in sub_link and "sub_id=fb-1" in sub_link
+    assert len(_calls(await (await client.get(sub_link)).text())) == 4
+    none = await (await client.get(f"/calls?sub_id=%28none%29&date_from={(now - timedelta(days=29)).date()}")).text()
+    assert len(_calls(none)) == 1
+    unknown = await (await client.get("/calls?state=unknown")).text()
+    assert len(_calls(unknown)) == 1
+    assert (await client.get("/calls?state=Texas")).status == 200  # refused politely, the filter says why
+    assert "two letters" in await (await client.get("/calls?state=Texas")).text()
+    # CSV of the state view.
+    resp = await client.get("/reports?preset=30d&tz=UTC&format=csv&view=states")
+    rows = list(csv.reader(io.StringIO(await resp.text())))
+    assert resp.headers["Content-Type"].startswith("text/csv")
+    assert rows[0] == ["state", "calls", "connected", "billable", "billable_rate", "revenue", "payout", "margin"]
+    assert rows[1] == ["CA", "3", "3", "2", "0.6667", "80.00", "25.00", "55.00"]
+    assert rows[-1][0] == "unknown" and rows[-1][1] == "1"
+    assert 'id="csv-states"' in html and 'id="csv-sub-ids"' in html
+
+
+async def test_bulk_pause_and_resume_numbers_with_a_preview(client):
+    app = client.server.app
+
+    async def seed(s):
+        for n in ("+18005550121", "+18005550122", "+18005550123"):
+            await repo.add_tracking_number(s, n, "HVAC", "Acme")
+
+    await app[core.WRITER].run(seed)
+    await login(client, "admin")
+    listing = await (await client.get("/numbers")).text()
+    assert 'value="pause"' in listing and 'value="resume"' in listing
+    token = re.search(r'name="csrf" value="([^"]+)"', listing).group(1)
+    picked = [("numbers", "+18005550121"), ("numbers", "+18005550122")]
+    preview = await client.post("/numbers/bulk", data=[("csrf", token), ("action", "pause"), *picked])
+    html = await preview.text()
+    assert preview.status == 200 and "Pause 2 numbers?" in html and html.count("Active → <strong>Paused</strong>") == 2
+    assert 'id="bulk-apply"' in html
+    async with app[core.SESSIONS]() as s:
+        assert not any(r.paused for r in (await store.list_numbers(s))[0])  # a preview changes nothing
+    done = await client.post("/numbers/bulk", data=[("csrf", token), ("action", "pause"), ("step", "apply"), *picked])
+    assert done.status == 200 and "2 numbers paused." in await done.text()
+    async with app[core.SESSIONS]() as s:
+        paused = {r.number: r.paused for r in (await store.list_numbers(s))[0]}
+        audit = (await store.list_audit(s, 5))[0]
+        network = await snapshot.load_network(s, app[core.SETTINGS].routing)
+    assert paused == {"+18005550121": True, "+18005550122": True, "+18005550123": False}
+    assert audit.action == "number.bulk_pause" and "+18005550121" in audit.detail
+    listing = await (await client.get("/numbers?status=paused")).text()
+    assert listing.count('class="badge paused"') == 2 and "+18005550123" not in listing
+    # Routing refuses calls to a paused number (and routes the others).
+    facts = CallFacts(tracking_number="+18005550121", dialled="+18005550121", caller="+14155550123",
+                      caller_valid=True, caller_anonymous=False, at=0.0)
+    assert route(network, facts, {}).reject_reason == "number_paused"
+    other = CallFacts(tracking_number="+18005550123", dialled="+18005550123", caller="+14155550123",
+                      caller_valid=True, caller_anonymous=False, at=0.0)
+    assert route(network, other, {}).reject_reason != "number_paused"
+    # Resume one paused and one active: the preview says one of them is active already.
+    again = [("numbers", "+18005550122"), ("numbers", "+18005550123")]
+    preview = await (await client.post("/numbers/bulk", data=[("csrf", token), ("action", "resume"), *again])).text()
+    assert "Resume 2 numbers?" in preview and 'id="bulk-unchanged"' in preview
+    done = await client.post("/numbers/bulk", data=[("csrf", token), ("action", "resume"), ("step", "apply"), *again])
+    assert "1 number resumed." in await done.text()
+    async with app[core.SESSIONS]() as s:
+        paused = {r.number: r.paused for r in (await store.list_numbers(s))[0]}
+    assert paused == {"+18005550121": True, "+18005550122": False, "+18005550123": False}
+    # A read-only user cannot.
+    await client.post("/logout", data={"csrf": token})
+    await login(client, "finance")
+    token = re.search(r'name="csrf" value="([^"]+)"', await (await client.get("/numbers")).text()).group(1)
+    refused = await client.post("/numbers/bulk", data=[("csrf", token), ("action", "pause"), ("step", "apply"), *picked])
+    assert refused.status == 403

@@ -98,6 +98,8 @@ def route(
     publisher = network.publishers.get(publisher_id)
     if facts.caller_anonymous and not allow_anonymous:
         return _reject(decision, "anonymous_caller", CAUSE_REJECTED)
+    if tn.paused:
+        return _reject(decision, "number_paused", CAUSE_REJECTED)
     if campaign is None or campaign.paused:
         return _reject(decision, "campaign_paused", CAUSE_REJECTED)
     if tn.ask_code and not facts.code_asked:

@@ -79,6 +79,7 @@ class TrackingNumber:
     campaign_id: int
     publisher_id: int  # the default publisher (a shared number's, when no code names another)
     ask_code: bool = False  # ask the caller for a publisher code (IVR) before routing
+    paused: bool = False  # calls to it are refused (number_paused) until it is resumed
 
 
 MAX_CODE_DIGITS = 8  # a publisher code is 1 to 8 digits

@@ -136,18 +136,30 @@ def _daily(facet: str, start: datetime, end: datetime, publisher_id: int | None)
     return q
 
 
-def _pieces(facet: str, start: datetime, end: datetime, publisher_id: int | None) -> list:
+def _pieces(facet: str, start: datetime, end: datetime, publisher_id: int | None) -> list[tuple[int, Any]]:
+    """(sign, query) whose signed sums are the period's: whole UTC days from the table; a partial day
+    at an edge from the calls of its shorter side (the day's row less the calls outside the period
+    when that side is shorter: a New York day reads 5 hours of calls, not 19)."""
+    half = timedelta(hours=12)
     first = day_of(start)
     if first < start:
         first += timedelta(days=1)
     last = day_of(end)
-    if first >= last:
-        return [_raw(facet, start, end, publisher_id)]
-    out = [_daily(facet, first, last, publisher_id)]
-    if start < first:
-        out.append(_raw(facet, start, first, publisher_id))
-    if last < end:
-        out.append(_raw(facet, last, end, publisher_id))
+    if first > last:  # inside one UTC day, touching no midnight
+        return [(1, _raw(facet, start, end, publisher_id))]
+    out = [(1, _daily(facet, first, last, publisher_id))] if first < last else []
+    if start < first:  # [start, first): part of the UTC day before `first`
+        day = first - timedelta(days=1)
+        if first - start <= half:
+            out.append((1, _raw(facet, start, first, publisher_id)))
+        else:
+            out += [(1, _daily(facet, day, first, publisher_id)), (-1, _raw(facet, day, start, publisher_id))]
+    if last < end:  # [last, end): part of the UTC day from `last`
+        if end - last <= half:
+            out.append((1, _raw(facet, last, end, publisher_id)))
+        else:
+            nxt = last + timedelta(days=1)
+            out += [(1, _daily(facet, last, nxt, publisher_id)), (-1, _raw(facet, end, nxt, publisher_id))]
     return out
 
 
@@ -158,12 +170,12 @@ async def totals(session, facet: str, start: datetime, end: datetime,
     if facet not in FACETS:
         raise ValueError(facet)
     out: dict[tuple[int, str], dict[str, int]] = {}
-    for q in _pieces(facet, start, end, publisher_id):
+    for sign, q in _pieces(facet, start, end, publisher_id):
         for pub, value, *sums in (await session.execute(q)).all():
             into = out.setdefault((int(pub or 0), value or ""), dict.fromkeys(COLUMNS, 0))
             for col, v in zip(COLUMNS, sums):
-                into[col] += int(v or 0)
-    return out
+                into[col] += sign * int(v or 0)
+    return {k: v for k, v in out.items() if any(v.values())}
 
 
 def backfill_sql(dialect: str) -> list[str]:

@@ -85,7 +85,7 @@ async def read_network(session: AsyncSession, routing: RoutingSettings, version:
     publishers = {p.id: m.Publisher(id=p.id, name=p.name, payout_cents=p.payout_cents, paused=p.paused)
                   for p in await _rows(session, t.Publisher)}
     numbers = {n.number: m.TrackingNumber(number=n.number, campaign_id=n.campaign_id, publisher_id=n.publisher_id,
-                                          ask_code=n.ask_publisher_code)
+                                          ask_code=n.ask_publisher_code, paused=n.paused)
                for n in await _rows(session, t.TrackingNumber)}
     fallback = next((b.id for b in buyers.values() if routing.fallback_buyer and b.name == routing.fallback_buyer),
                     None)

@@ -406,6 +406,17 @@ def call_filter(query, zone: str = "UTC") -> tuple[store.CallFilter, dict[str, s
         flt.billable = False
     elif billable:
         errors["billable"] = "use yes or no"
+    state = query.get("state", "").strip()
+    if state.lower() == store.UNKNOWN_STATE:
+        flt.state = store.UNKNOWN_STATE
+    elif state:
+        if len(state) == 2 and state.isalpha():
+            flt.state = state.upper()
+        else:
+            errors["state"] = "two letters, e.g. TX (or unknown)"
+    sub_id = query.get("sub_id", "").strip()
+    if sub_id:
+        flt.sub_id = "" if sub_id == store.NO_SUB_ID else sub_id[:64]
     flt.zone = zone
     flt.caller = caller_prefix(query.get("caller", "").strip()[:64])
     flt.outcome = query.get("outcome", "").strip()[:32]

@@ -102,6 +102,7 @@ def billing(code: str) -> str:
 def reject(code: str) -> str:
     fixed = {"unknown_tracking_number": "The number called is not a tracking number",
              "campaign_paused": "The campaign is paused", "publisher_paused": "The publisher is paused",
+             "number_paused": "The tracking number is paused",
              "no_buyer": "No buyer could take the call", "anonymous_caller": "Anonymous callers are refused",
              "challenge_failed": "The caller did not pass the press-1 challenge",
              "blocked_caller": "The caller is on the block list"}

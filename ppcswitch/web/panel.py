@@ -289,9 +289,11 @@ async def numbers_list(request: web.Request) -> web.Response:
     need(request, "read")
     q, page = request.query.get("q", "").strip()[:32], _page(request)
     campaign_id, publisher_id = _opt_int(request.query, "campaign"), _opt_int(request.query, "publisher")
+    status = request.query.get("status", "")
+    status = status if status in ("active", "paused") else ""
     rows, total = await _read(request, store.list_numbers, number_digits(q), campaign_id, publisher_id, PAGE,
-                              (page - 1) * PAGE)
-    return render(request, "numbers.html", rows=rows, total=total, q=q, page=page,
+                              (page - 1) * PAGE, {"active": False, "paused": True}.get(status))
+    return render(request, "numbers.html", rows=rows, total=total, q=q, page=page, number_status=status,
                   message=request.query.get("done", "")[:200],
                   pages=max(1, -(-total // PAGE)), campaign_id=campaign_id, publisher_id=publisher_id,
                   **await _choices(request))
@@ -483,11 +485,16 @@ async def audit_page(request: web.Request) -> web.Response:
     return render(request, "audit.html", rows=rows, next_before=rows[-1].id if len(rows) == 100 else None)
 
 
-async def _sub_ids(request: web.Request, period, values: dict, publisher: str) -> dict:
-    """Payout and conversion rate per publisher and sub-ID (ppcswitch.web.attribution_views)."""
+SUB_ID_ROWS = 100  # rows of the sub-ID table on the Reports page (the most calls); the CSV has all
+
+
+async def _sub_ids(request: web.Request, period, values: dict, publisher: str, show_all: bool = False) -> dict:
+    """Payout and conversion rate per publisher and sub-ID (ppcswitch.web.attribution_views); the page
+    shows the SUB_ID_ROWS sub-IDs with the most calls unless `show_all`, each with a link to its calls."""
     from ppcswitch.web import attribution_views
 
-    out = {"rows": None, "error": "", "publisher": publisher.strip()[:12], "publishers": [], "csv_url": ""}
+    out = {"rows": None, "error": "", "publisher": publisher.strip()[:12], "publishers": [], "csv_url": "",
+           "total": 0, "all_url": ""}
     async with request.app[keys.SESSIONS]() as s:
         out["publishers"] = sorted((await store.names(s, "publisher")).items(), key=lambda x: x[1])
         if period is None:
@@ -497,7 +504,18 @@ async def _sub_ids(request: web.Request, period, values: dict, publisher: str) -
         except ValidationError as exc:
             out["error"] = exc.message
             return out
-        out["rows"] = await attribution_views.sub_id_lines(s, period, publisher_id)
+        rows = await attribution_views.sub_id_lines(s, period, publisher_id)
+    out["total"] = len(rows)
+    if not show_all and len(rows) > SUB_ID_ROWS:
+        keep = {id(r) for r in sorted(rows, key=lambda r: -r["calls"])[:SUB_ID_ROWS]}
+        rows = [r for r in rows if id(r) in keep]
+        out["all_url"] = "/reports?" + urlencode({**values, "publisher": out["publisher"], "sub_ids": "all"}) + "#sub-ids"
+    # The link to each row's calls, built here: a template call per row cost more than the rest of the page.
+    calls_base = "/calls?" + urlencode({"date_from": values["from"], "date_to": values["to"], "tz": values["tz"]})
+    for r in rows:
+        r["calls_url"] = calls_base + "&" + urlencode({"sub_id": r["sub_id"] or store.NO_SUB_ID,
+                                                 **({"publisher": r["publisher_id"]} if r["publisher_id"] else {})})
+    out["rows"] = rows
     out["csv_url"] = "/reports/sub-ids.csv?" + urlencode({**values, "publisher": out["publisher"]})
     return out
 

@@ -1,9 +1,11 @@
 """The Reports page: a period (presets or custom days, in a time zone), its totals next to the
-period before, charts over time and by buyer, publisher, campaign, hour of day and sub-ID, every
-figure a link to the calls behind it, and a CSV of each view.
+period before, charts over time and by buyer, publisher, campaign, caller's state, hour of day and
+sub-ID, every figure a link to the calls behind it, and a CSV of each view.
 
 Figures come from the billing rollups (ppcswitch.billing.reports and the 15-minute rollups for the
-charts), so they agree with the ledger and stay fast over months of calls.
+charts), so they agree with the ledger and stay fast over months of calls; the views by state and
+sub-ID from the daily totals kept when calls settle (ppcswitch.storage.breakdowns): calls that
+started in the period, with the money they were billed (less what disputes took back).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from sqlalchemy import func, literal, select, union_all
 
 from ppcswitch import keys
 from ppcswitch.billing import ledger, reports
+from ppcswitch.storage import breakdowns
 from ppcswitch.storage import models_billing as b
 from ppcswitch.storage.validate import ValidationError
 from ppcswitch.storage.validate import money as v_money
@@ -258,9 +261,9 @@ async def reports_page(request: web.Request, adjust=None, adjust_errors=None, st
         rows = await bucket_rows(s, p.start, p.end) if short else []
         prev_rows = await bucket_rows(s, pp.start, pp.end) if compare and short else None
         per_day = None if short else await local_days(s, first, last, tz)
-    # The sub-ID table sums the calls themselves (no rollup has sub-IDs): over more than two days it
-    # is read when asked for, so the rest of the page stays fast.
-    show_sub_ids = (last - first).days < 2 or q.get("sub_ids") == "1" or bool(q.get("publisher"))
+        states = await state_lines(s, p)
+    sub_ids = await panel._sub_ids(request, p if q.get("format") != "csv" else None, values,
+                                   q.get("publisher", ""), q.get("sub_ids") == "all")
     over, by_hour = slots(rows, first, last, tz)
     if per_day is not None:
         for slot, (calls, billable, rec, pay) in zip(over, per_day):
@@ -270,14 +273,15 @@ async def reports_page(request: web.Request, adjust=None, adjust_errors=None, st
     if q.get("format") == "csv" and view == "hours" and not short:  # asked for: read the 15-minute rows
         async with request.app[keys.SESSIONS]() as s:
             by_hour = slots(await bucket_rows(s, p.start, p.end), first, last, tz)[1]
+    if q.get("format") == "csv" and view == "states":
+        return _states_csv(states, values)
     if q.get("format") == "csv":
         return _csv(rep, over, by_hour, view, values)
     calls_base = {"date_from": first_text, "date_to": last_text, "tz": tz}
     prev = {"total": prev_total} if prev_total is not None else None
     ctx.update(rep=rep, prev=prev, over=over, by_hour=by_hour, values=values, period_prev=(pf, pl),
                presets=_preset_links(values, compare),
-               sub_ids=await panel._sub_ids(request, p if show_sub_ids else None, values, q.get("publisher", "")),
-               sub_ids_url="/reports?" + urlencode({**values, "sub_ids": "1"}) + "#sub-ids",
+               sub_ids=sub_ids, states=states,
                calls_url=lambda **kw: "/calls?" + urlencode({**calls_base, **{k: v for k, v in kw.items() if v}}),
                csv_url=lambda v: "/reports?" + urlencode({**values, "format": "csv", "view": v}),
                compare_url="/reports?" + urlencode({**values, "compare": "0" if compare else "1"}),
@@ -285,6 +289,7 @@ async def reports_page(request: web.Request, adjust=None, adjust_errors=None, st
                deltas=_deltas(rep.total, prev_total) if prev_total is not None else {}, long_period=not short,
                grey_bars=prev_over is not None,
                charts=_charts(rep, over, by_hour, prev_over, first, last, tz, currency, calls_base))
+    ctx["charts"].update(_breakdown_charts(states, ctx["sub_ids"]["rows"] or [], currency, calls_base))
     if ctx["sub_ids"]["error"]:
         return base.render(request, "reports.html", status=400, **ctx)
     return base.render(request, "reports.html", status=status, **ctx)
@@ -342,13 +347,91 @@ def _charts(rep, over, by_hour, prev_over, first, last, tz, currency, calls_base
         return charts.hbars(title, [x.name for x in top], [value(x) for x in top], fmt,
                             ["/calls?" + urlencode({**calls_base, kind: x.id}) for x in top], chart_id)
 
-    out["by_buyer"] = named(rep.by_buyer, "buyer", lambda x: x.receivable_cents, money, "chart-buyers",
+    value = _money_value(currency)
+    out["by_buyer"] = named(rep.by_buyer, "buyer", lambda x: x.receivable_cents, value, "chart-buyers",
                             "Revenue by buyer")
-    out["by_publisher"] = named(rep.by_publisher, "publisher", lambda x: x.payable_cents, money, "chart-publishers",
+    out["by_publisher"] = named(rep.by_publisher, "publisher", lambda x: x.payable_cents, value, "chart-publishers",
                                 "Payout by publisher")
     out["by_campaign"] = named(rep.by_campaign, "campaign", lambda x: x.calls, count, "chart-campaigns",
                                "Calls by campaign")
     return out
+
+
+@dataclass
+class StateLine:
+    state: str  # two letters, "" unknown
+    calls: int
+    connected: int
+    billable: int
+    revenue_cents: int
+    payout_cents: int
+
+    @property
+    def name(self) -> str:
+        return self.state or "unknown"
+
+    @property
+    def margin_cents(self) -> int:
+        return self.revenue_cents - self.payout_cents
+
+    @property
+    def billable_rate(self) -> float:
+        return self.billable / self.calls if self.calls else 0.0
+
+
+async def state_lines(session, p: reports.Period) -> list[StateLine]:
+    """Calls of the period by the caller's state, most calls first (unknown last)."""
+    rows = await breakdowns.totals(session, breakdowns.STATE, p.start, p.end)
+    lines = [StateLine(state, x["calls"], x["connected"], x["billable"], x["revenue_cents"], x["payout_cents"])
+             for (_, state), x in rows.items() if x["calls"] or x["revenue_cents"] or x["payout_cents"]]
+    return sorted(lines, key=lambda x: (not x.state, -x.calls, x.state))
+
+
+def _money_value(currency: str):
+    """A horizontal bar's value, to the cent ($1,560.00): those bars have no axis to round for."""
+    return lambda cents: panel.money_text(int(cents), currency)
+
+
+def _breakdown_charts(states: list[StateLine], sub_rows: list[dict], currency: str, calls_base: dict) -> dict:
+    money = _money_value(currency)
+    known = [x for x in states if x.state][:15]
+    top = sorted((r for r in sub_rows if r["calls"]), key=lambda r: (-r["payout_cents"], -r["calls"]))[:12]
+
+    def sub_label(r) -> str:
+        sub = r["sub_id"] or "(none)"
+        return f"{r['publisher']} · {sub}" if r["publisher"] else sub
+
+    def sub_link(r) -> str:
+        args = {**calls_base, "sub_id": r["sub_id"] or store.NO_SUB_ID}
+        if r["publisher_id"]:
+            args["publisher"] = r["publisher_id"]
+        return "/calls?" + urlencode(args)
+
+    return {
+        "by_state": charts.hbars("Calls by caller's state", [x.state for x in known], [x.calls for x in known],
+                                 lambda v: f"{v:,.0f}",
+                                 ["/calls?" + urlencode({**calls_base, "state": x.state}) for x in known],
+                                 "chart-states"),
+        "by_state_revenue": charts.hbars("Revenue by caller's state", [x.state for x in known],
+                                         [x.revenue_cents for x in known], money,
+                                         ["/calls?" + urlencode({**calls_base, "state": x.state, "billable": "yes"})
+                                          for x in known], "chart-states-revenue"),
+        "by_sub_id": charts.hbars("Payout by sub-ID", [sub_label(r) for r in top], [r["payout_cents"] for r in top],
+                                  money, [sub_link(r) for r in top], "chart-sub-ids"),
+    }
+
+
+def _states_csv(states: list[StateLine], values: dict) -> web.Response:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["state", "calls", "connected", "billable", "billable_rate", "revenue", "payout", "margin"])
+    for x in states:
+        w.writerow([x.name, x.calls, x.connected, x.billable, f"{x.billable_rate:.4f}",
+                    panel.format_cents(x.revenue_cents), panel.format_cents(x.payout_cents),
+                    panel.format_cents(x.margin_cents)])
+    name = f"report-{values['from']}-{values['to']}-states"
+    return web.Response(text=buf.getvalue(), content_type="text/csv",
+                        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
 
 
 def _csv(rep, over, by_hour, view: str, values: dict) -> web.Response:

@@ -182,9 +182,9 @@ async def campaign_buyers(session: AsyncSession, campaign_id: int) -> list[tuple
 
 
 async def list_numbers(session: AsyncSession, q: str = "", campaign_id: int | None = None,
-                       publisher_id: int | None = None, limit: int = 50, offset: int = 0
-                       ) -> tuple[list[t.TrackingNumber], int]:
-    conds = []
+                       publisher_id: int | None = None, limit: int = 50, offset: int = 0,
+                       paused: bool | None = None) -> tuple[list[t.TrackingNumber], int]:
+    conds = [] if paused is None else [t.TrackingNumber.paused.is_(paused)]
     if q:
         conds.append(t.TrackingNumber.number.like(f"%{_like(q)}%", escape="\\"))
     if campaign_id is not None:
@@ -217,6 +217,19 @@ async def update_number(session: AsyncSession, number: str, campaign=None, publi
     return row
 
 
+async def set_numbers_paused(session: AsyncSession, numbers: list[str], paused: bool) -> int:
+    """Pause (calls refused as number_paused) or resume tracking numbers; how many changed."""
+    changed = 0
+    for number in numbers:
+        row = await get_number(session, number)
+        if row.paused != paused:
+            row.paused, changed = paused, changed + 1
+    await session.flush()
+    if changed:
+        await repo.bump_config_version(session)
+    return changed
+
+
 async def _import_lookups(session: AsyncSession) -> tuple[dict[str, int], dict[str, int], set[str]]:
     campaigns = {r.name: r.id for r in await session.execute(select(t.Campaign.id, t.Campaign.name))}
     publishers = {r.name: r.id for r in await session.execute(select(t.Publisher.id, t.Publisher.name))}
@@ -244,6 +257,10 @@ async def import_numbers_csv(session: AsyncSession, text: str, region: str) -> n
 
 # --- calls ---------------------------------------------------------------------
 
+UNKNOWN_STATE = "unknown"  # the call-log filter for calls whose caller's state is not known
+NO_SUB_ID = "(none)"  # the call-log filter for calls without a sub-ID
+
+
 @dataclass
 class CallFilter:
     date_from: date | None = None  # local days (zone below), inclusive
@@ -256,6 +273,8 @@ class CallFilter:
     outcome: str = ""
     zone: str = "UTC"  # the days above are local days of this zone
     hour: int | None = None  # a local hour (0-23) of date_from
+    state: str = ""  # the caller's state (two letters), or UNKNOWN_STATE
+    sub_id: str | None = None  # a sub-ID, "" for calls without one
 
     def conditions(self) -> list:
         from ppcswitch.web import zones
@@ -283,6 +302,12 @@ class CallFilter:
             c.append(t.Call.caller.like(_like(self.caller) + "%", escape="\\"))
         if self.outcome:
             c.append(t.Call.outcome == self.outcome)
+        if self.state == UNKNOWN_STATE:
+            c.append(func.coalesce(t.Call.caller_state, "") == "")
+        elif self.state:
+            c.append(t.Call.caller_state == self.state)
+        if self.sub_id is not None:
+            c.append(t.Call.sub_id == self.sub_id)
         return c
 
 
