@@ -389,7 +389,7 @@ async def state_lines(session, p: reports.Period) -> list[StateLine]:
 
 def _money_value(currency: str):
     """A horizontal bar's value, to the cent ($1,560.00): those bars have no axis to round for."""
-    return lambda cents: panel.money_text(int(cents), currency)
+    return lambda cents: base.money_text(int(cents), currency)
 
 
 def _breakdown_charts(states: list[StateLine], sub_rows: list[dict], currency: str, calls_base: dict) -> dict:
@@ -427,8 +427,8 @@ def _states_csv(states: list[StateLine], values: dict) -> web.Response:
     w.writerow(["state", "calls", "connected", "billable", "billable_rate", "revenue", "payout", "margin"])
     for x in states:
         w.writerow([x.name, x.calls, x.connected, x.billable, f"{x.billable_rate:.4f}",
-                    panel.format_cents(x.revenue_cents), panel.format_cents(x.payout_cents),
-                    panel.format_cents(x.margin_cents)])
+                    base.format_cents(x.revenue_cents), base.format_cents(x.payout_cents),
+                    base.format_cents(x.margin_cents)])
     name = f"report-{values['from']}-{values['to']}-states"
     return web.Response(text=buf.getvalue(), content_type="text/csv",
                         headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
