@@ -88,7 +88,8 @@ def bars(title: str, labels: Sequence[str], values: Sequence[float], fmt: Callab
 
 
 def hbars(title: str, labels: Sequence[str], values: Sequence[float], fmt: Callable[[float], str] = str,
-          links: Sequence[str] | None = None, chart_id: str = "", width: int = 520, row: int = 22) -> Markup:
+          links: Sequence[str] | None = None, chart_id: str = "", width: int = 520, row: int = 22,
+          empty: str = "No calls.") -> Markup:
     """Horizontal bars for named things (buyers, publishers...): name, bar, value; longest first."""
     n = len(values)
     label_w, value_w, top = 150, 84, 6
@@ -98,7 +99,7 @@ def hbars(title: str, labels: Sequence[str], values: Sequence[float], fmt: Calla
     out = [f'<svg class="chart hchart" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}"'
            + (f' id="{escape(chart_id)}"' if chart_id else "") + f'><title>{escape(title)}</title>']
     if not n:
-        out.append(f'<text class="axis" x="{label_w}" y="{top + 14}">No calls.</text>')
+        out.append(f'<text class="axis" x="{label_w}" y="{top + 14}">{escape(empty)}</text>')
     for i, (label, v) in enumerate(zip(labels, values)):
         y = top + i * row
         text = str(label)

@@ -395,7 +395,8 @@ def _money_value(currency: str):
 def _breakdown_charts(states: list[StateLine], sub_rows: list[dict], currency: str, calls_base: dict) -> dict:
     money = _money_value(currency)
     known = [x for x in states if x.state][:15]
-    top = sorted((r for r in sub_rows if r["calls"]), key=lambda r: (-r["payout_cents"], -r["calls"]))[:12]
+    # Sub-IDs that earned a payout (a bar of $0.00 says nothing), the largest first.
+    top = sorted((r for r in sub_rows if r["payout_cents"]), key=lambda r: (-r["payout_cents"], -r["calls"]))[:12]
 
     def sub_label(r) -> str:
         sub = r["sub_id"] or "(none)"
@@ -417,7 +418,7 @@ def _breakdown_charts(states: list[StateLine], sub_rows: list[dict], currency: s
                                          ["/calls?" + urlencode({**calls_base, "state": x.state, "billable": "yes"})
                                           for x in known], "chart-states-revenue"),
         "by_sub_id": charts.hbars("Payout by sub-ID", [sub_label(r) for r in top], [r["payout_cents"] for r in top],
-                                  money, [sub_link(r) for r in top], "chart-sub-ids"),
+                                  money, [sub_link(r) for r in top], "chart-sub-ids", empty="No payout."),
     }
 
 
