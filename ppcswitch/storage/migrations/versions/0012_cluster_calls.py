@@ -4,15 +4,15 @@ the original for the unique-caller billing rules, whichever node ends its call f
 delivery of a caller to a buyer with a routing duplicate rule (cluster_delivered), so the rule
 holds whichever node a repeat call lands on.
 
-Revision ID: 0011_cluster_calls
-Revises: 0010_breakdowns
+Revision ID: 0012_cluster_calls
+Revises: 0011_portal_tasks
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0011_cluster_calls"
-down_revision = "0010_breakdowns"
+revision = "0012_cluster_calls"
+down_revision = "0011_portal_tasks"
 branch_labels = None
 depends_on = None
 
