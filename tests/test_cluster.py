@@ -33,6 +33,8 @@ from ppcswitch.config import load_settings
 from ppcswitch.sandbox import STRANGER_IP, TRUNK_IP, SandboxError, free_udp_port
 from ppcswitch.storage import db, repo, snapshot
 
+pytestmark = pytest.mark.asterisk  # real Kamailio, Asterisk nodes, controllers and SIPp: slow
+
 NUMBER = "+18005550100"
 
 
