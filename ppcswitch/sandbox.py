@@ -47,6 +47,12 @@ BUYER_IP = "127.0.0.1"
 SECRET_INCLUDE = "manager_ppcswitch.conf"  # #included by asterisk/manager.conf
 SIPP_DIR_IN_ROOT = "/tmp/ppcswitch-sipp"  # scenarios and SIPp logs, as seen in the chroot
 BUYER_KINDS = ("answer", "busy", "noanswer", "talk")
+# Further Asterisk instances from the same root, each with its own configuration, directories and
+# loopback address (SIP 5060, AMI 5038, HTTP 8088, its controller's FastAGI 4573 all on it), so
+# they run beside the sandbox and each other. The test suite uses "tests": it runs while
+# `ppcswitch dev` (the sandbox itself, 127.0.0.1) does. name -> (address, RTP ports).
+INSTANCES = {"tests": ("127.0.4.1", (30000, 34999))}
+AGI_PORT = 4573  # the controller's FastAGI port in each instance's dialplan (PPC_AGI_URL)
 
 
 class SandboxError(RuntimeError):
@@ -167,20 +173,92 @@ def from_header(caller: str, display: str | None = None, host: str = TRUNK_IP) -
     return f'"{quoted}" <{uri}>'
 
 
+def instance_files(name: str, ip: str, dirs: dict[str, str], rtp: tuple[int, int]) -> dict[str, str]:
+    """An instance's /etc/asterisk files: the repository's asterisk/ and dialplans/ with its own
+    directories (`dirs`: asterisk.conf's astetcdir, astrundir, ...), everything listening on `ip`,
+    the dialplan's FastAGI on ip:4573 and its own RTP ports."""
+    files = {p.name: p.read_text() for p in sorted(ASTERISK_DIR.glob("*.conf")) + sorted(DIALPLAN_DIR.glob("*.conf"))}
+    # The stock "[directories](!)" is a template, which Asterisk does not read: an instance's must be read.
+    text = files["asterisk.conf"].replace("[directories](!)", "[directories]", 1)
+    for key, value in dirs.items():
+        text = _sub(text, rf"^{key} => .*$", f"{key} => {value}")
+    files["asterisk.conf"] = text
+    files["manager.conf"] = _sub(files["manager.conf"], r"^bindaddr = .*$", f"bindaddr = {ip}")
+    # manager.conf's permit stays 127.0.0.1: a connection to any loopback address comes from it.
+    files["http.conf"] = _sub(files["http.conf"], r"^bindaddr = .*$", f"bindaddr = {ip}")
+    files["extensions.conf"] = _sub(files["extensions.conf"], r"^PPC_AGI_URL=.*$", f"PPC_AGI_URL=agi://{ip}:{AGI_PORT}")
+    files["pjsip.conf"] = _sub(files["pjsip.conf"], r"^bind = .*$", f"bind = {ip}:{SIP_PORT}")
+    files["rtp.conf"] = _sub(_sub(files["rtp.conf"], r"^rtpstart = .*$", f"rtpstart = {rtp[0]}"),
+                             r"^rtpend = .*$", f"rtpend = {rtp[1]}")
+    return files
+
+
+def _sub(text: str, pattern: str, repl: str) -> str:
+    out, n = re.subn(pattern, repl, text, count=1, flags=re.M)
+    if n != 1:
+        raise SandboxError(f"cannot generate the instance configuration: {pattern!r} not found")
+    return out
+
+
 class Sandbox:
-    def __init__(self, settings: SandboxSettings | None = None):
+    def __init__(self, settings: SandboxSettings | None = None, instance: str = ""):
+        """instance="": the sandbox (`ppcswitch sandbox up`, `ppcswitch dev`) on 127.0.0.1 with
+        Debian's directories; a name of INSTANCES: another Asterisk from the same root, beside it."""
         self.settings = settings or SandboxSettings()
         self.root = Path(self.settings.root).resolve()  # as /proc/PID/root shows it
         self.home = self.root.parent  # our state, outside the chroot
-        self.pid_path = self.home / "asterisk.pid"
-        self.log_path = self.home / "asterisk.log"
+        self.instance = instance
+        state = self.home / "instances" / instance if instance else self.home
+        self.pid_path = state / "asterisk.pid"
+        self.log_path = state / "asterisk.log"
         self.secret_path = self.home / "ami_secret"
-        self.sipp_pids = self.home / "sipp"
-        self.sessions = self.home / "sessions"  # PIDs of test sessions using Asterisk (acquire)
-        self.session_owned = self.home / "session-owned"  # Asterisk was started by a session
+        self.sipp_pids = state / "sipp"
+        self.sessions = state / "sessions"  # PIDs of test sessions using Asterisk (acquire)
+        self.session_owned = state / "session-owned"  # Asterisk was started by a session
         self._proc: subprocess.Popen | None = None  # Asterisk, when this process started it
-        self.sip_target = f"{SIP_HOST}:{SIP_PORT}"  # where SIPp callers send
-        self.sipp_dir = SIPP_DIR_IN_ROOT  # scenarios and SIPp logs, as seen in the chroot
+        if instance:
+            if instance not in INSTANCES:
+                raise SandboxError(f"no sandbox instance {instance!r} (known: {', '.join(INSTANCES)})")
+            self.ip, self.rtp_range = INSTANCES[instance]
+            base = "ppcswitch-sandbox/" + instance
+            self.dirs = {"astetcdir": f"/etc/{base}", "astvarlibdir": f"/var/lib/{base}", "astdbdir": f"/var/lib/{base}",
+                         "astkeydir": f"/var/lib/{base}", "astspooldir": f"/var/spool/{base}",
+                         "astrundir": f"/run/{base}", "astlogdir": f"/var/log/{base}", "astcachedir": f"/var/cache/{base}"}
+            self.sipp_dir = f"{SIPP_DIR_IN_ROOT}-{instance}"  # scenarios and SIPp logs, as seen in the chroot
+        else:
+            self.ip, self.rtp_range = SIP_HOST, (10000, 20000)
+            self.dirs = {"astetcdir": "/etc/asterisk", "astspooldir": "/var/spool/asterisk", "astrundir": "/run/asterisk",
+                         "astlogdir": "/var/log/asterisk"}
+            self.sipp_dir = SIPP_DIR_IN_ROOT  # scenarios and SIPp logs, as seen in the chroot
+        self.sip_target = f"{self.ip}:{SIP_PORT}"  # where SIPp callers send
+        self.agi_host = self.ip  # where this instance's dialplan looks for the controller (port AGI_PORT)
+
+    def in_root(self, path: str) -> Path:
+        """A path inside the chroot, as the host sees it."""
+        return self.root / path.lstrip("/")
+
+    @property
+    def etc_dir(self) -> Path:
+        """This instance's Asterisk configuration directory (host path)."""
+        return self.in_root(self.dirs["astetcdir"])
+
+    @property
+    def log_dir(self) -> Path:
+        """Asterisk's logs (messages, security, cdr-csv/) of this instance (host path)."""
+        return self.in_root(self.dirs["astlogdir"])
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.in_root(self.dirs["astspooldir"])
+
+    @property
+    def cdr_file(self) -> Path:
+        return self.log_dir / "cdr-csv" / "Master.csv"
+
+    def _asterisk(self, *args: str) -> list[str]:
+        """`asterisk ARGS` in the chroot, with this instance's configuration."""
+        conf = ["-C", f"{self.dirs['astetcdir']}/asterisk.conf"] if self.instance else []
+        return ["chroot", str(self.root), "asterisk", *conf, *args]
 
     # -- building ---------------------------------------------------------
 
@@ -272,12 +350,14 @@ class Sandbox:
 
     def ami_settings(self) -> AmiSettings:
         """AMI settings for a controller talking to the sandbox."""
-        return AmiSettings(host=AMI_HOST, port=AMI_PORT, username=AMI_USER, secret=self.ami_secret())
+        return AmiSettings(host=self.ip, port=AMI_PORT, username=AMI_USER, secret=self.ami_secret())
 
     def install_config(self) -> None:
         """Put exactly our asterisk/*.conf and dialplans/*.conf in ROOT/etc/asterisk."""
         if not (ASTERISK_DIR / "modules.conf").exists() or not DIALPLAN_DIR.is_dir():
             raise SandboxError(f"no asterisk/ and dialplans/ beside the package in {REPO}: run from a source checkout")
+        if self.instance:
+            return self._install_instance_config()
         etc, dist = self.root / "etc/asterisk", self.root / "etc/asterisk.dist"
         if etc.exists() and not dist.exists():
             etc.rename(dist)  # Debian's stock files, kept aside once
@@ -303,6 +383,32 @@ class Sandbox:
         if not any(name in line.split()[1:] for line in text.splitlines() if not line.startswith("#")):
             hosts.write_text(text + ("" if text.endswith("\n") or not text else "\n") + f"127.0.1.1\t{name}\n")
         scenarios = self.root / self.sipp_dir.lstrip("/")
+        scenarios.mkdir(parents=True, exist_ok=True)
+        for src in SIPP_SCENARIOS.glob("*.xml"):
+            shutil.copyfile(src, scenarios / src.name)
+
+    def _install_instance_config(self) -> None:
+        uid, gid = self._ids("asterisk")
+        etc = self.etc_dir
+        shutil.rmtree(etc, ignore_errors=True)
+        etc.mkdir(parents=True, mode=0o755)
+        for name, text in instance_files(self.instance, self.ip, self.dirs, self.rtp_range).items():
+            (etc / name).write_text(text)
+            os.chmod(etc / name, 0o644)
+        include = etc / SECRET_INCLUDE
+        include.write_text(f"secret = {self.ami_secret()}\n")
+        os.chown(include, 0, gid)
+        os.chmod(include, 0o640)
+        for key in ("astvarlibdir", "astspooldir", "astrundir", "astlogdir", "astcachedir"):
+            d = self.in_root(self.dirs[key])
+            d.mkdir(parents=True, exist_ok=True)
+            os.chown(d, uid, gid)
+        # cdr_csv writes into an existing directory only; recordings go below the spool.
+        for d in (self.cdr_file.parent, self.spool_dir / "monitor/ppcswitch"):
+            d.mkdir(parents=True, exist_ok=True)
+            os.chown(d, uid, gid)
+        self.pid_path.parent.mkdir(parents=True, exist_ok=True)
+        scenarios = self.in_root(self.sipp_dir)
         scenarios.mkdir(parents=True, exist_ok=True)
         for src in SIPP_SCENARIOS.glob("*.xml"):
             shutil.copyfile(src, scenarios / src.name)
@@ -385,16 +491,17 @@ class Sandbox:
         if pid:
             return pid
         for kind, port, what in ((socket.SOCK_DGRAM, SIP_PORT, "udp"), (socket.SOCK_STREAM, AMI_PORT, "tcp")):
-            if port_in_use(kind, SIP_HOST, port):
-                raise SandboxError(f"{SIP_HOST}:{port}/{what} is already in use by another program")
+            if port_in_use(kind, self.ip, port):
+                raise SandboxError(f"{self.ip}:{port}/{what} is already in use by another program")
         self.install_config()
         if fresh:
             shutil.rmtree(self.root / self.sipp_dir.lstrip("/") / "logs", ignore_errors=True)
         self.mount_proc()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb" if fresh else "ab") as log:  # fresh: this run's console only
             # -f: stay in the foreground so the PID is ours; -n: no colours in the log.
             self._proc = subprocess.Popen(
-                ["chroot", str(self.root), "asterisk", "-f", "-n"], stdin=subprocess.DEVNULL,
+                self._asterisk("-f", "-n"), stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.pid_path.write_text(f"{self._proc.pid}\n")
         try:
@@ -406,7 +513,7 @@ class Sandbox:
         return self._proc.pid
 
     def _wait_booted(self, deadline: float) -> None:
-        ctl = self.root / "run/asterisk/asterisk.ctl"
+        ctl = self.in_root(self.dirs["astrundir"]) / "asterisk.ctl"
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise SandboxError(f"Asterisk exited with status {self._proc.returncode} while starting; see {self.log_path}")
@@ -490,7 +597,7 @@ class Sandbox:
     def cli(self, command: str, timeout: float = 15.0) -> str:
         """Output of `asterisk -rx command` in the chroot."""
         try:
-            res = subprocess.run(["chroot", str(self.root), "asterisk", "-rx", command],
+            res = subprocess.run(self._asterisk("-rx", command),
                                  capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise SandboxError(f"asterisk -rx {command!r} timed out") from None

@@ -1,8 +1,10 @@
 """Sandbox Asterisk and SIPp fixtures.
 
-`sandbox` (session): the real Asterisk 22 of `ppcswitch sandbox`, built if
-needed and started with the repository's configuration; stopped at the end by
-the last test session using it, unless `ppcswitch sandbox up` started it.
+`sandbox` (session): the real Asterisk 22 of `ppcswitch sandbox`'s root, as its own instance
+("tests", on 127.0.4.1: SIP 5060, AMI 5038, the controller's FastAGI 4573; its configuration in
+`sandbox.etc_dir`, logs in `sandbox.log_dir`), built if needed and started with the repository's
+configuration; stopped at the end by the last test session using it. It runs beside a
+`ppcswitch dev` or `ppcswitch sandbox up` on the same machine, which it leaves alone.
 When it cannot run (not root, no mmdebstrap, build or start failure) tests
 using it are skipped with the reason, or fail when PPCSWITCH_REQUIRE_SERVICES=1 (CI).
 
@@ -40,9 +42,14 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
+# The suite's own Asterisk: an instance of the sandbox root on its own address (ppcswitch/sandbox.py,
+# INSTANCES), so the tests run while `ppcswitch dev` (the sandbox itself, 127.0.0.1) runs too.
+TEST_INSTANCE = "tests"
+
+
 @pytest.fixture(scope="session")
 def sandbox():
-    box = Sandbox(load_settings().sandbox)
+    box = Sandbox(load_settings().sandbox, instance=TEST_INSTANCE)
     try:
         # Shared with other sessions and `ppcswitch sandbox up`: stopped only by the last
         # session out, and only if a session started it.

@@ -58,6 +58,7 @@ class ControllerProcess:
             "PPCSWITCH_AMI_USERNAME": ami.username,
             "PPCSWITCH_AMI_SECRET": ami.secret,
             "PPCSWITCH_AMI_RECONNECT_MAX": "2",
+            "PPCSWITCH_AGI_HOST": ami.host,  # the sandbox instance's address: its dialplan's PPC_AGI_URL
             "PPCSWITCH_AGI_PORT": str(AGI_PORT),
             "PPCSWITCH_HTTP_PORT": str(self.http_port),
             "PPCSWITCH_ROUTING_RELOAD_INTERVAL": "0.3",

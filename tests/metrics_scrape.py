@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from fixtures_asterisk import require_services
 
 REPO = Path(__file__).resolve().parent.parent
-ASTERISK_METRICS_URL = "http://127.0.0.1:8088/metrics"  # asterisk/http.conf + prometheus.conf
+ASTERISK_METRICS_PATH = ":8088/metrics"  # asterisk/http.conf (bindaddr: the sandbox instance's address) + prometheus.conf
 
 
 def samples(text: str) -> dict[tuple[str, frozenset], float]:
@@ -62,7 +62,7 @@ def asterisk_metrics(sandbox) -> str:
     existed gets them now (the same files a fresh start installs), without a restart that
     would cut other sessions' calls."""
     if "Prometheus Metrics URI" not in sandbox.cli("http show status"):
-        etc = Path(sandbox.root) / "etc/asterisk"
+        etc = sandbox.etc_dir
         for name in ("http.conf", "prometheus.conf"):
             shutil.copyfile(REPO / "asterisk" / name, etc / name)
             (etc / name).chmod(0o644)
@@ -71,7 +71,7 @@ def asterisk_metrics(sandbox) -> str:
     deadline = time.monotonic() + 10
     while True:
         try:
-            with urllib.request.urlopen(ASTERISK_METRICS_URL, timeout=2) as r:
+            with urllib.request.urlopen(f"http://{sandbox.ip}{ASTERISK_METRICS_PATH}", timeout=2) as r:
                 return r.read().decode()
         except OSError:
             if time.monotonic() > deadline:

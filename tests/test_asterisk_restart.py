@@ -72,7 +72,7 @@ def test_asterisk_restart_under_load_keeps_every_call_once(controller, sipp, san
     buyer = sipp.buyer("answer")
     controller.seed([{"name": "A", "destination": buyer.dest.split("/", 2)[2], "ring_timeout": 5, "min_duration": 1}])
     controller.env.update({"PPCSWITCH_ROUTING_FALLBACK_BUYER": "A", "PPCSWITCH_RECOVERY_INTERVAL": "1",
-                           "PPCSWITCH_RECOVERY_CDR_FILE": str(sandbox.root / "var/log/asterisk/cdr-csv/Master.csv")})
+                           "PPCSWITCH_RECOVERY_CDR_FILE": str(sandbox.cdr_file)})
     controller.start()
     buyer_id, pid = controller.ids()["A"], controller.proc.pid
 

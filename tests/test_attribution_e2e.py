@@ -21,12 +21,12 @@ def buyer(name, proc, **kw):
 
 def current_dialplan(box) -> None:
     """Load this checkout's dialplan and SIPp scenarios into the (maybe already running) sandbox."""
-    etc = box.root / "etc/asterisk"
+    etc = box.etc_dir
     shutil.copyfile(sb.DIALPLAN_DIR / "ppcswitch.conf", etc / "ppcswitch.conf")
     box.cli("dialplan reload")
     if "res_pjsip_header_funcs.so" not in box.cli("module show like res_pjsip_header_funcs"):
         box.cli("module load res_pjsip_header_funcs.so")  # PJSIP_HEADER (asterisk/modules.conf)
-    scenarios = box.root / sb.SIPP_DIR_IN_ROOT.lstrip("/")
+    scenarios = box.in_root(box.sipp_dir)
     for src in sb.SIPP_SCENARIOS.glob("*.xml"):
         shutil.copyfile(src, scenarios / src.name)
 
@@ -34,7 +34,7 @@ def current_dialplan(box) -> None:
 def header_call(sipp, number: str, sub_id: str, click_id: str, seconds: float = 1.0):
     """One call from the sandbox trunk carrying X-Sub-Id / X-Click-Id."""
     box = sipp.box
-    args = [f"{sb.SIP_HOST}:{sb.SIP_PORT}", "-sf", f"{sb.SIPP_DIR_IN_ROOT}/uac_headers.xml", "-i", sb.TRUNK_IP,
+    args = [box.sip_target, "-sf", f"{box.sipp_dir}/uac_headers.xml", "-i", sb.TRUNK_IP,
             "-s", number, "-m", "1", "-l", "1", "-d", str(int(seconds * 1000)),
             "-set", "from", sb.from_header(CALLER, None, sb.TRUNK_IP), "-set", "subid", sub_id,
             "-set", "clickid", click_id]

@@ -184,7 +184,7 @@ def test_bad_fastagi_clients_do_not_disturb_calls(controller, sipp):
         payloads = [b"", b"garbage\r\n\r\n", b"agi_network_script: route\n", b"\xff" * 70000, b"agi_channel: x"]
         i = 0
         while not stop.is_set():
-            with socket.create_connection(("127.0.0.1", 4573), timeout=2) as s:
+            with socket.create_connection((controller.env["PPCSWITCH_AGI_HOST"], 4573), timeout=2) as s:
                 s.sendall(payloads[i % len(payloads)])
                 if i % 5 == 4:
                     time.sleep(0.05)  # a few stay open, silent

@@ -21,7 +21,7 @@ import pytest
 
 from ppcswitch.billing import ledger
 from ppcswitch.fraud import store
-from ppcswitch.sandbox import SIP_HOST, SIP_PORT, SIPP_DIR_IN_ROOT, TRUNK_IP, from_header
+from ppcswitch.sandbox import TRUNK_IP, from_header
 from ppcswitch.storage import db, repo
 
 NUMBER, NUMBER_2 = "+18005550100", "+18005550101"
@@ -33,8 +33,8 @@ MODULES = ("app_read.so", "app_stack.so", "func_talkdetect.so", "app_mixmonitor.
 @pytest.fixture
 def fraud_dialplan(sandbox, sipp):
     """This checkout's dialplan, SIPp scenarios and modules in the running sandbox (it may predate them)."""
-    shutil.copyfile(ROOT / "dialplans/ppcswitch.conf", sandbox.root / "etc/asterisk/ppcswitch.conf")
-    scenarios = sandbox.root / SIPP_DIR_IN_ROOT.lstrip("/")
+    shutil.copyfile(ROOT / "dialplans/ppcswitch.conf", sandbox.etc_dir / "ppcswitch.conf")
+    scenarios = sandbox.in_root(sandbox.sipp_dir)
     for src in (ROOT / "ppcswitch/sipp").glob("*.xml"):
         shutil.copyfile(src, scenarios / src.name)
     for module in MODULES:
@@ -71,7 +71,7 @@ def signals(controller, linkedid, timeout=5.0):
 
 
 def uac(box, scenario, number=NUMBER, hold_ms=1000, caller=CALLER, extra=()):
-    args = [f"{SIP_HOST}:{SIP_PORT}", "-sf", f"{SIPP_DIR_IN_ROOT}/{scenario}", "-i", TRUNK_IP, "-s", number,
+    args = [box.sip_target, "-sf", f"{box.sipp_dir}/{scenario}", "-i", TRUNK_IP, "-s", number,
             "-m", "1", "-l", "1", "-d", str(hold_ms), "-set", "from", from_header(caller), *extra]
     return box._start_sipp("uac-fraud", args)
 
@@ -237,5 +237,5 @@ def test_recording_is_as_long_as_the_call_with_each_direction_beside_it(controll
 
 
 def _asterisk_owner(box):
-    st = (box.root / "var/spool/asterisk").stat()
+    st = box.spool_dir.stat()
     return st.st_uid, st.st_gid

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from ppcswitch.billing import ledger
 from ppcswitch.fraud import store as fraud_store
 from ppcswitch.intelligence import store
-from ppcswitch.sandbox import BUYER_IP, SIPP_DIR_IN_ROOT, udp_bound, free_udp_port
+from ppcswitch.sandbox import BUYER_IP, udp_bound, free_udp_port
 from ppcswitch.storage import models_billing as b
 from speech import need_tools, pcmu_scenario, rtp_pcap, say
 from test_fraud_e2e import _asterisk_owner, buyer, fraud_dialplan, in_db, run, uac  # noqa: F401 (fixture)
@@ -36,7 +36,7 @@ BUYER = [("en-us+m3", 140, "is it about your water heater")]
 
 def start_buyer(box, sipp, scenario: str):
     port = free_udp_port(BUYER_IP)
-    proc = box._start_sipp(f"uas-speak-{port}", ["-sf", f"{SIPP_DIR_IN_ROOT}/{scenario}", "-i", BUYER_IP,
+    proc = box._start_sipp(f"uas-speak-{port}", ["-sf", f"{box.sipp_dir}/{scenario}", "-i", BUYER_IP,
                                                  "-p", str(port)])
     sipp.procs.append(proc)
     proc.port, proc.dest = port, f"PJSIP/ppcswitch-buyer/sip:buyer@{BUYER_IP}:{port}"
@@ -66,7 +66,7 @@ def test_spoken_calls_are_transcribed_redacted_scored_and_gated(controller, sipp
     work = f"/tmp/ppcswitch-speech-{uuid.uuid4().hex[:8]}"  # inside the sandbox root: SIPp reads it there
     local_work = box.root / work.lstrip("/")
     local_work.mkdir(parents=True)
-    scenarios = box.root / SIPP_DIR_IN_ROOT.lstrip("/")
+    scenarios = box.in_root(box.sipp_dir)
     seconds = {}
     for name, parts in (("caller1", CALLER_1), ("caller2", CALLER_2), ("buyer", BUYER)):
         seconds[name] = rtp_pcap(say(parts, tmp_path / f"{name}.ul"), local_work / f"{name}.pcap")

@@ -99,7 +99,7 @@ def test_calls_during_a_controller_crash_are_recorded_once(controller, sipp, san
     dest = a.dest.split("/", 2)[2]
     controller.seed([{"name": "A", "destination": dest, "ring_timeout": 5, "min_duration": 1}])
     controller.env["PPCSWITCH_ROUTING_FALLBACK_BUYER"] = "A"
-    controller.env["PPCSWITCH_RECOVERY_CDR_FILE"] = str(sandbox.root / "var/log/asterisk/cdr-csv/Master.csv")
+    controller.env["PPCSWITCH_RECOVERY_CDR_FILE"] = str(sandbox.cdr_file)
     controller.env["PPCSWITCH_RECOVERY_INTERVAL"] = "1"
     controller.start()
     ids = controller.ids()
@@ -136,7 +136,7 @@ def test_a_controller_without_its_ami_link_does_not_move_the_recovery_window(con
     a = sipp.buyer("answer")
     controller.seed([{"name": "A", "destination": a.dest.split("/", 2)[2], "ring_timeout": 5, "min_duration": 1}])
     controller.env["PPCSWITCH_ROUTING_FALLBACK_BUYER"] = "A"
-    controller.env["PPCSWITCH_RECOVERY_CDR_FILE"] = str(sandbox.root / "var/log/asterisk/cdr-csv/Master.csv")
+    controller.env["PPCSWITCH_RECOVERY_CDR_FILE"] = str(sandbox.cdr_file)
     controller.env["PPCSWITCH_RECOVERY_INTERVAL"] = "1"
     controller.start()
     assert sipp.call(NUMBER, caller="+14155550111", seconds=1).answered

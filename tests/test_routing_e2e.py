@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from ppcswitch.sandbox import SIP_HOST, SIP_PORT, SIPP_DIR_IN_ROOT, TRUNK_IP, from_header
+from ppcswitch.sandbox import TRUNK_IP, from_header
 from ppcswitch.storage import db, repo_routing
 
 NUMBER = "+18005550100"
@@ -26,9 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def current_dialplan(sandbox, sipp):
     """This checkout's dialplan and SIPp scenarios in the running sandbox (it may predate them)."""
-    etc = sandbox.root / "etc/asterisk"
+    etc = sandbox.etc_dir
     shutil.copyfile(ROOT / "dialplans/ppcswitch.conf", etc / "ppcswitch.conf")
-    scenarios = sandbox.root / SIPP_DIR_IN_ROOT.lstrip("/")
+    scenarios = sandbox.in_root(sandbox.sipp_dir)
     for src in (ROOT / "ppcswitch/sipp").glob("*.xml"):
         shutil.copyfile(src, scenarios / src.name)
     for module in ("app_read.so", "app_stack.so"):  # asterisk/modules.conf, for a sandbox started before them
@@ -56,7 +56,7 @@ def set_rules(controller, fn):
 
 def uac(sandbox, scenario: str, calls: int, hold_ms: int, caller: str = CALLER, rate: int = 100):
     """A SIPp caller placing `calls` calls at once (all within a second) with `scenario`."""
-    args = [f"{SIP_HOST}:{SIP_PORT}", "-sf", f"{SIPP_DIR_IN_ROOT}/{scenario}", "-i", TRUNK_IP, "-s", NUMBER,
+    args = [sandbox.sip_target, "-sf", f"{sandbox.sipp_dir}/{scenario}", "-i", TRUNK_IP, "-s", NUMBER,
             "-m", str(calls), "-l", str(calls), "-r", str(rate), "-rp", "1000", "-d", str(hold_ms),
             "-set", "from", from_header(caller)]
     return sandbox._start_sipp("uac-routing", args)

@@ -78,8 +78,8 @@ def test_parse_caller():
 class Ami:
     """Just enough AMI over a raw socket: login, actions, and the events seen meanwhile."""
 
-    def __init__(self, username: str, secret: str, source: str | None = None):
-        self.sock = socket.create_connection((sb.AMI_HOST, sb.AMI_PORT), timeout=5,
+    def __init__(self, username: str, secret: str, source: str | None = None, host: str = sb.AMI_HOST):
+        self.sock = socket.create_connection((host, sb.AMI_PORT), timeout=5,
                                              source_address=(source, 0) if source else None)
         self.buf = b""
         self.events: list[dict[str, str]] = []
@@ -145,7 +145,7 @@ class Ami:
 
 @pytest.fixture
 def ami(sandbox_ami):
-    conn = Ami(sandbox_ami.username, sandbox_ami.secret)
+    conn = Ami(sandbox_ami.username, sandbox_ami.secret, host=sandbox_ami.host)
     assert conn.login.get("Response") == "Success", conn.login
     yield conn
     conn.close()
@@ -172,14 +172,14 @@ def channel_of(ami: Ami, caller: str) -> dict[str, str]:
     return ami.wait_event(lambda e: e["Event"] == "Newchannel" and e["CallerIDNum"] == caller)
 
 
-def no_controller() -> None:
+def no_controller(box) -> None:
     with socket.socket() as s:
-        if s.connect_ex(("127.0.0.1", 4573)) == 0:
-            pytest.skip("something listens on 127.0.0.1:4573; these tests need the controller absent")
+        if s.connect_ex((box.agi_host, sb.AGI_PORT)) == 0:
+            pytest.skip(f"something listens on {box.agi_host}:{sb.AGI_PORT}; these tests need the controller absent")
 
 
 def messages_log(box) -> str:
-    return (box.root / "var/log/asterisk/messages").read_text(errors="replace")
+    return (box.log_dir / "messages").read_text(errors="replace")
 
 
 def show(box, command: str) -> dict[str, str]:
@@ -216,7 +216,8 @@ def test_dialplan_contexts_and_globals(sandbox):
     for context in CONTEXTS:
         out = sandbox.cli(f"dialplan show {context}")
         assert f"Context '{context}' created by 'pbx_config'" in out, out
-    assert "PPC_AGI_URL=agi://127.0.0.1:4573" in sandbox.cli("dialplan show globals")
+    assert "PPC_AGI_URL=agi://127.0.0.1:4573" in (sb.ASTERISK_DIR / "extensions.conf").read_text()  # as shipped
+    assert f"PPC_AGI_URL=agi://{sandbox.agi_host}:4573" in sandbox.cli("dialplan show globals")  # this instance's
 
 
 @pytest.mark.asterisk
@@ -245,11 +246,11 @@ def test_ami_user_login_acl_and_permissions(sandbox, sandbox_ami, ami):
         response = ami.action(forbidden.pop("name"), **forbidden)
         assert response["Response"] == "Error" and "Permission denied" in response["Message"]
 
-    wrong = Ami(sandbox_ami.username, sandbox_ami.secret + "x")
+    wrong = Ami(sandbox_ami.username, sandbox_ami.secret + "x", host=sandbox_ami.host)
     assert wrong.login["Response"] == "Error" and "Authentication failed" in wrong.login["Message"]
     wrong.close()
     # Right secret, but from another address than 127.0.0.1: the user's permit/deny refuses it.
-    elsewhere = Ami(sandbox_ami.username, sandbox_ami.secret, source=sb.TRUNK_IP)
+    elsewhere = Ami(sandbox_ami.username, sandbox_ami.secret, source=sb.TRUNK_IP, host=sandbox_ami.host)
     assert elsewhere.login["Response"] == "Error"
     elsewhere.close()
 
@@ -265,10 +266,10 @@ def test_sip_and_manager_listen_on_loopback_only(sandbox):
     sockets = [line.split() for line in subprocess.run(["ss", "-H", "-ltnup"], capture_output=True, text=True,
                                                        check=True).stdout.splitlines()]
     ours = [(f[0], f[4]) for f in sockets if f"pid={pid}," in f[-1]]
-    assert ("tcp", "127.0.0.1:5038") in ours and ("udp", "127.0.0.1:5060") in ours
+    assert ("tcp", f"{sandbox.ip}:5038") in ours and ("udp", f"{sandbox.ip}:5060") in ours
     # Every TCP listener of Asterisk (AMI, no HTTP) is on loopback; nothing listens on
     # 5060/5038 beyond loopback (SIPp callers bind 127.0.0.2:5060 and such).
-    assert all(addr.startswith("127.0.0.1:") for proto, addr in ours if proto == "tcp"), ours
+    assert all(addr.startswith(f"{sandbox.ip}:") for proto, addr in ours if proto == "tcp"), ours
     assert all(f[4].startswith("127.") for f in sockets if f[4].rsplit(":", 1)[1] in ("5060", "5038")), sockets
 
 
@@ -296,7 +297,7 @@ def test_non_number_is_refused_before_any_channel(sandbox, sipp_call, ami):
 
 @pytest.mark.asterisk
 def test_controller_unreachable_takes_the_fallback_message(sandbox, sipp_call, ami, fallback_dest):
-    no_controller()
+    no_controller(sandbox)
     caller = unique_caller()
     result = sipp_call("+18005550100", caller=caller)
     assert result.code == 503 and result.early_media, result  # Progress, Playback, Hangup(34)
@@ -313,12 +314,12 @@ def test_controller_unreachable_takes_the_fallback_message(sandbox, sipp_call, a
     # Nothing was dialled: the caller's channel only, no Dial at all.
     assert [e["Channel"] for e in ami.events if ours(e) and e["Event"] == "Newchannel"] == [hangup["Channel"]]
     assert not [e for e in ami.events if ours(e) and e["Event"] == "DialBegin"]
-    assert "Connecting to '127.0.0.1:4573' failed" in messages_log(sandbox)
+    assert f"Connecting to '{sandbox.agi_host}:4573' failed" in messages_log(sandbox)
 
 
 @pytest.mark.asterisk
 def test_fallback_dest_reaches_a_buyer(sandbox, sipp_buyer, sipp_call, ami, fallback_dest):
-    no_controller()
+    no_controller(sandbox)
     buyer = sipp_buyer("answer")
     fallback_dest(buyer.dest)
     result = sipp_call("+18005550100", caller="+442071234567", display='O"Brien', seconds=0.3)
@@ -335,7 +336,7 @@ def test_fallback_dest_reaches_a_buyer(sandbox, sipp_buyer, sipp_call, ami, fall
 @pytest.mark.parametrize("caller, display", [("anonymous", "Anonymous"), ("", None), ("+442071234567", None),
                                              ("4155550123", 'Dave "the" O\\Brien')])
 def test_odd_caller_ids_are_carried(sandbox, sipp_buyer, sipp_call, fallback_dest, caller, display):
-    no_controller()
+    no_controller(sandbox)
     buyer = sipp_buyer("answer")
     fallback_dest(buyer.dest)
     result = sipp_call("18005550100", caller=caller, display=display, seconds=0.1)
@@ -345,7 +346,7 @@ def test_odd_caller_ids_are_carried(sandbox, sipp_buyer, sipp_call, fallback_des
 
 @pytest.mark.asterisk
 def test_busy_buyer_then_fallback_message(sandbox, sipp_buyer, sipp_call, ami, fallback_dest):
-    no_controller()
+    no_controller(sandbox)
     buyer = sipp_buyer("busy")
     fallback_dest(buyer.dest)
     caller = unique_caller()
@@ -358,7 +359,7 @@ def test_busy_buyer_then_fallback_message(sandbox, sipp_buyer, sipp_call, ami, f
 
 @pytest.mark.asterisk
 def test_hangup_over_ami_reaches_caller_and_buyer(sandbox, sipp, ami, fallback_dest):
-    no_controller()
+    no_controller(sandbox)
     buyer = sipp.buyer("answer")
     fallback_dest(buyer.dest)
     caller = unique_caller()
