@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 from ppcswitch.attribution import store
 from ppcswitch.money import format_cents
-from ppcswitch.cli.common import run
+from ppcswitch.cli.common import command as cmd
 from ppcswitch.storage.validate import ValidationError
 
 
@@ -88,11 +88,6 @@ async def _report(ctx, args) -> int:
 
 
 def add_cli(sub) -> None:
-    def cmd(group, name, action, help):
-        p = group.add_parser(name, help=help)
-        p.set_defaults(func=lambda settings, args: run(settings, action, args))
-        return p
-
     pool = sub.add_parser("pool", help="number pools for dynamic number insertion").add_subparsers(
         dest="pool_command", required=True, metavar="COMMAND")
     p = cmd(pool, "add", _pool_add, "a pool of a campaign and publisher; prints its public key")

@@ -14,6 +14,7 @@ from ppcswitch.billing.ledger import BillingError
 from ppcswitch.billing.rerate import rerate
 from ppcswitch.money import MoneyError, format_cents, parse_cents
 from ppcswitch.storage import repo
+from ppcswitch.cli import common
 from ppcswitch.cli.common import run
 
 
@@ -160,8 +161,7 @@ async def _rerate(ctx, args) -> int:
 
 def add_cli(sub) -> None:
     def command(group_sub, name, action, help, period=True):
-        p = group_sub.add_parser(name, help=help)
-        p.set_defaults(func=lambda settings, args: run(settings, action, args))
+        p = common.command(group_sub, name, action, help)
         if period:
             p.add_argument("--from", dest="date_from", required=True, help="first day, e.g. 2026-11-01")
             p.add_argument("--to", dest="date_to", help="last day, included (default: the first day)")
@@ -169,8 +169,7 @@ def add_cli(sub) -> None:
         return p
 
     def group(name, help):
-        return sub.add_parser(name, help=help).add_subparsers(dest=f"{name}_command", required=True,
-                                                              metavar="COMMAND")
+        return common.group(sub, name, help)
 
     report = group("report", "money reports for a period (CSV or table), statements and invoices")
     p = command(report, "period", _report, "owed per publisher, receivable per buyer, margin, billable rate")

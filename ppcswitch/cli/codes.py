@@ -7,7 +7,7 @@ import json
 from sqlalchemy import select
 
 from ppcswitch.attribution.codes import list_codes, remove_code, set_code, set_number_asks
-from ppcswitch.cli.common import run
+from ppcswitch.cli.common import command, group
 from ppcswitch.storage import models as t
 
 
@@ -46,21 +46,15 @@ async def _ask(ctx, args) -> int:
 
 
 def add_cli(sub) -> None:
-    def cmd(name, action, help):
-        p = group.add_parser(name, help=help)
-        p.set_defaults(func=lambda settings, args: run(settings, action, args))
-        return p
-
-    group = sub.add_parser("code", help="IVR publisher codes keyed in by callers at shared numbers").add_subparsers(
-        dest="code_command", required=True, metavar="COMMAND")
-    p = cmd("add", _add, "add a publisher code (or a sub-ID code with --sub-id), or change where one points")
+    codes = group(sub, "code", "IVR publisher codes keyed in by callers at shared numbers")
+    p = command(codes, "add", _add, "add a publisher code (or a sub-ID code with --sub-id), or change where one points")
     p.add_argument("code", help="1 to 8 digits")
     p.add_argument("--publisher", required=True)
     p.add_argument("--sub-id", help="the sub-ID calls with this code are attributed to")
-    p = cmd("remove", _remove, "remove a code")
+    p = command(codes, "remove", _remove, "remove a code")
     p.add_argument("code")
-    p = cmd("list", _list, "codes, their publishers and sub-IDs, and the numbers that ask for one")
+    p = command(codes, "list", _list, "codes, their publishers and sub-IDs, and the numbers that ask for one")
     p.add_argument("--json", action="store_true")
-    p = cmd("ask", _ask, "make a tracking number ask its callers for a publisher code (on) or not (off)")
+    p = command(codes, "ask", _ask, "make a tracking number ask its callers for a publisher code (on) or not (off)")
     p.add_argument("number")
     p.add_argument("state", choices=("on", "off"))

@@ -1,5 +1,5 @@
-"""What every command group shares: `run` an action against the database, the `Context` it gets,
-`on_off` for switches, `call_to_json` for call records.
+"""What every command group shares: `group` and `command` to register them, `run` an action against
+the database, the `Context` it gets, `on_off` for switches, `call_to_json` for call records.
 
 Bad input prints one clear line and exits 2; database trouble exits 1. Writes go through a Writer
 like everywhere else, so a controller writing at the same time only makes a command wait, never fail.
@@ -59,6 +59,19 @@ def run(settings: Settings, action: Action, args: argparse.Namespace, *, migrate
         detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         print(f"ppcswitch: database error: {detail}", file=sys.stderr)
         return 1
+
+
+def group(sub, name: str, help: str):
+    """`ppcswitch NAME COMMAND ...`: a command group; returns where its commands are added."""
+    return sub.add_parser(name, help=help).add_subparsers(dest=f"{name}_command", required=True, metavar="COMMAND")
+
+
+def command(group_sub, name: str, action: Action, help: str, **kw) -> argparse.ArgumentParser:
+    """One command of a group, whose action runs against the database (`run`); returns its parser
+    for the arguments."""
+    parser = group_sub.add_parser(name, help=help)
+    parser.set_defaults(func=lambda settings, args: run(settings, action, args, **kw))
+    return parser
 
 
 def on_off(value: str | None, field: str):

@@ -23,7 +23,7 @@ from sqlalchemy import select
 from ppcswitch.intelligence import rules as pr
 from ppcswitch.intelligence import store
 from ppcswitch.storage import repo
-from ppcswitch.cli.common import run
+from ppcswitch.cli.common import command
 from ppcswitch.storage.models_intelligence import FAILED, PENDING, SKIPPED, Transcript
 from ppcswitch.storage.validate import ValidationError
 
@@ -143,11 +143,6 @@ def _transcribe(settings, args) -> int:
 def add_cli(sub) -> None:
     group = sub.add_parser("intelligence", help="call transcripts, dispositions, AI score (on this machine)") \
         .add_subparsers(dest="intelligence_command", required=True, metavar="COMMAND")
-
-    def command(parent, name, action, help):
-        p = parent.add_parser(name, help=help)
-        p.set_defaults(func=lambda settings, args: run(settings, action, args))
-        return p
 
     phrase = group.add_parser("phrase", help="phrase rules that set dispositions").add_subparsers(
         dest="phrase_command", required=True, metavar="COMMAND")

@@ -7,14 +7,14 @@ the same time only makes us wait, never fail.
 
 from __future__ import annotations
 
-import argparse
 import json
 
 from sqlalchemy import select
 
 from ppcswitch.cli import fraud as fraud_cli  # block/allow lists, quality report, campaign fraud settings
 from ppcswitch.cli import routing as routing_cli  # rules, RTB, ZIP prompt, call routing traces
-from ppcswitch.cli.common import Action, Context, call_to_json, run
+from ppcswitch.cli import common
+from ppcswitch.cli.common import Action, Context, call_to_json, command
 from ppcswitch.money import format_cents
 from ppcswitch.storage import repo, repo_routing
 from ppcswitch.storage import models as t
@@ -142,13 +142,7 @@ async def _demo_seed(ctx: Context, args) -> int:
 
 def add_cli(sub) -> None:
     def group(name: str, help: str):
-        parser = sub.add_parser(name, help=help)
-        return parser.add_subparsers(dest=f"{name}_command", required=True, metavar="COMMAND")
-
-    def command(group_sub, name: str, action: Action, help: str, **kw) -> argparse.ArgumentParser:
-        parser = group_sub.add_parser(name, help=help)
-        parser.set_defaults(func=lambda settings, args: run(settings, action, args, **kw))
-        return parser
+        return common.group(sub, name, help)
 
     db = group("db", "database schema")
     command(db, "upgrade", _db_upgrade, "migrate the database to the newest schema", migrate=False)

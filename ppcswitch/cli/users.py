@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 import sys
 
-from ppcswitch.cli.common import run
+from ppcswitch.cli.common import command, group
 from ppcswitch.web import security, store
 
 
@@ -85,23 +85,17 @@ async def ensure_first_admin(session, username: str = "admin") -> str | None:
 
 
 def add_cli(sub) -> None:
-    parser = sub.add_parser("user", help="panel users and API tokens")
-    group = parser.add_subparsers(dest="user_command", required=True, metavar="COMMAND")
+    users = group(sub, "user", "panel users and API tokens")
 
-    def command(name, action, help):
-        p = group.add_parser(name, help=help)
-        p.set_defaults(func=lambda settings, args: run(settings, action, args))
-        return p
-
-    p = command("add", _user_add, "create a user (prints a generated password unless --password-stdin)")
+    p = command(users, "add", _user_add, "create a user (prints a generated password unless --password-stdin)")
     p.add_argument("username")
     p.add_argument("--role", required=True, choices=security.PERMISSIONS, help="admin, finance or noc")
     p.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
-    p = command("password", _user_password, "set a new password (ends the user's sessions)")
+    p = command(users, "password", _user_password, "set a new password (ends the user's sessions)")
     p.add_argument("username")
     p.add_argument("--password-stdin", action="store_true")
-    p = command("token", _user_token, "create an API token for a user (printed once)")
+    p = command(users, "token", _user_token, "create an API token for a user (printed once)")
     p.add_argument("username")
     p.add_argument("--name", required=True, help="what the token is for, e.g. crm-sync")
     p.add_argument("--role", default=None, choices=security.PERMISSIONS, help="scope (default: the user's role)")
-    command("list", _user_list, "list users")
+    command(users, "list", _user_list, "list users")
