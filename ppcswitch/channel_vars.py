@@ -1,8 +1,9 @@
 """Every channel variable shared between the dialplan and the controller.
 
 The dialplan (dialplans/ppcswitch.conf) and asterisk/manager.conf (channelvars)
-use these exact names; tests/test_channel_vars.py checks that the files agree
-with this module, so rename here and there together.
+use these exact names; tests/core/test_config.py (test_channel_variables_agree_with_
+dialplan_and_manager_conf) checks that the files agree with this module, so rename here and
+there together.
 """
 
 # Set by the controller's FastAGI `route` / `next` handlers, read by the dialplan.

@@ -2,7 +2,7 @@
 
 Every setting has a default, so no file is needed to start. Precedence:
 defaults < TOML file (--config or PPCSWITCH_CONFIG) < environment.
-Every setting must be documented in README.md (tests/test_config.py checks).
+Every setting must be documented in README.md (tests/core/test_config.py checks).
 """
 
 from __future__ import annotations

@@ -241,7 +241,7 @@ def skip_reason(
     """Why this buyer cannot take this call right now ('' when it can).
 
     The rules read one by one: next_candidate() asks it again at dial time. route() reads the same
-    rules from the snapshot's plan (routing.plan); tests/test_routing_plan.py holds the two to the
+    rules from the snapshot's plan (routing.plan); tests/routing/test_routing_plan.py holds the two to the
     same answers. `price_cents`: the most this call can bill the buyer (an RTB bid), else its rules'
     highest price."""
     if buyer.paused:

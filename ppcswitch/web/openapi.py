@@ -1,6 +1,6 @@
 """The OpenAPI 3.0 document of /api/v1, kept next to the handlers (api.py) it describes.
 
-tests/test_api_schema.py runs schemathesis against it: every documented
+tests/web/test_api_schema.py runs schemathesis against it: every documented
 operation is called with generated data and each answer must match this.
 """
 

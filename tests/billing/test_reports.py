@@ -21,7 +21,7 @@ from ppcswitch.storage.db import make_engine, make_sessionmaker
 from ppcswitch.storage.writer import Writer
 
 UTC = timezone.utc
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 12, 15, tzinfo=UTC)
 
 

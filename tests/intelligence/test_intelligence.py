@@ -28,7 +28,7 @@ from ppcswitch.qualification import SettlementFacts, decide
 from ppcswitch.storage import models_billing as b
 from ppcswitch.storage.models_intelligence import Transcript
 
-SPEECH = Path(__file__).parent / "data" / "speech"
+SPEECH = Path(__file__).parents[1] / "data" / "speech"
 UTC = timezone.utc
 
 

@@ -1,6 +1,6 @@
 """IVR publisher codes without Asterisk: the routing decision (code, retry, default publisher), the
 attribution on the record, what RTB buyers are told, storage on SQLite and PostgreSQL, the API, the
-panel's number form and the prompt setting. The calls themselves: tests/test_publisher_codes_e2e.py."""
+panel's number form and the prompt setting. The calls themselves: tests/telephony/test_publisher_codes_e2e.py."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from ppcswitch.recovery import read_new_rows
 from ppcswitch.sandbox import SIPP_SCENARIOS, STRANGER_IP
 
 NUMBER = "+18005550100"
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # Dialled numbers a caller controls: each must be refused before any Dial().
 INJECTIONS = [

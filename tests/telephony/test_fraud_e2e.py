@@ -26,7 +26,7 @@ from ppcswitch.storage import db, repo
 
 NUMBER, NUMBER_2 = "+18005550100", "+18005550101"
 CALLER = "+14155550123"
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MODULES = ("app_read.so", "app_stack.so", "func_talkdetect.so", "app_mixmonitor.so", "res_pjsip_header_funcs.so")
 
 

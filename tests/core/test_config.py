@@ -8,7 +8,7 @@ import pytest
 from ppcswitch import channel_vars as cv
 from ppcswitch.config import ConfigError, all_settings, load_settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_setting_is_documented_in_the_readme():

@@ -175,7 +175,7 @@ def test_ami_eventfilter_lets_through_every_event_the_tracker_handles():
 
     from ppcswitch.tracker.tracker import CallTracker
 
-    conf = (Path(__file__).resolve().parents[1] / "asterisk/manager.conf").read_text()
+    conf = (Path(__file__).resolve().parents[2] / "asterisk/manager.conf").read_text()
     allowed = set(re.findall(r"^eventfilter\(action\(include\),name\((\w+)\)[,)]", conf, re.M))
     handled = {name.split(":")[0] for name in CallTracker._handlers}
     assert handled <= allowed, f"add to asterisk/manager.conf: {handled - allowed}"

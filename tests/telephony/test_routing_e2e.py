@@ -20,7 +20,7 @@ from ppcswitch.storage import db, repo_routing
 
 NUMBER = "+18005550100"
 CALLER = "+14155550123"
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

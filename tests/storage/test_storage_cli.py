@@ -19,7 +19,7 @@ from ppcswitch.config import RoutingSettings
 from ppcswitch.storage import repo
 from ppcswitch.storage.db import make_engine, make_sessionmaker, upgrade
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 NUMBER = "+18005550100"
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def caller(i: int) -> str:

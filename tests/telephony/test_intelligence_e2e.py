@@ -25,7 +25,7 @@ from ppcswitch.storage import models_billing as b
 from speech import need_tools, pcmu_scenario, rtp_pcap, say
 from test_fraud_e2e import _asterisk_owner, buyer, fraud_dialplan, in_db, run, uac  # noqa: F401 (fixture)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.asterisk
 
 CALLER_1 = [("en-us", 150, "can you come tomorrow morning"),

@@ -1,6 +1,6 @@
 """Cluster configuration generated from what the operator already has (ppcswitch/cluster.py): the
 edge's address file from the pjsip trunk files, each node's Asterisk files, and the CLI that
-writes them for real servers. Fast: no process is started (tests/test_cluster.py runs them)."""
+writes them for real servers. Fast: no process is started (tests/telephony/test_cluster.py runs them)."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def test_edge_config_cli_writes_kamailios_files(tmp_path):
                           "--trunks", str(trunks), "--out", str(tmp_path / "edge")], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     edge = tmp_path / "edge"
-    assert (edge / "kamailio.cfg").read_text() == (Path(__file__).parents[1] / "deploy/cluster/kamailio.cfg").read_text()
+    assert (edge / "kamailio.cfg").read_text() == (Path(__file__).parents[2] / "deploy/cluster/kamailio.cfg").read_text()
     assert "1 sip:10.0.0.12:5060 0 0 duid=node2;socket=udp:10.0.0.10:5060" in (edge / "dispatcher.list").read_text()
     assert "http://10.0.0.11:8080/healthz" in (edge / "ppcswitch-health.cfg").read_text()
     assert "listen=udp:203.0.113.10:5060" in (edge / "ppcswitch-local.cfg").read_text()
@@ -84,7 +84,7 @@ def test_edge_config_cli_writes_kamailios_files(tmp_path):
 
 
 def test_the_example_matches_what_edge_config_writes(tmp_path):
-    example = Path(__file__).parents[1] / "deploy/cluster/example/edge"
+    example = Path(__file__).parents[2] / "deploy/cluster/example/edge"
     trunks = tmp_path / "trunks.conf"
     trunks.write_text(TRUNKS)
     files = edge_files("203.0.113.10", ["node1=10.0.0.11", "node2=10.0.0.12"], [trunks], private="10.0.0.10")

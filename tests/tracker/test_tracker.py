@@ -1,5 +1,5 @@
 """Call tracker on a recorded-shape event stream (narrow unit test; the real
-proof is tests/test_call_e2e.py against Asterisk)."""
+proof is tests/telephony/test_call_e2e.py against Asterisk)."""
 
 from ppcswitch.calls import Outcome
 from ppcswitch.routing.service import Router
