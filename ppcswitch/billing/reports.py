@@ -81,8 +81,22 @@ def _check(p: Period) -> None:
         raise BillingError("period", "the period ends before it starts")
 
 
+class MarginAndRate:
+    """What follows from a row of totals (calls, billable, receivable_cents, payable_cents): the
+    margin and the billable rate. For report lines here and the panel's chart slots."""
+
+    @property
+    def margin_cents(self) -> int:
+        return self.receivable_cents - self.payable_cents
+
+    @property
+    def billable_rate(self) -> float:
+        """Billable calls / calls (0.0 without calls); a ratio for display, never money."""
+        return self.billable / self.calls if self.calls else 0.0
+
+
 @dataclass
-class Line:
+class Line(MarginAndRate):
     """Totals of one campaign, buyer or publisher (or everything) over a period."""
 
     id: int  # 0: none (e.g. calls no buyer answered) or the grand total
@@ -95,14 +109,6 @@ class Line:
     receivable_cents: int = 0  # buyers owe us
     payable_cents: int = 0  # we owe publishers
 
-    @property
-    def margin_cents(self) -> int:
-        return self.receivable_cents - self.payable_cents
-
-    @property
-    def billable_rate(self) -> float:
-        """Billable calls / calls (0.0 without calls); a ratio for display, never money."""
-        return self.billable / self.calls if self.calls else 0.0
 
     @property
     def average_duration_s(self) -> float:

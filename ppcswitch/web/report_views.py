@@ -22,6 +22,7 @@ from sqlalchemy import func, literal, select, union_all
 
 from ppcswitch import keys
 from ppcswitch.billing import ledger, reports
+from ppcswitch.billing.reports import MarginAndRate
 from ppcswitch.storage import breakdowns
 from ppcswitch.storage import models_billing as b
 from ppcswitch.storage.validate import ValidationError
@@ -58,7 +59,7 @@ def previous(first: date, last: date) -> tuple[date, date]:
 
 
 @dataclass
-class Slot:
+class Slot(MarginAndRate):
     label: str
     day: date
     hour: int | None  # a local hour for hourly slots
@@ -67,13 +68,6 @@ class Slot:
     receivable_cents: int = 0
     payable_cents: int = 0
 
-    @property
-    def margin_cents(self) -> int:
-        return self.receivable_cents - self.payable_cents
-
-    @property
-    def billable_rate(self) -> float:
-        return self.billable / self.calls if self.calls else 0.0
 
 
 async def bucket_rows(session, start: datetime, end: datetime) -> list:
