@@ -171,13 +171,13 @@ def call_query(query, zone: str) -> ps.CallQuery:
 
 
 def call_view(call: t.Call, who: ps.Party, acc: ps.Access, amount_cents: int, buyer_names: dict[int, str],
-              dispute=None, recorded: bool = False) -> dict:
+              dispute=None, recorded: bool = False, reversed_: bool = False) -> dict:
     """What a partner sees of one of its calls: never revenue to a publisher, never payout to a buyer.
     `acc` is the partner's access on the call's campaign (ps.access_by_campaign)."""
     out = {"id": call.id, "started_at": call.started_at, "tracking_number": call.tracking_number,
            "caller": ps.show_caller(call.caller, acc.caller_display), "duration_s": (call.connected_ms or 0) // 1000,
            "billable": bool(call.billable), "reasons": [explain.billing(r) for r in ps.reasons_of(call)],
-           "reason_codes": ps.reasons_of(call)}
+           "reason_codes": ps.reasons_of(call), "reversed": reversed_}
     if who.kind == "publisher":
         out.update(sub_id=call.sub_id, payout_cents=amount_cents,
                    buyer=buyer_names.get(call.buyer_id or 0, "") if acc.show_buyer_name else None)
@@ -204,8 +204,9 @@ async def call_views(request: web.Request, who: ps.Party, rows: list) -> list[di
         shown = who.kind == "publisher" and any(x.show_buyer_name for x in [acc, *per.values()])
         names = await store.names(s, "buyer") if shown else {}
         recorded = await ps.recorded_calls(s, who, rows)
+        undone = await ps.reversed_calls(s, who, ids)
     return [call_view(c, who, per.get(c.campaign_id, acc), amounts.get(c.id, 0), names, disputes.get(c.id),
-                      c.id in recorded) for c in rows]
+                      c.id in recorded, c.id in undone) for c in rows]
 
 
 # --- pages -------------------------------------------------------------------------------------
@@ -222,7 +223,8 @@ async def home(request: web.Request, errors=None, values=None, status: int = 200
         buyer = await s.get(t.Buyer, who.id)
         acc = await ps.access_of(s, "buyer", who.id)
         pending = await ps.list_disputes(s, who.id, "pending")
-    return render(request, "portal/buyer_home.html", buyer=buyer, acc=acc, pending=len(pending),
+        rules = await ps.own_rules(s, who)
+    return render(request, "portal/buyer_home.html", buyer=buyer, acc=acc, pending=len(pending), rules=rules,
                   window=request.app[keys.SETTINGS].billing.dispute_window_days)
 
 

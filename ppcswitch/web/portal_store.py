@@ -322,6 +322,15 @@ async def ledger_amounts(session: AsyncSession, party: Party, call_ids: list[int
     return {int(cid): int(total or 0) for cid, total in rows.all()}
 
 
+async def reversed_calls(session: AsyncSession, party: Party, call_ids: list[int]) -> set[int]:
+    """Which of these calls had the party's money reversed by an accepted dispute."""
+    if not call_ids:
+        return set()
+    return set(await session.scalars(select(b.LedgerEntry.call_id).where(
+        b.LedgerEntry.call_id.in_(call_ids), b.LedgerEntry.account == party.account,
+        b.LedgerEntry.kind == "dispute").distinct()))
+
+
 async def disputes_of_calls(session: AsyncSession, party: Party, call_ids: list[int]) -> dict[int, p.Dispute]:
     if party.kind != "buyer" or not call_ids:
         return {}

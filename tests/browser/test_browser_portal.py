@@ -385,6 +385,8 @@ def test_partner_tasks_in_the_browser(portal_world):
         assert "Paused" in bp.locator("#state").inner_text()
         bp.click("text=Resume: take calls again")
         assert "Taking calls." in bp.locator("#state").inner_text()
+        assert "at most 40 calls a day" in bp.locator("#rules-summary").inner_text()
+        shoot(bp, "buyer-availability")
 
         async def paused(s):
             return (await s.get(t.Buyer, ids["cool"])).paused

@@ -762,3 +762,19 @@ async def test_operator_sets_what_partners_see_through_the_api(world):
     async with client.server.app[core.SESSIONS]() as s:
         rows = set(await s.execute(select(w.AuditEntry.via, w.AuditEntry.action).where(w.AuditEntry.username == "admin")))
     assert ("api", "partner.access") in rows and ("api", "partner.campaign_access") in rows
+
+
+async def test_an_accepted_dispute_shows_as_reversed_on_both_portals(world):
+    buyer, pub, client, ids = world["buyer"], world["pub"], world["client"], world["ids"]
+    csrf = await csrf_in(buyer)
+    await buyer.post(f"/portal/calls/{ids['acme-recent']}/dispute",
+                     data={"csrf": csrf, "reason_code": "duplicate", "note": ""})
+    assert 'class="reversed"' not in await (await pub.get("/portal/calls")).text()
+    admin = await (await client.get("/disputes")).text()
+    dispute_id = re.search(r"/disputes/(\d+)/accept", admin).group(1)
+    await client.post(f"/disputes/{dispute_id}/accept", data={"csrf": CSRF_RE.search(admin).group(1), "note": "ok"})
+    for who, gone in ((pub, "$0.00"), (buyer, "$0.00")):
+        page = await (await who.get(f"/portal/calls/{ids['acme-recent']}")).text()
+        assert 'id="reversed"' in page and gone in page
+        listed = await (await who.get("/portal/calls")).text()
+        assert listed.count('class="reversed"') == 1
