@@ -329,6 +329,24 @@ def test_partner_tasks_in_the_browser(portal_world):
         assert "+12125550123" in numbers and "+12125550124" in numbers and "+18005550100" in numbers
         assert "filled" in pp.locator("#number-requests").inner_text()
         shoot(pp, "publisher-numbers")
+        # A pool of its own: the DNI snippet ready to paste (not another publisher's).
+        async def pool(s):
+            from ppcswitch.storage import models_attribution as ma
+
+            s.add(ma.NumberPool(name="acme-pool", campaign_id=ids["campaign"], publisher_id=ids["acme"],
+                                public_key="pk_acmekey", lease_seconds=900, shortages=0))
+
+        run(pool)
+        pp.reload()
+        snippet = pp.locator("textarea[id^=snippet-]").input_value()
+        assert 'data-key="pk_acmekey"' in snippet and "/dni/v1/dni.js" in snippet
+        assert "pk_rivalkey" not in pp.content()
+        # Its own time zone: times on its pages in it.
+        pp.click("nav >> text=Account")
+        pp.fill("#u-timezone", "America/New_York")
+        pp.click("text=Save time zone")
+        pp.click("nav >> text=Calls")
+        assert "America/New_York" in pp.locator("#calls tr").first.inner_text()
         # Its report by sub-ID and its calls, each downloaded as CSV: its own, payout only.
         from datetime import timedelta
 
