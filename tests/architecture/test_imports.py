@@ -175,10 +175,29 @@ def test_no_import_cycle():
     assert cycles == []
 
 
+def _crosses(source: str, module: str) -> bool:
+    """Whether `module` reaching into `source` crosses a package (top-level modules are each their own)."""
+    return owner(source) != owner(module) or (source.count(".") == 1 and module.count(".") == 1 and source != module)
+
+
 def test_no_private_name_imported_from_another_package():
     known, _, private = graph()
     crossing = [f"{m} imports {name} from {source}" for m in sorted(known) for source, name in private[m]
-                if owner(source) != owner(m) or source.count(".") == 1 and m.count(".") == 1 and source != m]
+                if _crosses(source, m)]
+    # ... nor reached as an attribute of an imported module (`from ppcswitch.storage import repo; repo._x`).
+    for module, path in sorted(known.items()):
+        tree = ast.parse(path.read_text())
+        aliases = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").startswith("ppcswitch"):
+                aliases.update({a.asname or a.name: f"{node.module}.{a.name}" for a in node.names
+                                if f"{node.module}.{a.name}" in known})
+            elif isinstance(node, ast.Import):
+                aliases.update({a.asname: a.name for a in node.names if a.asname and a.name in known})
+        crossing += [f"{module} uses {aliases[node.value.id]}.{node.attr}" for node in ast.walk(tree)
+                     if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                     and node.value.id in aliases and node.attr.startswith("_") and not node.attr.startswith("__")
+                     and _crosses(aliases[node.value.id], module)]
     assert crossing == []
 
 
