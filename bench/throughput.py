@@ -242,14 +242,37 @@ def static_dialplan(box: Sandbox, dest: str):
         box.cli("dialplan reload")
 
 
+def _stat(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
 def cpu_seconds(pid: int | None) -> float:
+    """CPU seconds (user + system) of the process and of its live child processes (a worker the
+    controller starts counts as the controller's)."""
     if not pid:
         return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+    fields = _stat(pid)
+    if fields is None:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = int(fields[11]) + int(fields[12])
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != pid:
+            child = _stat(int(entry))
+            if child is not None and child[1] == str(pid):  # ppid
+                total += int(child[11]) + int(child[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def stage_seconds(scrape: str) -> dict[str, float]:
+    """ppcswitch_cpu_seconds_total{stage} from a /metrics body (empty before the counters existed)."""
+    out = {}
+    for line in scrape.splitlines():
+        if line.startswith('ppcswitch_cpu_seconds_total{stage="'):
+            out[line.split('"', 2)[1]] = float(line.rsplit(" ", 1)[1])
+    return out
 
 
 def fmt(r: LoadResult) -> list[str]:
@@ -364,12 +387,16 @@ def run(box: Sandbox, args) -> int:
         ctl.start()
         time.sleep(2)
         _, cdr_offset = read_new_rows(str(cdr_file), 0)
+        stages0, cpu0 = stage_seconds(ctl.metrics()), cpu_seconds(ctl.proc.pid)
         res = bench.run("ppcswitch", rate, args.seconds, ctl.proc.pid)
         rows.append(res)
         time.sleep(3)  # the last calls' CDRs
         asterisk_calls = len({r.linkedid for r in read_new_rows(str(cdr_file), cdr_offset)[0]})
         stored = wait_stored(ctl.db_url, asterisk_calls)
         scrape = ctl.metrics()
+        # Settling lags the calls a little: the split covers the run and the settling after it.
+        stages = {k: v - stages0.get(k, 0.0) for k, v in stage_seconds(scrape).items()}
+        split_cpu = cpu_seconds(ctl.proc.pid) - cpu0
         ctl.stop()
         ctl = None
     finally:
@@ -395,6 +422,12 @@ def run(box: Sandbox, args) -> int:
         print(f"controller's share (its /metrics): FastAGI inbound request p50 <= {quantile(agi, .5) * 1000:g} ms, "
               f"p99 <= {quantile(agi, .99) * 1000:g} ms; garbage collector pauses: {int(pauses[-1][1]) if pauses else 0}, "
               f"p99 <= {quantile(pauses, .99) * 1000:g} ms")
+    if stages and ppc.placed:
+        per = {k: v / ppc.placed * 1000 for k, v in stages.items()}
+        other = split_cpu / ppc.placed * 1000 - sum(per.values())
+        print("controller CPU per call by stage (its ppcswitch_cpu_seconds_total, run and settling after it): "
+              + ", ".join(f"{k} {v:.2f} ms" for k, v in sorted(per.items())) + f", other {other:.2f} ms "
+              f"(total {split_cpu / ppc.placed * 1000:.2f} ms)")
     print(f"call records stored by ppcswitch: {stored}; calls in Asterisk's own CDRs for that run: {asterisk_calls}; "
           f"SIPp placed {ppc.placed}")
     print(f"host: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} (a shared machine is noisy: "

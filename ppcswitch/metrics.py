@@ -26,6 +26,7 @@ import time
 from typing import Any, Callable, Iterator
 
 from ppcswitch.calls import CallRecord, Outcome
+from ppcswitch.cpu import CPU
 from ppcswitch.routing.model import Network
 
 # Prometheus text exposition format 0.0.4.
@@ -91,6 +92,7 @@ class Metrics:
         self.records_failed = f(_Counter("ppcswitch_call_record_failures", "Call records the database refused"))
         self.pool_shortages = f(_Counter("ppcswitch_pool_shortages", "Number leases that reused a live lease: the pool is too small (attribution)", ("pool",)))
         self.postbacks = f(_Counter("ppcswitch_postbacks", "Postback/webhook delivery attempts by target kind and result (delivered, retry, failed)", ("kind", "result")))
+        self._add(CPU)  # ppcswitch_cpu_seconds_total{stage}: the process's own counters (ppcswitch.cpu)
         self._components: Callable[[], dict[str, Any]] = dict
 
     def _add(self, family):

@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
+from ppcswitch.cpu import AGI, CPU
+
 log = logging.getLogger(__name__)
 
 
@@ -150,7 +152,7 @@ class FastAgiServer:
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
-            self._client, self.host, self.port, limit=self.max_header_bytes, reuse_address=True
+            self._measured_client, self.host, self.port, limit=self.max_header_bytes, reuse_address=True
         )
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("FastAGI listening on %s:%s", self.host, self.port)
@@ -176,6 +178,10 @@ class FastAgiServer:
             block += line
             if len(block) > self.max_header_bytes:
                 raise AgiError("AGI headers too large")
+
+    async def _measured_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # The request's own CPU, counted in the agi stage (ppcswitch.cpu).
+        await CPU.measured(AGI, self._client(reader, writer))
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()

@@ -23,10 +23,17 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
+from urllib.parse import unquote
+
 from panoramisk import Manager
 from panoramisk.ami_protocol import AMIProtocol
+from panoramisk.message import Message
+from panoramisk.utils import EOL
+
+from ppcswitch.cpu import AMI, CPU
 
 log = logging.getLogger(__name__)
+_QUOTED = frozenset(k.lower() for k in Message.quoted_keys)
 
 
 class AmiLoginError(ConnectionError):
@@ -41,11 +48,63 @@ class _Protocol(AMIProtocol):
         self.heard_at = datetime.now(timezone.utc)
 
     def data_received(self, data: bytes) -> None:
-        self.heard_at = datetime.now(timezone.utc)
-        text = self._decoder.decode(data)
-        if text:
-            # panoramisk's parser works on str; hand it already-decoded text.
-            super().data_received(text.encode("utf-8"))
+        stage = CPU.enter(AMI)
+        try:
+            self.heard_at = datetime.now(timezone.utc)
+            text = self._decoder.decode(data)
+            if text:
+                self._messages(text)
+        finally:
+            CPU.leave(stage)
+
+    def _messages(self, text: str) -> None:
+        """panoramisk's data_received on already-decoded text, each message parsed once: an event
+        that answers no action (nearly all of them) goes straight from its lines to the client's
+        queue; anything else takes panoramisk's own way (Message.from_line, handle_message)."""
+        if self.version is None and text.startswith("Asterisk Call Manager/"):
+            self.version = text.partition(EOL)[0].partition("/")[2].strip()
+            self.log.info("protocol version: '%s'", self.version)
+        if self.queue:
+            text = self.queue.popleft() + text
+        blocks = text.split(EOL + EOL)
+        self.queue.append(blocks.pop(-1))
+        for block in blocks:
+            block = block.strip()
+            if block.startswith("Event: ") and self._event(block):
+                continue
+            message = Message.from_line(block)
+            if message is not None:
+                self.handle_message(message)
+
+    def _event(self, block: str) -> bool:
+        """Parse and deliver one event as panoramisk would (a Message, headers repeated as lists,
+        quoted keys unquoted); False to leave it to panoramisk (an action's event, Shutdown, other
+        listeners)."""
+        factory = self.factory
+        deliver = getattr(factory, "deliver_event", None)
+        if deliver is None:
+            return False
+        store: dict[str, tuple[str, Any]] = {}
+        for line in block.split(EOL):
+            key, sep, value = line.partition(": ")
+            if not sep:
+                continue
+            low = key.lower()
+            if low in _QUOTED:
+                value = unquote(value).strip()
+            seen = store.get(low)
+            if seen is not None and seen[0] == key:
+                store[low] = (key, seen[1] + [value] if isinstance(seen[1], list) else [seen[1], value])
+            else:
+                store[low] = (key, value)
+        if "actionid" in store or "commandid" in store or store["event"][1].lower() == "shutdown":
+            return False
+        store["content"] = ("content", "")
+        message = Message.__new__(Message)
+        message._store = store
+        message.manager = factory
+        deliver(message)
+        return True
 
     def connection_lost(self, exc):
         if not self.lost.done():
@@ -100,6 +159,14 @@ class AmiClient(Manager):
     def _enqueue(self, manager, event) -> None:
         self.queue.put_nowait(event)
 
+    @property
+    def deliver_event(self) -> Callable[[Any], None] | None:
+        """Where _Protocol hands an event it parsed itself: the queue, when this client's own
+        listener is the only one (else None: panoramisk's dispatch, to every listener)."""
+        if len(self.callbacks) == 1 and list(self.callbacks.get("*", ())) == [self._enqueue]:
+            return self.queue.put_nowait
+        return None
+
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         self._tasks = [asyncio.create_task(self._supervise()), asyncio.create_task(self._consume())]
@@ -120,16 +187,27 @@ class AmiClient(Manager):
     async def _consume(self) -> None:
         while True:
             event = await self.queue.get()
+            stage = CPU.enter(AMI)
             try:
-                stamp = float(event.get("Timestamp") or 0)
-                if stamp:
-                    self.last_event_lag = max(0.0, time.time() - stamp)
-            except (TypeError, ValueError):
-                pass
-            try:
-                self.on_event_cb(event)
-            except Exception:
-                log.exception("AMI event handler failed")
+                while True:  # every event already queued, in one wake-up
+                    self._handle(event)
+                    if self.queue.empty():
+                        break
+                    event = self.queue.get_nowait()
+            finally:
+                CPU.leave(stage)
+
+    def _handle(self, event) -> None:
+        try:
+            stamp = float(event.get("Timestamp") or 0)
+            if stamp:
+                self.last_event_lag = max(0.0, time.time() - stamp)
+        except (TypeError, ValueError):
+            pass
+        try:
+            self.on_event_cb(event)
+        except Exception:
+            log.exception("AMI event handler failed")
 
     async def _supervise(self) -> None:
         delay = self.settings.reconnect_min

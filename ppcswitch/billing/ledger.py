@@ -89,12 +89,19 @@ def rules_for_sync(session: Session, campaign_id: int | None, buyer_id: int | No
     conn = session.connection()  # Core on the connection: the ORM's execute path is not needed here
     buyer = conn.execute(_BUYER_RULE, {"id": buyer_id}).first() if buyer_id else None
     publisher = conn.execute(_PUBLISHER_RULE, {"id": publisher_id}).first() if publisher_id else None
+    rows = {(row.side, row.campaign_id, row.party_id): row
+            for row in conn.execute(_RULE_ROWS, {"campaigns": [0, campaign_id or 0]})}
+    return _merged_rules(buyer, publisher, rows, campaign_id, buyer_id, publisher_id)
+
+
+def _merged_rules(buyer, publisher, rows: dict, campaign_id: int | None, buyer_id: int | None,
+                  publisher_id: int | None) -> tuple[r.SideRule, r.SideRule]:
+    """The rules of a call from its buyer's and publisher's rows and the override rows
+    {(side, campaign_id, party_id): row} of its campaign and of every campaign (0)."""
     revenue = r.SideRule(min_duration=buyer.min_duration if buyer else 60,
                          flat_cents=buyer.revenue_cents if buyer else 0)
     payout = r.SideRule(flat_cents=publisher.payout_cents if publisher else 0)
-    c, rows = campaign_id or 0, {}
-    for row in conn.execute(_RULE_ROWS, {"campaigns": [0, c]}):
-        rows[(row.side, row.campaign_id, row.party_id)] = row
+    c = campaign_id or 0
     out = []
     for side, base, party in ((r.REVENUE, revenue, buyer_id or 0), (r.PAYOUT, payout, publisher_id or 0)):
         # Least specific first: every campaign and party, the campaign, the party, both.
@@ -177,6 +184,11 @@ def window_of(rule: r.SideRule) -> int:
 def decide_call(session: Session, facts: SettlementFacts, caller: str, campaign_id: int, buyer_id: int,
                 publisher_id: int) -> Qualification:
     revenue_rule, payout_rule = rules_for_sync(session, campaign_id, buyer_id, publisher_id)
+    return _decide_with(session, facts, caller, buyer_id, publisher_id, revenue_rule, payout_rule)
+
+
+def _decide_with(session: Session, facts: SettlementFacts, caller: str, buyer_id: int, publisher_id: int,
+                 revenue_rule: r.SideRule, payout_rule: r.SideRule) -> Qualification:
     prior_b = _prior(session, "buyer", buyer_id, caller, facts.started_at, window_of(revenue_rule))
     prior_p = _prior(session, "publisher", publisher_id, caller, facts.started_at, window_of(payout_rule))
     return decide(facts, revenue_rule, payout_rule, prior_b, prior_p)
@@ -231,6 +243,151 @@ def settle_sync(session: Session, record: CallRecord, *, now: datetime | None = 
 
 async def settle(session: AsyncSession, record: CallRecord, *, now: datetime | None = None) -> Settled | None:
     return await session.run_sync(settle_sync, record, now=now)
+
+
+# --- settling many calls at once (the finished-call pipeline's groups) -------------------
+
+_BUYER_RULES = select(t.Buyer.id, t.Buyer.min_duration, t.Buyer.revenue_cents).where(
+    t.Buyer.id.in_(bindparam("ids", expanding=True)))
+_PUBLISHER_RULES = select(t.Publisher.id, t.Publisher.payout_cents).where(
+    t.Publisher.id.in_(bindparam("ids", expanding=True)))
+_CLOSED_BETWEEN = select(b.ClosedPeriod.__table__).where(b.ClosedPeriod.start_at <= bindparam("last"),
+                                                         b.ClosedPeriod.end_at > bindparam("first"))
+
+
+def settle_many_sync(session: Session, records: list[CallRecord], *,
+                     now: datetime | None = None) -> list[Settled | None]:
+    """settle_sync for each record, in order, with the same result, in a few multi-row statements
+    per group instead of about fifteen statements per call: the rules, buyers, publishers and
+    closed periods of the whole group read once; calls, attempts, decisions, ledger entries and
+    rollups written in multi-row INSERTs and upserts (rollup changes of the group added up first).
+
+    Calls of one caller (or one linkedid) go in separate rounds, in order: a call's unique-caller
+    rule reads the caller's earlier calls, which must be stored by then."""
+    now = now or datetime.now(timezone.utc)
+    out: list[Settled | None] = []
+    chunk: list[CallRecord] = []
+    seen: set[str] = set()
+    for record in records:
+        keys = {"l:" + record.linkedid, "c:" + record.caller}
+        if seen & keys:
+            out.extend(_settle_round(session, chunk, now))
+            chunk, seen = [], set()
+        chunk.append(record)
+        seen |= keys
+    out.extend(_settle_round(session, chunk, now))
+    return out
+
+
+def _settle_round(session: Session, records: list[CallRecord], now: datetime) -> list[Settled | None]:
+    if not records:
+        return []
+    conn = session.connection()
+    dialect = session.get_bind().dialect.name
+    ids = [(rec.campaign_id or 0, rec.buyer_id or 0, rec.publisher_id or 0) for rec in records]
+    buyer_ids = sorted({bid for _, bid, _ in ids if bid})
+    publisher_ids = sorted({pid for _, _, pid in ids if pid})
+    buyers = {row.id: row for row in conn.execute(_BUYER_RULES, {"ids": buyer_ids})} if buyer_ids else {}
+    publishers = {row.id: row for row in conn.execute(_PUBLISHER_RULES, {"ids": publisher_ids})} \
+        if publisher_ids else {}
+    rule_rows = {(row.side, row.campaign_id, row.party_id): row for row in conn.execute(
+        _RULE_ROWS, {"campaigns": sorted({0, *(c for c, _, _ in ids)})})}
+    times = [rec.started_at for rec in records]
+    closed = list(conn.execute(_CLOSED_BETWEEN, {"first": min(*times, now), "last": max(*times, now)}))
+
+    def closed_at(when: datetime):
+        return next((p for p in closed if p.start_at <= when < p.end_at), None)
+
+    decided = []
+    for rec, (campaign_id, buyer_id, publisher_id) in zip(records, ids):
+        rejected = (rec.reject_reason or "invalid_number") if rec.outcome == Outcome.REJECTED else ""
+        facts = facts_of(rec, rejected)
+        revenue_rule, payout_rule = _merged_rules(buyers.get(buyer_id) if buyer_id else None,
+                                                  publishers.get(publisher_id) if publisher_id else None,
+                                                  rule_rows, campaign_id, buyer_id, publisher_id)
+        decision = _decide_with(session, facts, rec.caller, buyer_id, publisher_id, revenue_rule, payout_rule)
+        rec.billable = decision.revenue.billable
+        rec.payout_billable = decision.payout.billable
+        rec.billing_reasons = decision.reasons
+        rec.revenue_cents, rec.payout_cents = decision.revenue.cents, decision.payout.cents
+        decided.append((rec, facts, rejected, decision))
+    call_ids = repo.insert_calls(session, records)
+    decisions, entries, rolls = [], [], []
+    for (rec, facts, rejected, decision), call_id, (campaign_id, buyer_id, publisher_id) in zip(decided, call_ids, ids):
+        if call_id is None:
+            continue
+        decisions.append(dict(
+            call_id=call_id, linkedid=rec.linkedid, started_at=rec.started_at, caller=rec.caller,
+            campaign_id=campaign_id, buyer_id=buyer_id, publisher_id=publisher_id, answered=facts.answered,
+            connected_ms=rec.connected_ms, geo_match=rec.geo_match, quality_score=rec.quality_score,
+            revenue_override_cents=rec.revenue_override_cents, min_duration_override=rec.min_duration_override,
+            rejected_reason=rejected, revision=1, disputed=False, **_decision_columns(decision)))
+        rolls.append((rec.started_at, campaign_id, buyer_id, publisher_id, dict(
+            calls=1, connected=int(facts.answered), connected_ms=rec.connected_ms if facts.answered else 0,
+            billable=int(decision.revenue.billable), paid=int(decision.payout.billable))))
+        for account, billable, cents in ((RECEIVABLE, decision.revenue.billable, decision.revenue.cents),
+                                         (PAYABLE, decision.payout.billable, decision.payout.cents)):
+            if not (billable or cents):
+                continue
+            booked_at, reason = rec.started_at, "call"
+            if closed_at(booked_at) is not None:  # as book_sync(late_ok=True): booked now, saying so
+                reason = f"{reason} (booked late: {booked_at:%Y-%m-%d %H:%M:%S}Z is in a closed period)"
+                booked_at = now
+                if closed_at(booked_at) is not None:
+                    raise PeriodClosedError("period", f"now ({now:%Y-%m-%d %H:%M}Z) is in a closed period")
+            entries.append(dict(key=f"call:{rec.linkedid}:{account}", kind="call", account=account, call_id=call_id,
+                                campaign_id=campaign_id, buyer_id=buyer_id, publisher_id=publisher_id,
+                                amount_cents=cents, booked_at=booked_at, created_at=now, reason=reason, user=""))
+    if decisions:
+        conn.execute(_DECISION_INSERT, decisions)
+    if entries:
+        booked = {key for (key,) in conn.execute(_entries_statement(dialect), entries)}
+        for e in entries:
+            if e["key"] in booked:
+                money = {"receivable_cents" if e["account"] == RECEIVABLE else "payable_cents": e["amount_cents"]}
+                rolls.append((e["booked_at"], e["campaign_id"], e["buyer_id"], e["publisher_id"], money))
+    _roll_many(conn, dialect, rolls)
+    return [Settled(call_id, decision) if call_id is not None else None
+            for (_, _, _, decision), call_id in zip(decided, call_ids)]
+
+
+_ENTRIES_STATEMENTS: dict[str, Any] = {}
+
+
+def _entries_statement(dialect: str):
+    """INSERT ... ON CONFLICT (key) DO NOTHING RETURNING key, for many entries at once."""
+    stmt = _ENTRIES_STATEMENTS.get(dialect)
+    if stmt is None:
+        insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[dialect]
+        table = b.LedgerEntry.__table__
+        stmt = insert(table).values({c: bindparam(c) for c in _ENTRY_COLUMNS})
+        stmt = _ENTRIES_STATEMENTS[dialect] = stmt.on_conflict_do_nothing(index_elements=["key"]).returning(
+            table.c.key)
+    return stmt
+
+
+def _roll_many(conn, dialect: str, rolls: list[tuple[datetime, int, int, int, dict[str, int]]]) -> None:
+    """The rollup changes of many calls: added up per rollup row first, then one upsert per row,
+    sent as one statement per table and shape (what roll_sync does for each change, in sum)."""
+    for table, time_column, start_of in ((b.BillingRollup.__table__, "bucket_start", bucket_of),
+                                         (b.BillingDaily.__table__, "day_start", day_of)):
+        rows: dict[tuple, dict[str, int]] = {}
+        changed: dict[tuple, set[str]] = {}
+        for when, campaign_id, buyer_id, publisher_id, deltas in rolls:
+            key = (start_of(when), campaign_id, buyer_id, publisher_id)
+            into = rows.setdefault(key, dict.fromkeys(_ROLL_COLUMNS, 0))
+            for column, delta in deltas.items():
+                if delta:
+                    into[column] += delta
+                    changed.setdefault(key, set()).add(column)
+        shapes: dict[tuple[str, ...], list[dict]] = {}
+        for key, columns in changed.items():
+            start, campaign_id, buyer_id, publisher_id = key
+            shapes.setdefault(tuple(sorted(columns)), []).append(
+                {time_column: start, "campaign_id": campaign_id, "buyer_id": buyer_id, "publisher_id": publisher_id,
+                 **rows[key]})
+        for shape, params in shapes.items():
+            conn.execute(_roll_statement(dialect, table, time_column, shape), params)
 
 
 def _decision_columns(d: Qualification) -> dict[str, Any]:

@@ -121,7 +121,7 @@ def wrap(app: web.Application, on_record: Callable[[CallRecord], None], tracker:
             row = dict(assessment.row, score=assessment.score.value, flags=assessment.score.flags,
                        explanation=assessment.score.explanation,
                        flagged=assessment.score.value >= app[settings_key].fraud.flag_score)
-            _submit(writer, SyncJob(lambda s: store.save_signals_sync(s, row)))
+            _submit(writer, SyncJob(lambda s: store.save_signals_sync(s, row), many=(store.save_signals_many_sync, row)))
             for alert in assessment.alerts:
                 raise_alert(app, alert, writer, metrics, router, app[settings_key])
 

@@ -101,6 +101,21 @@ def save_signals_sync(session: Session, row: dict) -> None:
                                             explanation=json.dumps(row["explanation"])))
 
 
+def save_signals_many_sync(session: Session, rows: list[dict]) -> list[None]:
+    """save_signals_sync for many calls, one multi-row statement per shape of row (writer bulk jobs)."""
+    if not rows:
+        return []
+    save_signals_sync(session, rows[0])  # builds the statement; the rest in bulk
+    stmt = _SIGNALS_INSERTS[session.get_bind().dialect.name]
+    shapes: dict[tuple, list[dict]] = {}
+    for row in rows[1:]:
+        shapes.setdefault(tuple(sorted(row)), []).append(
+            dict(row, flags=json.dumps(row["flags"]), explanation=json.dumps(row["explanation"])))
+    for params in shapes.values():
+        session.connection().execute(stmt, params)
+    return [None] * len(rows)
+
+
 async def save_signals(session: AsyncSession, row: dict) -> None:
     await session.run_sync(save_signals_sync, row)
 

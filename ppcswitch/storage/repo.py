@@ -321,6 +321,38 @@ def insert_call(session: Session, record: c.CallRecord) -> int | None:
     return call_id
 
 
+_CALL_BULK_INSERTS: dict[str, Any] = {}
+
+
+def insert_calls(session: Session, records: list[c.CallRecord]) -> list[int | None]:
+    """insert_call for many calls (distinct linkedids) in two statements: the calls in multi-row
+    INSERTs, then every attempt; the id of each call, None (and no change) for a linkedid already stored."""
+    if not records:
+        return []
+    dialect = session.get_bind().dialect.name
+    stmt = _CALL_BULK_INSERTS.get(dialect)
+    if stmt is None:  # RETURNING the linkedid too: rows skipped by the conflict return nothing
+        table = t.Call.__table__
+        stmt = _CALL_BULK_INSERTS[dialect] = _call_insert(dialect).returning(table.c.linkedid)
+    rows = []
+    for record in records:
+        values = {f: getattr(record, f) for f in _CALL_FIELDS}
+        values["billing_reasons"] = json.dumps(list(record.billing_reasons))
+        values["attribution"] = json.dumps(record.attribution or {}, sort_keys=True)
+        rows.append(values)
+    conn = session.connection()
+    ids = {linkedid: call_id for call_id, linkedid in conn.execute(stmt, rows)}
+    out = [ids.get(record.linkedid) for record in records]
+    attempts = [dict({f: getattr(a, f) for f in _ATTEMPT_FIELDS}, call_id=call_id)
+                for record, call_id in zip(records, out) if call_id is not None
+                for a in sorted(record.attempts, key=lambda a: a.seq)]
+    if attempts:
+        conn.execute(_ATTEMPT_INSERT, attempts)
+    # Daily totals by sub-ID and caller's state, same transaction (as insert_call).
+    breakdowns.stored_many_sync(session, [record for record, call_id in zip(records, out) if call_id is not None])
+    return out
+
+
 async def save_call(session: AsyncSession, record: c.CallRecord) -> bool:
     """Store a finished call and its attempts; False (and no change) if its linkedid is already stored."""
     return await session.run_sync(insert_call, record) is not None

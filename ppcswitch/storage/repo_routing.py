@@ -317,6 +317,20 @@ def save_trace_sync(session: Session, linkedid: str, trace: Mapping[str, Any]) -
     return bool(result.rowcount)
 
 
+def save_traces_sync(session: Session, traces: list[tuple[str, Mapping[str, Any]]]) -> None:
+    """save_trace_sync for many calls (linkedid, trace) in one multi-row statement."""
+    if not traces:
+        return
+    dialect = session.get_bind().dialect.name
+    stmt = _TRACE_INSERTS.get(dialect)
+    if stmt is None:
+        insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[dialect]
+        stmt = _TRACE_INSERTS[dialect] = insert(r.CallRouting.__table__).values(
+            linkedid=bindparam("linkedid"), trace=bindparam("trace")).on_conflict_do_nothing(index_elements=["linkedid"])
+    session.connection().execute(stmt, [{"linkedid": linkedid, "trace": json.dumps(trace, default=str)}
+                                        for linkedid, trace in traces])
+
+
 async def save_trace(session: AsyncSession, linkedid: str, trace: Mapping[str, Any]) -> bool:
     return await session.run_sync(save_trace_sync, linkedid, trace)
 

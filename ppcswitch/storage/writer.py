@@ -10,7 +10,10 @@ the loop more than the routing of the call. With PostgreSQL (or an in-memory
 database) a SyncJob runs on the async session through run_sync. Jobs already waiting when the writer is
 free share one transaction (group commit, up to batch_max); if any of them
 fails, the transaction is rolled back and each job runs again alone, so a
-failing job fails only itself. One writer means SQLite never sees two of our
+failing job fails only itself. Finished calls go further (SyncJob `many`): a group
+settles its calls together in multi-row statements, and the writer waits up to
+bulk_linger for a group to fill, since a group costs nearly the same whatever
+its size. One writer means SQLite never sees two of our
 writers competing, and jobs commit in submission order. Transient
 failures (SQLite busy, PostgreSQL connection loss or restart) are retried with
 back-off until they succeed: a call record is never dropped because the
@@ -29,6 +32,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, sessionmaker
 
+from ppcswitch.cpu import CPU, SETTLE
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Job = Callable[[AsyncSession], Awaitable[T]]
@@ -41,15 +46,53 @@ _PG_TRANSIENT = ("08", "40001", "40P01", "57P01", "57P02", "57P03", "53")
 class SyncJob(Generic[T]):
     """A writer job written as a plain function of a sync Session (see the module's docstring).
 
-    Awaiting it on an AsyncSession runs it through run_sync, so it is also an ordinary job."""
+    Awaiting it on an AsyncSession runs it through run_sync, so it is also an ordinary job.
 
-    __slots__ = ("fn",)
+    `many=(run_many, item)`: the job can also run in bulk. Jobs of one group whose run_many is the
+    same function run as one call run_many(session, [item, ...]), which returns their results in
+    order (multi-row statements instead of one round of statements per job; see run_sync_jobs);
+    a job running alone (a group that failed is run again job by job) runs fn. The writer waits up
+    to its `bulk_linger` for more of them before it starts such a group."""
 
-    def __init__(self, fn: Callable[[Session], T]) -> None:
+    __slots__ = ("fn", "many")
+
+    def __init__(self, fn: Callable[[Session], T],
+                 many: tuple[Callable[[Session, list[Any]], list[Any]], Any] | None = None) -> None:
         self.fn = fn
+        self.many = many
 
     async def __call__(self, session: AsyncSession) -> T:
         return await session.run_sync(self.fn)
+
+
+def run_sync_jobs(session: Session, jobs: list[SyncJob[Any]]) -> list[Any]:
+    """Run SyncJobs on one session, results in their order. A run of neighbouring bulk jobs (with
+    `many`) runs kind by kind (one run_many call per kind, kinds in the order they first came):
+    bulk jobs of different kinds (a call's settlement, its fraud signals) must not depend on each
+    other. A job without `many` is run alone, after every job before it and before every job after."""
+    out: list[Any] = [None] * len(jobs)
+    i = 0
+    while i < len(jobs):
+        if jobs[i].many is None:
+            out[i] = jobs[i].fn(session)
+            i += 1
+            continue
+        j = i
+        kinds: dict[Any, list[int]] = {}
+        while j < len(jobs) and jobs[j].many is not None:
+            kinds.setdefault(jobs[j].many[0], []).append(j)  # type: ignore[index]
+            j += 1
+        for run_many, where in kinds.items():
+            if len(where) == 1:
+                out[where[0]] = jobs[where[0]].fn(session)
+                continue
+            results = run_many(session, [jobs[k].many[1] for k in where])  # type: ignore[index]
+            if len(results) != len(where):
+                raise RuntimeError(f"{run_many!r} returned {len(results)} results for {len(where)} jobs")
+            for k, result in zip(where, results):
+                out[k] = result
+        i = j
+    return out
 
 
 class WriterStopped(RuntimeError):
@@ -77,9 +120,12 @@ def is_transient(exc: BaseException) -> bool:
 class Writer:
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], max_queue: int = 10000,
                  *, retry_min: float = 0.05, retry_max: float = 5.0, give_up_after: float | None = None,
-                 batch_max: int = 32, sync_sessionmaker: sessionmaker[Session] | None = None):
+                 batch_max: int = 32, sync_sessionmaker: sessionmaker[Session] | None = None,
+                 bulk_max: int = 500, bulk_linger: float = 0.2):
         """give_up_after: seconds of transient failures after which a job fails (None: retry forever).
-        sync_sessionmaker: sessions on the same database for SyncJobs, run on the writer's thread."""
+        sync_sessionmaker: sessions on the same database for SyncJobs, run on the writer's thread.
+        bulk_max, bulk_linger: a group that starts with a bulk job (SyncJob with `many`: finished
+        calls) takes up to bulk_max jobs, and waits up to bulk_linger seconds for them to queue."""
         self._sessionmaker = sessionmaker
         self._sync_sessionmaker = sync_sessionmaker
         self._thread: ThreadPoolExecutor | None = None
@@ -90,6 +136,8 @@ class Writer:
         self._stopping = False
         self._busy = 0  # jobs running now (one transaction)
         self._batch_max = max(1, batch_max)
+        self._bulk_max = max(self._batch_max, bulk_max)
+        self._bulk_linger = bulk_linger
         self.last_write_seconds = 0.0  # duration of the last finished job, retries included
         self.retries = 0  # transient failures retried so far
 
@@ -173,7 +221,20 @@ class Writer:
             # times faster: a session, BEGIN and COMMIT per job were a good part of each write).
             # A group is all SyncJobs for the writer's thread or all other jobs, so order is kept.
             threaded = self._threaded(batch[0][0])
-            while len(batch) < self._batch_max and not self._queue.empty():
+            limit = self._batch_max
+            if getattr(batch[0][0], "many", None) is not None:
+                # Finished calls settle in bulk: a few multi-row statements per group, whatever its
+                # size, so a short wait for more of them saves the writer most of its work.
+                limit = self._bulk_max
+                if self._bulk_linger > 0 and self._queue.qsize() < limit - 1 and not self._stopping:
+                    self._busy = 1  # counted in depth while it waits
+                    try:
+                        await asyncio.sleep(self._bulk_linger)
+                    except asyncio.CancelledError:
+                        self._busy = 0
+                        self._held = batch[0]  # stop() fails it with the jobs still queued
+                        raise
+            while len(batch) < limit and not self._queue.empty():
                 item = self._queue.get_nowait()
                 if self._threaded(item[0]) != threaded:
                     self._held = item
@@ -226,20 +287,35 @@ class Writer:
 
     async def _execute_many(self, jobs: list[Job[Any]], threaded: bool = False) -> list[Any]:
         if threaded:
-            fns = [job.fn for job in jobs]  # type: ignore[union-attr]
             loop = asyncio.get_running_loop()
-            return await self._retrying(lambda: loop.run_in_executor(self._thread, self._in_thread, fns))
+            return await self._retrying(lambda: loop.run_in_executor(self._thread, self._in_thread, jobs))
 
         async def all_of(session: AsyncSession) -> list[Any]:
-            return [await job(session) for job in jobs]
+            out: list[Any] = []
+            i = 0
+            while i < len(jobs):  # neighbouring SyncJobs in one run_sync (and in bulk where they can)
+                j = i
+                while j < len(jobs) and isinstance(jobs[j], SyncJob):
+                    j += 1
+                if j > i:
+                    out.extend(await session.run_sync(run_sync_jobs, jobs[i:j]))
+                    i = j
+                else:
+                    out.append(await jobs[i](session))
+                    i += 1
+            return out
 
         return await self._execute(all_of)
 
-    def _in_thread(self, fns: list[Callable[[Session], Any]]) -> list[Any]:
+    def _in_thread(self, jobs: list[SyncJob[Any]]) -> list[Any]:
         """On the writer's thread: the jobs in one transaction (rolled back if one fails)."""
         assert self._sync_sessionmaker is not None
-        with self._sync_sessionmaker() as session, session.begin():
-            return [fn(session) for fn in fns]
+        stage = CPU.enter(SETTLE)
+        try:
+            with self._sync_sessionmaker() as session, session.begin():
+                return run_sync_jobs(session, jobs)
+        finally:
+            CPU.leave(stage)
 
     async def _execute(self, job: Job[T]) -> T:
         async def attempt() -> T:
@@ -247,7 +323,7 @@ class Writer:
                 async with session.begin():
                     return await job(session)
 
-        return await self._retrying(attempt)
+        return await self._retrying(lambda: CPU.measured(SETTLE, attempt()))
 
     async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
         delay, first_failure = self._retry_min, None

@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("keys", ["ppcswitch.keys"]),
     ("domain", [
         "ppcswitch", "ppcswitch.money", "ppcswitch.numbers", "ppcswitch.channel_vars", "ppcswitch.calls",
-        "ppcswitch.config", "ppcswitch.timezones", "ppcswitch.qualification",
+        "ppcswitch.config", "ppcswitch.timezones", "ppcswitch.qualification", "ppcswitch.cpu",
         "ppcswitch.routing", "ppcswitch.routing.model", "ppcswitch.routing.engine", "ppcswitch.routing.plan",
         "ppcswitch.routing.rules", "ppcswitch.routing.geo", "ppcswitch.routing.limits", "ppcswitch.routing.counters",
         "ppcswitch.routing.reservations", "ppcswitch.routing.live",
