@@ -84,6 +84,7 @@ def soak(box: Sandbox, args) -> int:
     ctl = ControllerProcess(Path(tempfile.mkdtemp(prefix="ppcswitch-soak-")), box.ami_settings(),
                             PPCSWITCH_RECOVERY_CDR_FILE=str(cdr_file))
     samples: list[tuple[float, float, int]] = []
+    queue: list[int] = []
     try:
         asyncio.run(seed_network(ctl.db_url, buyer.port, args.buyers, numbers))
         ctl.start()
@@ -98,6 +99,8 @@ def soak(box: Sandbox, args) -> int:
             t = time.monotonic() - started
             health = ctl.health() or {}
             samples.append((t, rss_mib(pid), fds(pid)))
+            if isinstance(health.get("write_queue_depth"), int):
+                queue.append(health["write_queue_depth"])
             print(f"{t:6.0f} {samples[-1][1]:8.1f} {samples[-1][2]:5d} {health.get('live_calls', '?'):>5} "
                   f"{health.get('write_queue_depth', '?'):>6}", flush=True)
             runner.join(args.sample)
@@ -121,6 +124,8 @@ def soak(box: Sandbox, args) -> int:
           f"max {max(s[1] for s in samples):.1f} MiB ({args.callers or 'every call a new'} callers)")
     print(f"controller open fds: thirds {avg(first, 2):.1f} / {avg(middle, 2):.1f} / {avg(last, 2):.1f}, "
           f"max {max(s[2] for s in samples)}")
+    if queue:
+        print(f"write queue depth: max {max(queue)}, mean {sum(queue) / len(queue):.1f} over {len(queue)} samples")
     print(f"records stored {stored}, calls in Asterisk's CDRs {in_cdr}")
     return 0 if res.failed == 0 and stored == in_cdr else 1
 
