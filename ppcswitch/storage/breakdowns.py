@@ -130,8 +130,8 @@ def rerate_sync(session: Session, call_id: int, billable_before: bool, billable_
 
 # --- reading -----------------------------------------------------------------
 
-def _raw(facet: str, start: datetime, end: datetime, publisher_id: int | None):
-    """The same sums straight from the calls of [start, end) (the partial days at a period's edges)."""
+def _raw_part(facet: str, n: int, by_publisher: bool):
+    """The same sums straight from the calls of [lo<n>, hi<n>) (the partial days at a period's edges)."""
     rev, pay = aliased(b.LedgerEntry), aliased(b.LedgerEntry)
     c = t.Call
     if facet == SUB_ID:
@@ -148,46 +148,64 @@ def _raw(facet: str, start: datetime, end: datetime, publisher_id: int | None):
                 func.sum(c.payout_cents + func.coalesce(pay.amount_cents, 0)))
          .outerjoin(rev, and_(rev.call_id == c.id, rev.kind == "dispute", rev.account == "receivable"))
          .outerjoin(pay, and_(pay.call_id == c.id, pay.kind == "dispute", pay.account == "payable"))
-         .where(c.started_at >= start, c.started_at < end).group_by(pub, value))
-    if publisher_id is not None:
-        q = q.where(c.publisher_id == publisher_id)
-    return q
+         .where(c.started_at >= bindparam(f"lo{n}"), c.started_at < bindparam(f"hi{n}")).group_by(pub, value))
+    return q.where(c.publisher_id == bindparam("pub")) if by_publisher else q
+
+
+def _daily_part(facet: str, n: int, by_publisher: bool):
+    """The sums of the table's rows of the UTC days in [lo<n>, hi<n>)."""
+    r = BreakdownDaily
+    q = (select(r.publisher_id, r.value, *(func.sum(getattr(r, col)) for col in COLUMNS))
+         .where(r.day_start >= bindparam(f"lo{n}"), r.day_start < bindparam(f"hi{n}"), r.facet == facet)
+         .group_by(r.publisher_id, r.value))
+    return q.where(r.publisher_id == bindparam("pub")) if by_publisher else q
+
+
+def _raw(facet: str, start: datetime, end: datetime, publisher_id: int | None):
+    return _raw_part(facet, 0, publisher_id is not None).params(lo0=start, hi0=end, pub=publisher_id)
 
 
 def _daily(facet: str, start: datetime, end: datetime, publisher_id: int | None):
-    r = BreakdownDaily
-    q = (select(r.publisher_id, r.value, *(func.sum(getattr(r, col)) for col in COLUMNS))
-         .where(r.day_start >= start, r.day_start < end, r.facet == facet).group_by(r.publisher_id, r.value))
-    if publisher_id is not None:
-        q = q.where(r.publisher_id == publisher_id)
-    return q
+    return _daily_part(facet, 0, publisher_id is not None).params(lo0=start, hi0=end, pub=publisher_id)
 
 
-def _pieces(facet: str, start: datetime, end: datetime, publisher_id: int | None) -> list[tuple[int, Any]]:
-    """(sign, query) whose signed sums are the period's: whole UTC days from the table; a partial day
-    at an edge from the calls of its shorter side (the day's row less the calls outside the period
-    when that side is shorter: a New York day reads 5 hours of calls, not 19)."""
+RAW, DAILY = "raw", "daily"
+
+
+def _pieces(start: datetime, end: datetime) -> list[tuple[int, str, datetime, datetime]]:
+    """(sign, RAW | DAILY, from, to) whose signed sums are the period's: whole UTC days from the table;
+    a partial day at an edge from the calls of its shorter side (the day's row less the calls outside
+    the period when that side is shorter: a New York day reads 5 hours of calls, not 19)."""
     half = timedelta(hours=12)
     first = day_of(start)
     if first < start:
         first += timedelta(days=1)
     last = day_of(end)
     if first > last:  # inside one UTC day, touching no midnight
-        return [(1, _raw(facet, start, end, publisher_id))]
-    out = [(1, _daily(facet, first, last, publisher_id))] if first < last else []
+        return [(1, RAW, start, end)]
+    out = [(1, DAILY, first, last)] if first < last else []
     if start < first:  # [start, first): part of the UTC day before `first`
         day = first - timedelta(days=1)
-        if first - start <= half:
-            out.append((1, _raw(facet, start, first, publisher_id)))
-        else:
-            out += [(1, _daily(facet, day, first, publisher_id)), (-1, _raw(facet, day, start, publisher_id))]
+        out += [(1, RAW, start, first)] if first - start <= half else [(1, DAILY, day, first), (-1, RAW, day, start)]
     if last < end:  # [last, end): part of the UTC day from `last`
-        if end - last <= half:
-            out.append((1, _raw(facet, last, end, publisher_id)))
-        else:
-            nxt = last + timedelta(days=1)
-            out += [(1, _daily(facet, last, nxt, publisher_id)), (-1, _raw(facet, end, nxt, publisher_id))]
+        nxt = last + timedelta(days=1)
+        out += [(1, RAW, last, end)] if end - last <= half else [(1, DAILY, last, nxt), (-1, RAW, end, nxt)]
     return out
+
+
+_TOTALS: dict[tuple, Any] = {}
+
+
+def _totals_statement(facet: str, shape: tuple[tuple[int, str], ...], by_publisher: bool):
+    """The pieces of a period in one statement (UNION ALL, each part read by its own index range: one
+    round trip), built once per shape: building and keying it anew cost more than running it."""
+    key = (facet, shape, by_publisher)
+    stmt = _TOTALS.get(key)
+    if stmt is None:
+        parts = [(_raw_part if kind == RAW else _daily_part)(facet, n, by_publisher)
+                 .add_columns(literal(sign).label("sign")) for n, (sign, kind) in enumerate(shape)]
+        stmt = _TOTALS[key] = union_all(*parts) if len(parts) > 1 else parts[0]
+    return stmt
 
 
 async def totals(session, facet: str, start: datetime, end: datetime,
@@ -196,11 +214,13 @@ async def totals(session, facet: str, start: datetime, end: datetime,
     facet publisher_id is 0 (states are not split by publisher)."""
     if facet not in FACETS:
         raise ValueError(facet)
+    pieces = _pieces(start, end)
+    stmt = _totals_statement(facet, tuple((sign, kind) for sign, kind, _, _ in pieces), publisher_id is not None)
+    params: dict[str, Any] = {"pub": publisher_id} if publisher_id is not None else {}
+    for n, (_, _, lo, hi) in enumerate(pieces):
+        params[f"lo{n}"], params[f"hi{n}"] = lo, hi
     out: dict[tuple[int, str], dict[str, int]] = {}
-    # The pieces in one statement (UNION ALL, each part read by its own index range): one round trip.
-    parts = [q.add_columns(literal(sign).label("sign")) for sign, q in _pieces(facet, start, end, publisher_id)]
-    stmt = union_all(*parts) if len(parts) > 1 else parts[0]
-    for pub, value, *sums, sign in (await session.execute(stmt)).all():
+    for pub, value, *sums, sign in (await session.execute(stmt, params)).all():
         into = out.setdefault((int(pub or 0), value or ""), dict.fromkeys(COLUMNS, 0))
         for col, v in zip(COLUMNS, sums):
             into[col] += int(sign) * int(v or 0)
