@@ -45,7 +45,7 @@ from pathlib import Path
 
 from ppcswitch.config import SandboxSettings
 from ppcswitch.sandbox import (ASTERISK_DIR, DIALPLAN_DIR, REPO, SECRET_INCLUDE, SIPP_SCENARIOS, TRUNK_IP, Sandbox,
-                               SandboxError, alive, port_in_use, read_text, udp_bound)
+                               SandboxError, alive, instance_files, port_in_use, read_text, udp_bound)
 
 KAMAILIO_CFG = REPO / "deploy" / "cluster" / "kamailio.cfg"
 KAMAILIO_PACKAGES = ("kamailio", "kamailio-utils-modules")  # utils: http_client, for the /healthz probe
@@ -190,21 +190,12 @@ def node_files(node: Node, edge_ip: str, secret: str | None, sandbox: bool = Tru
             "astkeydir": f"{LIB}/{node.name}", "astspooldir": f"{SPOOL}/{node.name}",
             "astrundir": f"{RUN}/{node.name}", "astlogdir": f"{LOG}/{node.name}",
             "astcachedir": f"{CACHE}/{node.name}"}
-    # The stock "[directories](!)" is a template, which Asterisk does not read: a node's must be read.
-    text = files["asterisk.conf"].replace("[directories](!)", "[directories]", 1)
-    for key, value in dirs.items():
-        text, n = re.subn(rf"^{key} => .*$", f"{key} => {value}", text, flags=re.M)
-        assert n == 1, key
-    files["asterisk.conf"] = text
-    files["manager.conf"] = _sub(files["manager.conf"], r"^bindaddr = .*$", f"bindaddr = {node.ip}")
+    # The same as any further instance of the sandbox root (ppcswitch.sandbox.instance_files): its own
+    # directories, AMI, HTTP and the dialplan's FastAGI on its address, its own RTP ports.
+    files = instance_files(node.name, node.ip, dirs, node.rtp_range)
+    # A cluster node takes AMI logins from any loopback address (unlike the single sandbox).
     files["manager.conf"] = _sub(files["manager.conf"], r"^permit = 127\.0\.0\.1/255\.255\.255\.255$",
                                  "permit = 127.0.0.0/255.0.0.0")
-    files["http.conf"] = _sub(files["http.conf"], r"^bindaddr = .*$", f"bindaddr = {node.ip}")
-    files["extensions.conf"] = _sub(files["extensions.conf"], r"^PPC_AGI_URL=.*$",
-                                    f"PPC_AGI_URL=agi://{node.ip}:{AGI_PORT}")
-    start, end = node.rtp_range
-    files["rtp.conf"] = _sub(_sub(files["rtp.conf"], r"^rtpstart = .*$", f"rtpstart = {start}"),
-                             r"^rtpend = .*$", f"rtpend = {end}")
     return _node_common(files, node, edge_ip, secret, buyer_networks)
 
 
