@@ -495,6 +495,8 @@ async def _sub_ids(request: web.Request, period, values: dict, publisher: str, s
 
     out = {"rows": None, "error": "", "publisher": publisher.strip()[:12], "publishers": [], "csv_url": "",
            "total": 0, "all_url": ""}
+    if "from" in values:
+        out["csv_url"] = "/reports/sub-ids.csv?" + urlencode({**values, "publisher": out["publisher"]})
     async with request.app[keys.SESSIONS]() as s:
         out["publishers"] = sorted((await store.names(s, "publisher")).items(), key=lambda x: x[1])
         if period is None:

@@ -31,6 +31,8 @@ from ppcswitch.web import base
 from ppcswitch.web import charts, panel, store, zones
 from ppcswitch.web.base import need
 
+SUB_ID_INLINE_DAYS = 31  # periods up to this long show the sub-ID table at once
+
 PRESETS = [("today", "Today"), ("yesterday", "Yesterday"), ("7d", "Last 7 days"), ("30d", "Last 30 days"),
            ("mtd", "Month to date"), ("last_month", "Last month")]
 
@@ -256,7 +258,11 @@ async def reports_page(request: web.Request, adjust=None, adjust_errors=None, st
         prev_rows = await bucket_rows(s, pp.start, pp.end) if compare and short else None
         per_day = None if short else await local_days(s, first, last, tz)
         states = await state_lines(s, p)
-    sub_ids = await panel._sub_ids(request, p if q.get("format") != "csv" else None, values,
+    # The sub-ID table reads the daily sub-ID totals (hundreds of rows a day): inline for up to a month
+    # (SUB_ID_INLINE_DAYS), beyond that when asked for (the CSV and the API always answer).
+    show_sub_ids = q.get("format") != "csv" and (days <= SUB_ID_INLINE_DAYS or q.get("sub_ids") in ("1", "all")
+                                                 or bool(q.get("publisher")))
+    sub_ids = await panel._sub_ids(request, p if show_sub_ids else None, values,
                                    q.get("publisher", ""), q.get("sub_ids") == "all")
     over, by_hour = slots(rows, first, last, tz)
     if per_day is not None:
@@ -276,6 +282,7 @@ async def reports_page(request: web.Request, adjust=None, adjust_errors=None, st
     ctx.update(rep=rep, prev=prev, over=over, by_hour=by_hour, values=values, period_prev=(pf, pl),
                presets=_preset_links(values, compare),
                sub_ids=sub_ids, states=states,
+               sub_ids_url="/reports?" + urlencode({**values, "sub_ids": "1"}) + "#sub-ids",
                calls_url=lambda **kw: "/calls?" + urlencode({**calls_base, **{k: v for k, v in kw.items() if v}}),
                csv_url=lambda v: "/reports?" + urlencode({**values, "format": "csv", "view": v}),
                compare_url="/reports?" + urlencode({**values, "compare": "0" if compare else "1"}),

@@ -227,6 +227,12 @@ async def test_reports_by_state_and_sub_id_over_30_days_with_links_and_csv(clien
     assert rows[1] == ["CA", "3", "3", "2", "0.6667", "80.00", "25.00", "55.00"]
     assert rows[-1][0] == "unknown" and rows[-1][1] == "1"
     assert 'id="csv-states"' in html and 'id="csv-sub-ids"' in html
+    # Past a month the sub-ID table is shown when asked for (the CSV is there at once).
+    far = f"/reports?from={(now - timedelta(days=45)).date()}&to={now.date()}&tz=UTC"
+    html = await (await client.get(far)).text()
+    assert 'id="sub-ids-later"' in html and 'id="sub-id-report"' not in html and 'id="sub-ids-csv"' in html
+    html = await (await client.get(far + "&sub_ids=1")).text()
+    assert "<td><code>fb-1</code></td><td>5</td><td>4</td>" in html  # the 40-day-old call too
 
 
 async def test_bulk_pause_and_resume_numbers_with_a_preview(client):
