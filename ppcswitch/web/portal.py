@@ -451,9 +451,9 @@ def statement_lines(st, acc: ps.Access, displays: dict[str, str] | None = None) 
              "amount_cents": x.amount_cents, "reason": x.reason if x.kind != "call" else ""} for x in st.lines]
 
 
-async def statement_page(request: web.Request) -> web.Response:
-    who = await party(request)
-    ident = 0 if request.match_info["id"] == "current" else _ident(request)
+async def statement_for(request: web.Request, who: ps.Party, ident: int):
+    """The partner's statement (0: the open period so far) and its lines as the partner sees them; 404
+    for a period that does not exist (the page's and the API's)."""
     currency = request.app[keys.SETTINGS].billing.currency
     async with request.app[keys.SESSIONS]() as s:
         try:
@@ -462,7 +462,14 @@ async def statement_page(request: web.Request) -> web.Response:
             raise web.HTTPNotFound() from None
         acc = await ps.access_of(s, who.kind, who.id)
         displays = await caller_displays(s, who, st)
-    lines = statement_lines(st, acc, displays)
+    return st, statement_lines(st, acc, displays)
+
+
+async def statement_page(request: web.Request) -> web.Response:
+    who = await party(request)
+    ident = 0 if request.match_info["id"] == "current" else _ident(request)
+    currency = request.app[keys.SETTINGS].billing.currency
+    st, lines = await statement_for(request, who, ident)
     if request.query.get("format") == "csv":
         out = io.StringIO()
         w = csv.writer(out)
@@ -727,21 +734,23 @@ async def disputes_admin(request: web.Request, error: str = "", status: int = 20
                   state=state, reasons=mp.DISPUTE_REASONS, error=error, states=mp.DISPUTE_STATES)
 
 
-async def dispute_decide(request: web.Request) -> web.Response:
-    need(request, "reports")  # moves money, as the billing page's corrections do
+async def decide(request: web.Request, kind: str, permission: str, yes: str, note: str, via: str):
+    """An operator's decision on one pending dispute or number request (the panel's and the API's):
+    `yes` ends the path of the accepting action; 404 for an unknown row."""
+    need(request, permission)
     ident = _ident(request)
-    accept = request.path.endswith("/accept")
-    note = str((await request.post()).get("note", ""))
-    by = request["user"].username
-
-    async def job(s):
-        row = await ps.decide_dispute(s, ident, accept=accept, note=note, user=by)
-        store.audit(s, by, "panel", "dispute.accept" if accept else "dispute.reject", f"call {row.linkedid}",
-                    {"dispute": row.id, "note": note, "reversed": format_cents(row.reversed_cents)})
-        return row
-
+    accept, by = request.path.endswith("/" + yes), request["user"].username
     try:
-        await request.app[keys.WRITER].run(job)
+        return await request.app[keys.WRITER].run(
+            lambda s: ps.decide(s, kind, ident, yes=accept, note=note, user=by, via=via))
+    except LookupError:
+        raise web.HTTPNotFound() from None
+
+
+async def dispute_decide(request: web.Request) -> web.Response:
+    note = str((await request.post()).get("note", ""))
+    try:  # "reports": moves money, as the billing page's corrections do
+        await decide(request, "dispute", "reports", "accept", note, "panel")
     except ValidationError as exc:
         return await disputes_admin(request, exc.message, 400)
     raise web.HTTPFound("/disputes?saved=1")
@@ -907,24 +916,11 @@ async def spare_add(request: web.Request) -> web.Response:
 
 
 async def number_request_decide(request: web.Request) -> web.Response:
-    need(request, "write")
-    ident = _ident(request)
-    approve = request.path.endswith("/approve")
     note = str((await request.post()).get("note", ""))
-    by = request["user"].username
-
-    async def job(s):
-        row = await ps.decide_number_request(s, ident, approve=approve, note=note, user=by)
-        store.audit(s, by, "panel", "numbers.request." + ("fill" if approve else "reject"), f"request {row.id}",
-                    {"publisher_id": row.publisher_id, "numbers": ps.request_numbers_of(row), "note": note})
-        return row
-
     try:
-        await request.app[keys.WRITER].run(job)
+        await decide(request, "numbers", "write", "approve", note, "panel")
     except ValidationError as exc:
-        if exc.field == "request" and exc.message.startswith("no number"):
-            raise web.HTTPNotFound() from None
-        return await number_requests_admin(request, {f"request-{ident}": exc.message}, status=400)
+        return await number_requests_admin(request, {f"request-{_ident(request)}": exc.message}, status=400)
     raise web.HTTPFound("/number-requests?saved=1")
 
 

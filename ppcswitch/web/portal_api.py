@@ -45,16 +45,6 @@ def dispute_json(d) -> dict:
             "reversed": format_cents(d.reversed_cents), "reversed_cents": d.reversed_cents}
 
 
-async def _json_body(request: web.Request) -> dict:
-    try:
-        data = json.loads(await request.text() or "null")
-    except (ValueError, UnicodeDecodeError):
-        raise ValidationError("body", "is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise ValidationError("body", "must be a JSON object")
-    return data
-
-
 async def me(request: web.Request) -> web.Response:
     who = await portal.party(request)
     acc = await portal.access(request, who)
@@ -65,7 +55,6 @@ async def me(request: web.Request) -> web.Response:
 
 
 async def calls(request: web.Request) -> web.Response:
-
     who = await portal.party(request)
     q = portal.call_query(request.query, request["zone"])
     limit = json_api._query_int(request, "limit", 50, 1, 1000)
@@ -74,7 +63,6 @@ async def calls(request: web.Request) -> web.Response:
 
 
 async def call_get(request: web.Request) -> web.Response:
-
     who = await portal.party(request)
     ident = json_api._ident(request)
     async with request.app[keys.SESSIONS]() as s:
@@ -86,12 +74,11 @@ async def call_get(request: web.Request) -> web.Response:
 
 
 async def dispute(request: web.Request) -> web.Response:
-
     who = await portal.party(request)
     ident = json_api._ident(request)
     if who.kind != "buyer":
         raise Forbidden("only buyers dispute calls")
-    data = json_api._known(await _json_body(request), ("reason_code", "note"))
+    data = json_api._known(await json_api._body(request), ("reason_code", "note"))
     code, note = data.get("reason_code"), data.get("note", "")
     if not isinstance(code, str):
         raise ValidationError("reason_code", f"must be one of {', '.join(mp.DISPUTE_REASONS)}")
@@ -153,19 +140,10 @@ async def statements(request: web.Request) -> web.Response:
 
 
 async def statement(request: web.Request) -> web.Response:
-
     who = await portal.party(request)
     ident = 0 if request.path.endswith("/current") else json_api._ident(request)
-    currency = request.app[keys.SETTINGS].billing.currency
-    async with request.app[keys.SESSIONS]() as s:
-        try:
-            st = await ps.statement(s, who, ident, request["zone"], currency)
-        except ValidationError:
-            raise web.HTTPNotFound() from None
-        acc = await ps.access_of(s, who.kind, who.id)
-        displays = await portal.caller_displays(s, who, st)
-    lines = portal.statement_lines(st, acc, displays)
-    return web.json_response({"id": ident, "title": st.title, "currency": currency,
+    st, lines = await portal.statement_for(request, who, ident)
+    return web.json_response({"id": ident, "title": st.title, "currency": st.currency,
                               "total": format_cents(st.total_cents), "total_cents": st.total_cents,
                               "lines": [{"booked_at": _iso(x["booked_at"]), "kind": x["kind"], "call": x["linkedid"],
                                          "caller": x["caller"], "connected_s": x["connected_s"],
@@ -174,11 +152,10 @@ async def statement(request: web.Request) -> web.Response:
 
 
 async def availability(request: web.Request) -> web.Response:
-
     who = await portal.party(request)
     if who.kind != "buyer":
         raise Forbidden("only buyers pause themselves")
-    data = json_api._known(await _json_body(request), ("paused",))
+    data = json_api._known(await json_api._body(request), ("paused",))
     paused = data.get("paused")
     if not isinstance(paused, bool):
         raise ValidationError("paused", "must be true or false")
@@ -221,7 +198,7 @@ async def number_request_add(request: web.Request) -> web.Response:
     who = await portal.party(request)
     if who.kind != "publisher":
         raise Forbidden("number requests are for publishers")
-    data = json_api._known(await _json_body(request), ("campaign_id", "area_code", "quantity", "note"))
+    data = json_api._known(await json_api._body(request), ("campaign_id", "area_code", "quantity", "note"))
     campaign_id, area, quantity, note = (data.get(k) for k in ("campaign_id", "area_code", "quantity", "note"))
     if not isinstance(campaign_id, int) or isinstance(campaign_id, bool):
         raise ValidationError("campaign_id", "must be the id of one of your campaigns")
@@ -264,7 +241,7 @@ async def postback_put(request: web.Request) -> web.Response:
     who = await portal.party(request)
     if who.kind != "publisher":
         raise Forbidden("postback URLs are for publishers")
-    data = json_api._known(await _json_body(request), ("url", "new_secret"))
+    data = json_api._known(await json_api._body(request), ("url", "new_secret"))
     url, renew = data.get("url"), data.get("new_secret", False)
     if not isinstance(url, str):
         raise ValidationError("url", "must be an http:// or https:// URL")
@@ -308,7 +285,7 @@ async def schedule_patch(request: web.Request) -> web.Response:
     who = await portal.party(request)
     if who.kind != "buyer":
         raise Forbidden("hours and caps are a buyer's")
-    data = json_api._known(await _json_body(request), ps.RULE_FIELDS)
+    data = json_api._known(await json_api._body(request), ps.RULE_FIELDS)
     for key, value in data.items():
         ok = isinstance(value, str) if key == "hours" else (value is None or (isinstance(value, int)
                                                                               and not isinstance(value, bool)))
@@ -328,9 +305,7 @@ async def operator_number_requests(request: web.Request) -> web.Response:
     from ppcswitch.web.base import need
 
     need(request, "read")
-    state = request.query.get("state", "")
-    if state and state not in mp.NUMBER_REQUEST_STATES:
-        raise ValidationError("state", f"must be one of {', '.join(mp.NUMBER_REQUEST_STATES)}")
+    state = _state(request, mp.NUMBER_REQUEST_STATES)
     async with request.app[keys.SESSIONS]() as s:
         rows = await ps.list_number_requests(s, None, state)
         spare = await ps.spare_counts(s)
@@ -339,28 +314,25 @@ async def operator_number_requests(request: web.Request) -> web.Response:
 
 
 async def operator_number_decide(request: web.Request) -> web.Response:
-    from ppcswitch.web import store
     from ppcswitch.web.base import need
 
-    need(request, "write")
-    ident = json_api._ident(request)
-    approve = request.path.endswith("/fill")
-    data = json_api._known(await _json_body(request), ("note",))
-    note = data.get("note", "")
+    need(request, "write")  # before reading the body
+    row = await portal.decide(request, "numbers", "write", "fill", await _note(request), "api")
+    return web.json_response({**request_json(row), "publisher_id": row.publisher_id})
+
+
+async def _note(request: web.Request) -> str:
+    note = json_api._known(await json_api._body(request), ("note",)).get("note", "")
     if not isinstance(note, str):
         raise ValidationError("note", "must be a string")
-    by = request["user"].username
+    return note
 
-    async def job(s):
-        if await s.get(mp.NumberRequest, ident) is None:
-            raise web.HTTPNotFound()
-        row = await ps.decide_number_request(s, ident, approve=approve, note=note, user=by)
-        store.audit(s, by, "api", "numbers.request." + ("fill" if approve else "reject"), f"request {row.id}",
-                    {"publisher_id": row.publisher_id, "numbers": ps.request_numbers_of(row), "note": note})
-        return row
 
-    row = await request.app[keys.WRITER].run(job)
-    return web.json_response({**request_json(row), "publisher_id": row.publisher_id})
+def _state(request: web.Request, states: tuple[str, ...]) -> str:
+    state = request.query.get("state", "")
+    if state and state not in states:
+        raise ValidationError("state", f"must be one of {', '.join(states)}")
+    return state
 
 
 # --- operators: buyers' disputes ---------------------------------------------------------------
@@ -369,9 +341,7 @@ async def operator_disputes(request: web.Request) -> web.Response:
     from ppcswitch.web.base import need
 
     need(request, "read")
-    state = request.query.get("state", "")
-    if state and state not in mp.DISPUTE_STATES:
-        raise ValidationError("state", f"must be one of {', '.join(mp.DISPUTE_STATES)}")
+    state = _state(request, mp.DISPUTE_STATES)
     async with request.app[keys.SESSIONS]() as s:
         rows = await ps.list_disputes(s, None, state)
     return web.json_response({"items": [{**dispute_json(d), "buyer_id": d.buyer_id, "linkedid": d.linkedid}
@@ -381,26 +351,8 @@ async def operator_disputes(request: web.Request) -> web.Response:
 async def operator_decide(request: web.Request) -> web.Response:
     from ppcswitch.web.base import need
 
-    need(request, "reports")
-    ident = json_api._ident(request)
-    accept = request.path.endswith("/accept")
-    data = json_api._known(await _json_body(request), ("note",))
-    note = data.get("note", "")
-    if not isinstance(note, str):
-        raise ValidationError("note", "must be a string")
-    by = request["user"].username
-
-    async def job(s):
-        from ppcswitch.web import store
-
-        if await s.get(mp.Dispute, ident) is None:
-            raise web.HTTPNotFound()
-        row = await ps.decide_dispute(s, ident, accept=accept, note=note, user=by)
-        store.audit(s, by, "api", "dispute.accept" if accept else "dispute.reject", f"call {row.linkedid}",
-                    {"dispute": row.id, "note": note, "reversed": format_cents(row.reversed_cents)})
-        return row
-
-    row = await request.app[keys.WRITER].run(job)
+    need(request, "reports")  # before reading the body
+    row = await portal.decide(request, "dispute", "reports", "accept", await _note(request), "api")
     return web.json_response({**dispute_json(row), "buyer_id": row.buyer_id, "linkedid": row.linkedid})
 
 
@@ -440,7 +392,7 @@ async def operator_access_put(request: web.Request) -> web.Response:
     kind, ident = request.match_info["party"], json_api._ident(request)
     if kind not in ("publisher", "buyer"):
         raise web.HTTPNotFound()
-    data = json_api._known(await _json_body(request), tuple(ACCESS_TYPES))
+    data = json_api._known(await json_api._body(request), tuple(ACCESS_TYPES))
     for key, value in data.items():
         kinds = ACCESS_TYPES[key]
         if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
@@ -461,7 +413,7 @@ async def operator_campaign_access_put(request: web.Request) -> web.Response:
 
     need(request, "users")
     ident = json_api._ident(request)
-    data = json_api._known(await _json_body(request), ps.CAMPAIGN_FIELDS)
+    data = json_api._known(await json_api._body(request), ps.CAMPAIGN_FIELDS)
     values = {k: data.get(k) for k in ps.CAMPAIGN_FIELDS}
     if not isinstance(values["caller_display"], (str, type(None))):
         raise ValidationError("caller_display", "must be full, last4, hidden or null (as the partner)")

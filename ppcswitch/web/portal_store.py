@@ -21,6 +21,7 @@ from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ppcswitch.billing import ledger, reports
+from ppcswitch.money import format_cents
 from ppcswitch.storage import models as t
 from ppcswitch.storage import models_attribution as a
 from ppcswitch.storage import models_billing as b
@@ -515,16 +516,22 @@ async def pending_disputes(session: AsyncSession) -> int:
                or 0)
 
 
+async def _pending(session: AsyncSession, model, ident: int, field: str, what: str):
+    """A dispute or number request still waiting for an operator's decision."""
+    row = await session.get(model, ident)
+    if row is None:
+        raise ValidationError(field, f"no {what} with id {ident}")
+    if row.state != "pending":
+        raise ValidationError(field, f"this {what} was already {row.state}")
+    return row
+
+
 async def decide_dispute(session: AsyncSession, dispute_id: int, *, accept: bool, note: str, user: str,
                          now: datetime | None = None) -> p.Dispute:
     """An operator accepts (the ledger reverses the call's revenue, and payout where it depends on the
     buyer paying; the signed reversal postback is queued) or rejects (a note is required) a dispute."""
     now = now or datetime.now(timezone.utc)
-    row = await session.get(p.Dispute, dispute_id)
-    if row is None:
-        raise ValidationError("dispute", f"no dispute with id {dispute_id}")
-    if row.state != "pending":
-        raise ValidationError("dispute", f"this dispute was already {row.state}")
+    row = await _pending(session, p.Dispute, dispute_id, "dispute", "dispute")
     note = (note or "").strip()[:1000]
     if not accept and not note:
         raise ValidationError("note", "say why the dispute is rejected")
@@ -716,11 +723,7 @@ async def decide_number_request(session: AsyncSession, request_id: int, *, appro
                                 now: datetime | None = None) -> p.NumberRequest:
     """An operator fills a pending request from the spare numbers of its area code, or rejects it (a note)."""
     now = now or datetime.now(timezone.utc)
-    row = await session.get(p.NumberRequest, request_id)
-    if row is None:
-        raise ValidationError("request", f"no number request with id {request_id}")
-    if row.state != "pending":
-        raise ValidationError("request", f"this request was already {row.state}")
+    row = await _pending(session, p.NumberRequest, request_id, "request", "number request")
     note = (note or "").strip()[:1000]
     if approve:
         await _fill(session, row, user, now)
@@ -730,6 +733,30 @@ async def decide_number_request(session: AsyncSession, request_id: int, *, appro
         row.state, row.decided_by, row.decided_at = "rejected", user, now
     row.decision_note = note
     await session.flush()
+    return row
+
+
+# An operator's decision on a pending row, the same from the panel and the API: (decide, audit entry).
+DECISIONS = {
+    "dispute": (p.Dispute, lambda s, ident, yes, note, user: decide_dispute(s, ident, accept=yes, note=note, user=user),
+                lambda row, yes, note: ("dispute.accept" if yes else "dispute.reject", f"call {row.linkedid}",
+                                        {"dispute": row.id, "note": note, "reversed": format_cents(row.reversed_cents)})),
+    "numbers": (p.NumberRequest,
+                lambda s, ident, yes, note, user: decide_number_request(s, ident, approve=yes, note=note, user=user),
+                lambda row, yes, note: ("numbers.request." + ("fill" if yes else "reject"), f"request {row.id}",
+                                        {"publisher_id": row.publisher_id, "numbers": request_numbers_of(row),
+                                         "note": note})),
+}
+
+
+async def decide(session: AsyncSession, kind: str, ident: int, *, yes: bool, note: str, user: str, via: str):
+    """Accept/fill (yes) or reject one pending dispute or number request, with its audit entry; a row
+    that does not exist raises LookupError."""
+    model, fn, audit_of = DECISIONS[kind]
+    if await session.get(model, ident) is None:
+        raise LookupError(ident)
+    row = await fn(session, ident, yes, note, user)
+    store.audit(session, user, via, *audit_of(row, yes, note))
     return row
 
 
