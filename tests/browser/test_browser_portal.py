@@ -328,6 +328,7 @@ def test_partner_tasks_in_the_browser(portal_world):
         numbers = pp.locator("#numbers").inner_text()
         assert "+12125550123" in numbers and "+12125550124" in numbers and "+18005550100" in numbers
         assert "filled" in pp.locator("#number-requests").inner_text()
+        assert "that is your limit of 3" in pp.locator("#at-limit").inner_text()  # no form past the limit
         shoot(pp, "publisher-numbers")
         # A pool of its own: the DNI snippet ready to paste (not another publisher's).
         async def pool(s):
