@@ -707,13 +707,14 @@ def paths() -> dict:
             "summary": "Change what one publisher or buyer sees and may do (the fields sent only)",
             "operationId": "set_partner_access",
             "parameters": [_param("party", "path", {"type": "string", "enum": ["publisher", "buyer"]}), pid],
-            "description": "Admin.",
+            "description": "Only the fields sent change; the partner's next page and API call see the change. Admin.",
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
                 **_ref("PartnerAccessInput")}}}},
             "responses": {"200": _json(_ref("PartnerAccess")), **_errors()}}},
         "/portal-access/campaigns/{id}": {"put": {
             "summary": "What one campaign's calls show partners (null: as the partner)",
-            "operationId": "set_campaign_access", "parameters": [pid], "description": "Admin.",
+            "operationId": "set_campaign_access", "parameters": [pid],
+            "description": "Only the fields sent change; null gives the field back to each partner's own setting. Admin.",
             "requestBody": {"required": True, "content": {"application/json": {"schema": _obj(
                 {"caller_display": {"type": "string", "enum": list(mp.CALLER_DISPLAY), "nullable": True},
                  "show_buyer_name": {"type": "boolean", "nullable": True},
@@ -721,7 +722,8 @@ def paths() -> dict:
             "responses": {"200": _json(_ref("CampaignAccess")), **_errors()}}},
         "/number-requests": {"get": {
             "summary": "Publishers' number requests, newest first, and the spare numbers per area code",
-            "operationId": "list_number_requests", "description": "Any staff role.",
+            "operationId": "list_number_requests",
+            "description": "Pending, filled and rejected requests; `state` narrows the list. Any staff role.",
             "parameters": [_param("state", "query", {"type": "string", "enum": list(mp.NUMBER_REQUEST_STATES)})],
             "responses": {"200": _json(_obj({"spare": {"type": "object", "additionalProperties": i},
                                              "items": {"type": "array", "items": _ref("NumberRequest")}})),
@@ -735,7 +737,8 @@ def paths() -> dict:
         "/number-requests/{id}/reject": {"post": {
             "summary": "Reject a pending number request, with a note (required) the publisher sees",
             "operationId": "reject_number_request", "parameters": [pid], "requestBody": note,
-            "description": "Admin.", "responses": {"200": _json(_ref("NumberRequest")), **_errors()}}},
+            "description": "The request is closed without numbers; the publisher sees it rejected. Admin.",
+            "responses": {"200": _json(_ref("NumberRequest")), **_errors()}}},
         "/portal/availability": {"put": {
             "summary": "A buyer pauses or resumes itself (if the operator allows it)",
             "operationId": "portal_set_availability",
