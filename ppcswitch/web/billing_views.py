@@ -139,11 +139,15 @@ async def close_confirm(request: web.Request) -> web.Response:
                         fields=values)
 
 
-async def close_submit(request: web.Request) -> web.Response:
+async def _posted_period(request: web.Request) -> tuple[dict[str, str], str]:
+    """The period a form posted (from, to, tz as typed) and who posted it."""
     need(request, "reports")
     form = await request.post()
-    values = {k: str(form.get(k, "")).strip() for k in ("from", "to", "tz")}
-    user = request["user"].username
+    return {k: str(form.get(k, "")).strip() for k in ("from", "to", "tz")}, request["user"].username
+
+
+async def close_submit(request: web.Request) -> web.Response:
+    values, user = await _posted_period(request)
     try:
         p = _period(values)
         await base._write(request, "ledger.close", p.label, values,
@@ -167,10 +171,7 @@ async def rerate_page(request: web.Request) -> web.Response:
 
 
 async def rerate_apply(request: web.Request) -> web.Response:
-    need(request, "reports")
-    form = await request.post()
-    values = {k: str(form.get(k, "")).strip() for k in ("from", "to", "tz")}
-    user = request["user"].username
+    values, user = await _posted_period(request)
     try:
         p = _period(values)
         res = await base._write(request, "billing.rerate", p.label, values,
