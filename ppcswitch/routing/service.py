@@ -130,22 +130,28 @@ class Router:
     def decide(self, facts: CallFacts) -> Decision:
         return route(self.network, facts, self.live.counts, self.allow_anonymous, self.counters, self.rng)
 
-    def first(self, linkedid: str, facts: CallFacts) -> dict[str, str]:
-        """Decide a new call; returns the channel variables for the dialplan."""
+    # Each step of a call has one decision (_begin, _rezip, _recode) and one answer (_answer); the
+    # FastAGI handlers await the *_async forms, which run an RTB auction between the two when the
+    # decision has RTB candidates. The plain forms are the same steps without the auction.
+
+    def _begin(self, linkedid: str, facts: CallFacts) -> CallRoute:
         call = CallRoute(linkedid, facts, self.decide(facts))
         self.routes.add(call)
         self._arrived(linkedid, facts)
-        return self._answer(call)
+        return call
+
+    def first(self, linkedid: str, facts: CallFacts) -> dict[str, str]:
+        """Decide a new call; returns the channel variables for the dialplan."""
+        return self._answer(self._begin(linkedid, facts))
 
     async def first_async(self, linkedid: str, facts: CallFacts) -> dict[str, str]:
         """first(), with an auction among the RTB candidates before anyone is dialled."""
-        call = CallRoute(linkedid, facts, self.decide(facts))
-        self.routes.add(call)
-        self._arrived(linkedid, facts)
+        call = self._begin(linkedid, facts)
         await self._auction(call)
         return self._answer(call)
 
     async def with_zip_async(self, linkedid: str, digits: str) -> dict[str, str]:
+        """with_zip(), with an auction among the RTB candidates of the new decision."""
         call = self.routes.get(linkedid)
         if call is None:
             return {}
