@@ -30,6 +30,7 @@ from ppcswitch.storage import breakdowns
 from ppcswitch.storage import models as t
 from ppcswitch.storage import models_billing as b
 from ppcswitch.storage import repo
+from ppcswitch.storage.schema import by_shape
 from ppcswitch.storage.validate import ValidationError
 
 RECEIVABLE, PAYABLE = "receivable", "payable"
@@ -371,23 +372,13 @@ def _roll_many(conn, dialect: str, rolls: list[tuple[datetime, int, int, int, di
     sent as one statement per table and shape (what roll_sync does for each change, in sum)."""
     for table, time_column, start_of in ((b.BillingRollup.__table__, "bucket_start", bucket_of),
                                          (b.BillingDaily.__table__, "day_start", day_of)):
-        rows: dict[tuple, dict[str, int]] = {}
-        changed: dict[tuple, set[str]] = {}
-        for when, campaign_id, buyer_id, publisher_id, deltas in rolls:
-            key = (start_of(when), campaign_id, buyer_id, publisher_id)
-            into = rows.setdefault(key, dict.fromkeys(_ROLL_COLUMNS, 0))
-            for column, delta in deltas.items():
-                if delta:
-                    into[column] += delta
-                    changed.setdefault(key, set()).add(column)
-        shapes: dict[tuple[str, ...], list[dict]] = {}
-        for key, columns in changed.items():
-            start, campaign_id, buyer_id, publisher_id = key
-            shapes.setdefault(tuple(sorted(columns)), []).append(
-                {time_column: start, "campaign_id": campaign_id, "buyer_id": buyer_id, "publisher_id": publisher_id,
-                 **rows[key]})
-        for shape, params in shapes.items():
-            conn.execute(_roll_statement(dialect, table, time_column, shape), params)
+        changes = (((start_of(when), campaign_id, buyer_id, publisher_id), deltas)
+                   for when, campaign_id, buyer_id, publisher_id, deltas in rolls)
+        for shape, rows in by_shape(changes, _ROLL_COLUMNS).items():
+            conn.execute(_roll_statement(dialect, table, time_column, shape),
+                         [{time_column: start, "campaign_id": campaign_id, "buyer_id": buyer_id,
+                           "publisher_id": publisher_id, **totals}
+                          for (start, campaign_id, buyer_id, publisher_id), totals in rows])
 
 
 def _decision_columns(d: Qualification) -> dict[str, Any]:

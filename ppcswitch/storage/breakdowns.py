@@ -21,6 +21,7 @@ from sqlalchemy import and_, bindparam, case, func, literal, select, union_all
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
+from ppcswitch.storage.schema import by_shape
 from ppcswitch.storage import models as t
 from ppcswitch.storage import models_billing as b
 from ppcswitch.storage.models_breakdowns import BreakdownDaily
@@ -79,28 +80,20 @@ def stored_sync(session: Session, record) -> None:
 def stored_many_sync(session: Session, records: list) -> None:
     """stored_sync for many calls just inserted (repo.insert_calls): the changes added up per row
     first, then one multi-row upsert per shape."""
-    rows: dict[tuple, dict[str, int]] = {}
-    changed: dict[tuple, set[str]] = {}
-    for record in records:
-        answered = bool(record.buyer_id) and record.connected_ms > 0  # as stored_sync
-        deltas = dict(calls=1, connected=int(answered), billable=int(bool(record.billable)),
-                      revenue_cents=int(record.revenue_cents or 0), payout_cents=int(record.payout_cents or 0))
-        day = day_of(record.started_at)
-        for facet, publisher_id, value in keys_of(record.publisher_id, record.sub_id, record.caller_state):
-            key = (day, facet, publisher_id, value)
-            into = rows.setdefault(key, dict.fromkeys(COLUMNS, 0))
-            for column, delta in deltas.items():
-                if delta:
-                    into[column] += delta
-                    changed.setdefault(key, set()).add(column)
-    shapes: dict[tuple[str, ...], list[dict]] = {}
-    for key, columns in changed.items():
-        day, facet, publisher_id, value = key
-        shapes.setdefault(tuple(sorted(columns)), []).append(
-            dict(rows[key], day_start=day, facet=facet, publisher_id=publisher_id, value=value))
+    def changes():
+        for record in records:
+            answered = bool(record.buyer_id) and record.connected_ms > 0  # as stored_sync
+            deltas = dict(calls=1, connected=int(answered), billable=int(bool(record.billable)),
+                          revenue_cents=int(record.revenue_cents or 0), payout_cents=int(record.payout_cents or 0))
+            day = day_of(record.started_at)
+            for facet, publisher_id, value in keys_of(record.publisher_id, record.sub_id, record.caller_state):
+                yield (day, facet, publisher_id, value), deltas
+
     dialect = session.get_bind().dialect.name
-    for shape, params in shapes.items():
-        session.connection().execute(_statement(dialect, shape), params)
+    for shape, rows in by_shape(changes(), COLUMNS).items():
+        session.connection().execute(_statement(dialect, shape), [
+            dict(totals, day_start=day, facet=facet, publisher_id=publisher_id, value=value)
+            for (day, facet, publisher_id, value), totals in rows])
 
 
 _CALL = select(t.Call.started_at, t.Call.publisher_id, t.Call.sub_id, t.Call.caller_state,

@@ -44,3 +44,21 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 class Base(DeclarativeBase):
     pass
+
+
+def by_shape(changes, columns) -> dict[tuple[str, ...], list[tuple[tuple, dict[str, int]]]]:
+    """Changes to rows of totals, given as (row key, {column: delta}), added up per row and grouped by
+    the columns that changed: one multi-row upsert per group (a row appears once per statement, which
+    PostgreSQL's ON CONFLICT requires). Rows whose deltas are all 0 are left out."""
+    rows: dict[tuple, dict[str, int]] = {}
+    changed: dict[tuple, set[str]] = {}
+    for key, deltas in changes:
+        into = rows.setdefault(key, dict.fromkeys(columns, 0))
+        for column, delta in deltas.items():
+            if delta:
+                into[column] += delta
+                changed.setdefault(key, set()).add(column)
+    shapes: dict[tuple[str, ...], list[tuple[tuple, dict[str, int]]]] = {}
+    for key, names in changed.items():
+        shapes.setdefault(tuple(sorted(names)), []).append((key, rows[key]))
+    return shapes
