@@ -203,17 +203,18 @@ async def test_an_admission_is_one_round_trip(pg_url):
 def private_pg():
     """A PostgreSQL server of this module's own (it is restarted): root and the machine's binaries."""
     from ppcswitch.cluster import PrivatePostgres
+    from fixtures_asterisk import _unavailable  # skips, or fails under PPCSWITCH_REQUIRE_SERVICES=1 (CI)
     from ppcswitch.sandbox import SandboxError
 
     if os.geteuid() != 0 or shutil.which("runuser") is None:
-        pytest.skip("a private PostgreSQL needs root (runuser -u postgres)")
+        _unavailable("a private PostgreSQL needs root (runuser -u postgres)")
     pg = PrivatePostgres(Path(tempfile.mkdtemp(prefix="ppcswitch-pg-")))
     try:
         pg.init()
         pg.start()
     except SandboxError as exc:
         pg.destroy()
-        pytest.skip(f"private PostgreSQL unavailable: {exc}")
+        _unavailable(f"private PostgreSQL unavailable: {exc}")
     yield pg
     pg.destroy()
 
